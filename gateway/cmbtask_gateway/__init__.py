@@ -1,0 +1,1 @@
+"""cmbtask gateway: sessions, tasks, approvals and events over REST and WebSocket."""

@@ -1,0 +1,1 @@
+"""Executor backends: where task runners run."""

@@ -1,0 +1,68 @@
+"""The executor interface: how the gateway starts and stops runners.
+
+Two backends implement it: ``local`` (one detached OS process per task) and
+``kubernetes`` (one ``CmbTask`` object per task, turned into a pod by the
+operator). The gateway never cares which: it records the returned handle on
+the task, asks ``inspect`` when a runner goes quiet, and ``adopt``s every
+unfinished task after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Executor", "ExecutorError", "ExecutorStatus", "LaunchRequest"]
+
+
+class ExecutorError(Exception):
+    """A runner could not be launched or controlled; the message is for users."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    task_id: str
+    session_id: str
+    owner: str
+    engine: str
+    mode: str
+    #: where the runner dials back (``ws://host:port``); the runner appends paths
+    gateway_url: str
+    #: per-task runner token; never logged
+    token: str
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStatus:
+    handle: str
+    alive: bool
+    exit_code: int | None = None
+    #: why it is not alive, in words a user understands ("killed by signal 9")
+    reason: str | None = None
+
+
+class Executor(Protocol):
+    """What the gateway needs from a backend. All methods are idempotent."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Prepare clients, watchers, reapers. Called once at gateway start."""
+
+    async def launch(self, request: LaunchRequest) -> str:
+        """Start a runner for the task; return an opaque handle to store."""
+
+    async def cancel(self, handle: str, *, grace_s: float) -> None:
+        """Stop the runner: politely (SIGTERM / pod delete), then by force."""
+
+    async def inspect(self, handle: str) -> ExecutorStatus:
+        """Is the runner alive? If not, how did it end?"""
+
+    async def adopt(self, handles: Sequence[str]) -> list[ExecutorStatus]:
+        """After a gateway restart: take over runners started by a previous
+        gateway and report which of them are still alive."""
+
+    async def close(self) -> None:
+        """Release resources. Runners keep running: they outlive the gateway."""

@@ -1,0 +1,1 @@
+"""cmbtask operator: kopf handlers turning CmbTask objects into runner pods."""

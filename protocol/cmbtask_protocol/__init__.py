@@ -1,0 +1,24 @@
+"""cmbtask's one wire schema: events, commands, runner frames, REST bodies.
+
+Every other component imports its message shapes from here and from nowhere
+else, so that gateway, runner, operator and UI cannot drift apart.
+"""
+
+from .api import *  # noqa: F403
+from .client import *  # noqa: F403
+from .engines import *  # noqa: F403
+from .events import *  # noqa: F403
+from .modes import *  # noqa: F403
+from .phases import *  # noqa: F403
+from .runner import *  # noqa: F403
+from . import api, client, engines, events, modes, phases, runner
+
+__all__ = [
+    *api.__all__,
+    *client.__all__,
+    *engines.__all__,
+    *events.__all__,
+    *modes.__all__,
+    *phases.__all__,
+    *runner.__all__,
+]

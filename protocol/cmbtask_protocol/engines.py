@@ -1,0 +1,57 @@
+"""Parameters of the built-in engines, shared so the gateway can refuse bad
+input at submit time (HTTP 422) instead of starting a process that fails.
+
+Engines outside this table validate their own parameters in the runner.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["BUILTIN_ENGINE_PARAMS", "DemoParams", "ScriptParams"]
+
+
+class DemoParams(BaseModel):
+    """The deterministic ``demo`` workflow: plan, steps, output, approvals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=3, ge=1, le=1000)
+    step_delay_s: float = Field(default=0.5, ge=0.0, le=3600.0)
+    lines_per_step: int = Field(default=3, ge=0, le=100_000)
+    approve_plan: bool = False
+    #: ask for an approval before these 1-based steps
+    approve_steps: list[int] = Field(default_factory=list, max_length=1000)
+    fail_at_step: int | None = Field(default=None, ge=1)
+    #: emit agent messages, code blocks and cost updates along the way
+    chatter: bool = True
+    #: save session state after every step (resume continues after the last one)
+    checkpoint: bool = True
+
+
+class ScriptParams(BaseModel):
+    """The ``script`` engine: a user's Python source, a file, or a command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str | None = Field(default=None, max_length=1_000_000)
+    path: str | None = Field(default=None, max_length=4096)
+    command: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    env: dict[str, str] = Field(default_factory=dict, max_length=200)
+    #: lines per second above which output is dropped (with a notice)
+    max_output_lines_per_s: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ScriptParams:
+        given = [name for name in ("code", "path", "command") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'code', 'path' or 'command'")
+        return self
+
+
+BUILTIN_ENGINE_PARAMS: Final[dict[str, type[BaseModel]]] = {
+    "demo": DemoParams,
+    "script": ScriptParams,
+}

@@ -1,0 +1,1 @@
+"""cmbtask runner: one task in one isolated process, streaming to the gateway."""

@@ -1,0 +1,1 @@
+"""Engine plugins, loaded through the ``cmbtask.engines`` entry-point group."""
