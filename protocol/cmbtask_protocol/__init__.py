@@ -6,16 +6,18 @@ else, so that gateway, runner, operator and UI cannot drift apart.
 
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
+from .crd import *  # noqa: F403
 from .engines import *  # noqa: F403
 from .events import *  # noqa: F403
 from .modes import *  # noqa: F403
 from .phases import *  # noqa: F403
 from .runner import *  # noqa: F403
-from . import api, client, engines, events, modes, phases, runner
+from . import api, client, crd, engines, events, modes, phases, runner
 
 __all__ = [
     *api.__all__,
     *client.__all__,
+    *crd.__all__,
     *engines.__all__,
     *events.__all__,
     *modes.__all__,
