@@ -22,6 +22,7 @@ __all__ = [
     "Engine",
     "EngineContext",
     "EngineError",
+    "StateConflict",
     "TaskCancelled",
 ]
 
@@ -102,3 +103,20 @@ class Engine(Protocol):
         """Do the work. Return a small result dict for ``task.succeeded``;
         raise ``EngineError``/any exception for ``task.failed`` and
         ``TaskCancelled`` when ``ctx.cancelled`` is seen."""
+
+
+class StateConflict(EngineError):  # noqa: N818 - reads as what happened, like TaskCancelled
+    """The session's state changed since this task read it; nothing was saved.
+
+    Optimistic locking on the session ``version``: a task saves against the
+    version it started from (or last saved), never over someone else's write.
+    """
+
+    def __init__(self, expected: int | None, stored: int, message: str = "") -> None:
+        detail = f": {message}" if message else ""
+        super().__init__(
+            f"session state changed elsewhere (expected version {expected}, stored {stored}); "
+            f"not saved{detail}"
+        )
+        self.expected = expected
+        self.stored = stored

@@ -1,0 +1,72 @@
+"""``python -m cmbtask_runner`` / ``cmbtask-runner``: run one task, then exit.
+
+Exit codes: 0 succeeded, 1 failed, 2 cancelled, 3 timed out, 4 the gateway
+link failed for good (bad token, unknown task, replaced, unreachable), 5 the
+final event was never acknowledged, 64 bad configuration. The code and the
+final event are also written to ``exit.json`` in the work directory, where
+the local executor finds them for runners a previous gateway started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from .config import ConfigError, RunnerConfig
+from .logs import LogSink, configure_logging
+from .running import RunResult, run_task
+
+__all__ = ["EXIT_FILE", "main"]
+
+EXIT_FILE = "exit.json"
+EXIT_USAGE = 64
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = RunnerConfig.load(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"cmbtask-runner: {exc}\n")
+        return EXIT_USAGE
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    sink = LogSink(config.work_dir / "runner.log", os.dup(2))
+    configure_logging(sink, task_id=config.task_id)
+    log = structlog.get_logger("cmbtask_runner")
+    log.info("runner.start", pid=os.getpid(), work_dir=str(config.work_dir), gateway_url=config.gateway_url)
+    try:
+        result = asyncio.run(run_task(config, sink))
+    except Exception as exc:  # the last line of defence: say why, and still leave an exit file
+        log.exception("runner.crashed")
+        result = RunResult(1, reason=f"runner crashed: {type(exc).__name__}: {exc}")
+    _write_exit_file(config.work_dir, result)
+    log.info("runner.exit", exit_code=result.exit_code, final_event=result.final_event, acked=result.acked)
+    return result.exit_code
+
+
+def _write_exit_file(work_dir: Path, result: RunResult) -> None:
+    record = {
+        "exit_code": result.exit_code,
+        "final_event": result.final_event,
+        "reason": result.reason,
+        "acked": result.acked,
+        "pid": os.getpid(),
+        "time": time.time(),
+    }
+    tmp = work_dir / (EXIT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    tmp.replace(work_dir / EXIT_FILE)
+
+
+if __name__ == "__main__":
+    # os._exit: an engine thread stuck in C code must not keep a finished runner alive.
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,313 @@
+"""One task from start to exit: link up, run the engine, report, leave.
+
+The event loop (main thread) owns the link and the signals; the engine runs
+in a worker thread; output capture has its own threads. Whatever happens —
+success, an engine exception, SIGTERM, a cancel from the gateway, the local
+timeout backstop — ends in exactly one final task event, which the runner
+waits (bounded) to see acknowledged before it exits with a code that says
+how the task ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import traceback
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from cmbtask_protocol import (
+    EventType,
+    RunnerApprovalDecision,
+    RunnerStateResult,
+    RunnerWelcome,
+)
+
+from .capture import OutputCapture
+from .config import RunnerConfig
+from .context import RunnerContext
+from .engines import load_engine
+from .engines.base import EngineError, TaskCancelled
+from .link import Link, LinkHandlers
+from .logs import LogSink, configure_logging
+from .outbox import Outbox
+
+__all__ = ["EXIT_CODES", "RunResult", "run_task"]
+
+log = structlog.get_logger("cmbtask_runner.running")
+
+#: exit code of the runner process for each way a task can end
+EXIT_CODES = {
+    EventType.TASK_SUCCEEDED: 0,
+    EventType.TASK_FAILED: 1,
+    EventType.TASK_CANCELLED: 2,
+    EventType.TASK_TIMED_OUT: 3,
+}
+EXIT_LINK_FATAL = 4
+EXIT_FINAL_NOT_ACKED = 5
+TIMEOUT_REASON = "timeout"
+#: the runner's own timeout backstop fires this long after ``timeout_s`` (the gateway's comes first)
+LOCAL_TIMEOUT_MARGIN_S = 2.0
+_TRACEBACK_CHARS = 4000
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    final_event: str | None = None
+    reason: str = ""
+    acked: bool = False
+
+
+@dataclass
+class _EngineResult:
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Dispatch:
+    """Routes the link's callbacks to the context, which exists only after welcome."""
+
+    welcome: RunnerWelcome | None = None
+    ctx: RunnerContext | None = None
+    early_cancel: list[str] = field(default_factory=list)
+
+    def on_welcome(self, welcome: RunnerWelcome) -> None:
+        if self.welcome is None:
+            self.welcome = welcome
+        elif self.ctx is not None:
+            self.ctx.on_welcome(welcome)
+
+    def on_decision(self, frame: RunnerApprovalDecision) -> None:
+        if self.ctx is not None:
+            self.ctx.on_decision(frame)
+
+    def on_state_result(self, frame: RunnerStateResult) -> None:
+        if self.ctx is not None:
+            self.ctx.on_state_result(frame)
+
+    def on_cancel(self, reason: str) -> None:
+        if self.ctx is not None:
+            self.ctx.cancel(reason)
+        else:
+            self.early_cancel.append(reason)
+
+    def pending_approvals(self) -> list[str]:
+        return [] if self.ctx is None else self.ctx.pending_approval_ids()
+
+
+async def run_task(config: RunnerConfig, sink: LogSink) -> RunResult:
+    loop = asyncio.get_running_loop()
+    dispatch = _Dispatch()
+    link: Link | None = None
+
+    def wake() -> None:
+        if link is not None:
+            with suppress(RuntimeError):  # the loop is gone: the runner is exiting anyway
+                loop.call_soon_threadsafe(link.wake)
+
+    outbox = Outbox(config.work_dir / "outbox.spill.jsonl", on_put=wake)
+    handlers = LinkHandlers(
+        on_welcome=dispatch.on_welcome,
+        on_decision=dispatch.on_decision,
+        on_state_result=dispatch.on_state_result,
+        on_cancel=dispatch.on_cancel,
+        pending_approvals=dispatch.pending_approvals,
+    )
+    link = Link(
+        gateway_url=config.gateway_url,
+        task_id=config.task_id,
+        token=config.token,
+        outbox=outbox,
+        handlers=handlers,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        give_up_s=config.give_up_s,
+    )
+    link_task = asyncio.create_task(link.run(), name="link")
+    terminated = _watch_signals(loop, dispatch)
+    try:
+        return await _run_linked(config, sink, link, link_task, dispatch, outbox, terminated)
+    finally:
+        await link.close()
+        link_task.cancel()
+        await asyncio.gather(link_task, return_exceptions=True)
+
+
+def _watch_signals(loop: asyncio.AbstractEventLoop, dispatch: _Dispatch) -> asyncio.Event:
+    """SIGTERM/SIGINT mean cancel: the engine stops, ``task.cancelled`` goes out."""
+    terminated = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        log.info("runner.signal", signal=name)
+        dispatch.on_cancel(f"terminated ({name})")
+        terminated.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return terminated
+
+
+async def _run_linked(
+    config: RunnerConfig,
+    sink: LogSink,
+    link: Link,
+    link_task: asyncio.Task[None],
+    dispatch: _Dispatch,
+    outbox: Outbox,
+    terminated: asyncio.Event,
+) -> RunResult:
+    welcomed = asyncio.create_task(link.welcomed.wait())
+    stopped = asyncio.create_task(terminated.wait())
+    await asyncio.wait({welcomed, link_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    welcomed.cancel()
+    stopped.cancel()
+    if link_task.done():
+        return _link_fatal(link_task)
+    if dispatch.welcome is None:
+        log.info("runner.stopped_before_welcome")
+        return RunResult(EXIT_CODES[EventType.TASK_CANCELLED], reason="terminated before the task started")
+    welcome = dispatch.welcome
+    configure_logging(sink, task_id=config.task_id, session_id=welcome.task.session_id)
+    ctx = RunnerContext(welcome, config.work_dir, outbox)
+    dispatch.ctx = ctx
+    for reason in dispatch.early_cancel:
+        ctx.cancel(reason)
+    if welcome.cancel_requested:
+        ctx.cancel("cancel requested")
+    final_type, data = await _run_engine(config, sink, ctx, link_task)
+    if final_type is None:
+        return _link_fatal(link_task)
+    return await _report(config, link, link_task, ctx, final_type, data)
+
+
+def _link_fatal(link_task: asyncio.Task[None]) -> RunResult:
+    error = link_task.exception() if link_task.done() and not link_task.cancelled() else None
+    reason = str(error) if error is not None else "link ended"
+    log.error("runner.link_fatal", reason=reason)
+    return RunResult(EXIT_LINK_FATAL, reason=reason)
+
+
+async def _run_engine(
+    config: RunnerConfig, sink: LogSink, ctx: RunnerContext, link_task: asyncio.Task[None]
+) -> tuple[str | None, dict[str, Any]]:
+    """Run the engine in a worker thread; return the final event to send (None: link lost)."""
+    loop = asyncio.get_running_loop()
+    task = ctx.task
+    ctx.emit(
+        EventType.TASK_STARTED,
+        {
+            "engine": task.engine,
+            "mode": task.mode,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "resumed_from_version": ctx.started_from_version,
+        },
+    )
+    log.info(
+        "task.started", engine=task.engine, mode=task.mode, resumed_from_version=ctx.started_from_version
+    )
+    cancel_seen = asyncio.Event()
+
+    def on_cancel() -> None:
+        loop.call_soon_threadsafe(cancel_seen.set)
+
+    ctx.cancel_hooks.append(on_cancel)
+    if ctx.cancelled.is_set():  # cancelled before the hook was in place
+        cancel_seen.set()
+    timer = None
+    if task.timeout_s is not None:
+        timer = loop.call_later(task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, TIMEOUT_REASON)
+    capture = OutputCapture(ctx.emit, max_lines_per_s=_lines_cap(task.params))
+    capture.start()
+    sink.retarget(capture.saved_stderr)
+    outcome = _EngineResult()
+    done = loop.create_future()
+    thread = threading.Thread(
+        target=_engine_thread, args=(ctx, outcome, loop, done), name="engine", daemon=True
+    )
+    thread.start()
+    try:
+        waiter = asyncio.create_task(cancel_seen.wait())
+        await asyncio.wait({done, link_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if ctx.cancelled.is_set() and not done.done() and not link_task.done():
+            await asyncio.wait({done, link_task}, timeout=config.cancel_grace_s)
+        waiter.cancel()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        await asyncio.to_thread(capture.stop)
+    if link_task.done():
+        ctx.cancel("link lost")
+        return None, {}
+    return _final_event(ctx, outcome, finished=done.done())
+
+
+def _lines_cap(params: dict[str, Any]) -> int:
+    cap = params.get("max_output_lines_per_s")
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else 5000
+
+
+def _engine_thread(
+    ctx: RunnerContext, outcome: _EngineResult, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
+) -> None:
+    try:
+        engine = load_engine(ctx.task.engine)
+        engine.validate(ctx.task)
+        outcome.result = engine.run(ctx)
+    except BaseException as exc:  # everything an engine raises ends up in the final event
+        outcome.error = exc
+    finally:
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(_set_done, done)
+
+
+def _set_done(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _final_event(ctx: RunnerContext, outcome: _EngineResult, *, finished: bool) -> tuple[str, dict[str, Any]]:
+    error = outcome.error
+    succeeded = finished and error is None
+    if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == TIMEOUT_REASON):
+        if ctx.cancel_reason == TIMEOUT_REASON:
+            return EventType.TASK_TIMED_OUT, {"reason": f"timed out after {ctx.task.timeout_s} s"}
+        return EventType.TASK_CANCELLED, {"reason": ctx.cancel_reason}
+    if succeeded:
+        return EventType.TASK_SUCCEEDED, {"reason": "", "result": outcome.result}
+    if isinstance(error, TaskCancelled):
+        return EventType.TASK_CANCELLED, {"reason": str(error) or "cancelled"}
+    if isinstance(error, EngineError):
+        return EventType.TASK_FAILED, {"reason": str(error)}
+    assert error is not None
+    short = "".join(traceback.format_exception(error)[-6:])[-_TRACEBACK_CHARS:]
+    return EventType.TASK_FAILED, {"reason": f"{type(error).__name__}: {error}", "traceback": short}
+
+
+async def _report(
+    config: RunnerConfig,
+    link: Link,
+    link_task: asyncio.Task[None],
+    ctx: RunnerContext,
+    final_type: str,
+    data: dict[str, Any],
+) -> RunResult:
+    reason = str(data.get("reason", ""))
+    rseq = ctx.emit_numbered(final_type, data)
+    log.info("task.finished", final_event=final_type, reason=reason, rseq=rseq)
+    acked_wait = asyncio.create_task(link.wait_acked(rseq, config.final_ack_s))
+    await asyncio.wait({acked_wait, link_task}, return_when=asyncio.FIRST_COMPLETED)
+    acked = acked_wait.done() and acked_wait.result()
+    acked_wait.cancel()
+    if not acked:
+        log.error("task.final_not_acked", final_event=final_type, waited_s=config.final_ack_s)
+        return RunResult(EXIT_FINAL_NOT_ACKED, final_type, reason, acked=False)
+    return RunResult(EXIT_CODES[final_type], final_type, reason, acked=True)
