@@ -1,0 +1,41 @@
+"""Route dependencies, so that signatures read like a list of needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+from ..gateway import Gateway
+
+__all__ = ["CurrentUser", "GatewayDep", "bearer_from", "get_gateway", "user_for_connection"]
+
+
+def get_gateway(connection: HTTPConnection) -> Gateway:
+    gateway: Gateway = connection.app.state.gateway
+    return gateway
+
+
+def bearer_from(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return connection.query_params.get("token") or None
+
+
+async def user_for_connection(connection: HTTPConnection) -> str:
+    gateway = get_gateway(connection)
+    proxy_user = connection.headers.get(gateway.settings.proxy_user_header)
+    user = await gateway.auth.user_for(bearer_from(connection), proxy_user)
+    structlog.contextvars.bind_contextvars(user=user)
+    return user
+
+
+async def _current_user(request: Request) -> str:
+    return await user_for_connection(request)
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+CurrentUser = Annotated[str, Depends(_current_user)]

@@ -1,0 +1,53 @@
+"""Health, readiness, metrics, modes and the caller's identity."""
+
+from __future__ import annotations
+
+from cmbtask_protocol import MODES, ModeInfo, TaskPhase
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select, text
+
+from ...db.models import Task
+from ...services.tasks import available_engines
+from ..deps import CurrentUser, GatewayDep
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(gateway: GatewayDep) -> Response:
+    try:
+        async with gateway.sessions_factory() as db:
+            await db.execute(text("SELECT 1"))
+    except Exception as error:
+        return JSONResponse({"status": "unavailable", "database": str(error)[:200]}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics")
+async def metrics(gateway: GatewayDep) -> Response:
+    async with gateway.sessions_factory() as db:
+        counts = dict((await db.execute(select(Task.phase, func.count()).group_by(Task.phase))).all())
+    for phase in TaskPhase:
+        gateway.metrics.tasks.labels(phase.value).set(counts.get(phase.value, 0))
+    gateway.metrics.approvals_pending.set(await gateway.approvals.pending_count())
+    gateway.metrics.connections.labels("runner").set(len(gateway.registry))
+    gateway.metrics.connections.labels("client").set(gateway.hub.subscriber_count())
+    return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/modes")
+async def modes(user: CurrentUser) -> list[ModeInfo]:
+    engines = set(available_engines())
+    return [mode.model_copy(update={"engines": [e for e in mode.engines if e in engines]}) for mode in MODES]
+
+
+@router.get("/api/me")
+async def me(user: CurrentUser, gateway: GatewayDep) -> dict[str, str]:
+    return {"user": user, "auth_mode": gateway.settings.auth_mode}

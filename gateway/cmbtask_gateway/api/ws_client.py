@@ -1,0 +1,223 @@
+"""``/ws/sessions/{id}?after=N``: the backlog after N, then live events.
+
+The client is subscribed to the hub *before* the backlog is read, so nothing
+published meanwhile is missed; anything at or below the last ``seq`` sent is
+dropped, so nothing is sent twice. Commands from the client share the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import structlog
+from cmbtask_protocol import (
+    CLOSE_AUTH,
+    CLOSE_BAD_FRAME,
+    CLOSE_NOT_FOUND,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG,
+    CancelTaskCommand,
+    ClientCommand,
+    PingCommand,
+    ResolveApprovalCommand,
+    SubmitTaskCommand,
+    WsError,
+    WsHeartbeat,
+    WsHello,
+    WsPong,
+    WsReplayed,
+    WsResult,
+)
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import GatewayError
+from ..gateway import Gateway
+from ..hub import Subscriber
+from ..logs import get_logger
+from .deps import get_gateway, user_for_connection
+
+router = APIRouter()
+log = get_logger(__name__)
+_commands: TypeAdapter[Any] = TypeAdapter(ClientCommand)
+
+
+class _ClientSocket:
+    def __init__(self, ws: WebSocket, gateway: Gateway, user: str, session_id: str) -> None:
+        self.ws = ws
+        self.gateway = gateway
+        self.user = user
+        self.session_id = session_id
+        self.last_sent = 0
+        self.bad_frames = 0
+
+    async def send_model(self, frame: Any) -> None:
+        await self.ws.send_text(frame.model_dump_json(exclude_none=True))
+
+    async def replay(self, after: int, until: int) -> None:
+        """Send stored events in ``(after, until]`` page by page."""
+        self.last_sent = after
+        page_size = self.gateway.settings.replay_page_size
+        while self.last_sent < until:
+            page = await self.gateway.store.page(self.session_id, self.last_sent, page_size)
+            if not page:
+                break
+            for item in page:
+                await self.ws.send_text(json.dumps(item, separators=(",", ":")))
+            self.gateway.metrics.events_out.inc(len(page))
+            self.last_sent = page[-1]["seq"]
+
+    async def pump(self, subscriber: Subscriber) -> None:
+        """Live events in order; fill any gap from the database."""
+        heartbeat = self.gateway.settings.heartbeat_s
+        queue = subscriber.queue
+        while True:
+            try:
+                seq, text = await asyncio.wait_for(queue.get(), heartbeat)
+            except TimeoutError:
+                await self.send_model(WsHeartbeat(last_seq=self.last_sent))
+                continue
+            if seq <= self.last_sent:
+                continue
+            if seq > self.last_sent + 1:
+                await self.replay(self.last_sent, seq - 1)
+            await self.ws.send_text(text)
+            self.last_sent = seq
+            self.gateway.metrics.events_out.inc()
+
+    async def receive(self) -> None:
+        limit = self.gateway.settings.max_client_frame_bytes
+        while True:
+            message = await receive_text(self.ws)
+            if message is None:
+                await self.refuse(None, "bad_frame", "frames must be UTF-8 JSON text")
+                continue
+            if len(message) > limit:
+                await self.ws.close(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
+                return
+            await self.handle(message)
+
+    async def handle(self, message: str) -> None:
+        try:
+            command = _commands.validate_json(message)
+        except ValidationError as error:
+            await self.refuse(None, "bad_command", _describe(error, message))
+            return
+        self.bad_frames = 0
+        try:
+            result = await self.execute(command)
+        except GatewayError as error:
+            await self.send_model(WsError(id=command.id, code=error.code, message=error.message))
+            return
+        if command.id is not None and result is not None:
+            await self.send_model(WsResult(id=command.id, ok=True, result=result))
+
+    async def refuse(self, command_id: str | None, code: str, message: str) -> None:
+        self.bad_frames += 1
+        await self.send_model(WsError(id=command_id, code=code, message=message))
+        if self.bad_frames >= self.gateway.settings.max_bad_frames:
+            await self.ws.close(CLOSE_BAD_FRAME, "too many malformed frames")
+            raise WebSocketDisconnect(CLOSE_BAD_FRAME)
+
+    async def execute(self, command: Any) -> dict[str, Any] | None:
+        gateway, user = self.gateway, self.user
+        if isinstance(command, PingCommand):
+            await self.send_model(WsPong(id=command.id))
+            return None
+        if isinstance(command, SubmitTaskCommand):
+            task = await gateway.tasks.submit(user, self.session_id, command.task)
+            return task.model_dump(mode="json")
+        if isinstance(command, ResolveApprovalCommand):
+            approval = await gateway.approvals.resolve(
+                user, command.approval_id, command.decision, command.text
+            )
+            return approval.model_dump(mode="json")
+        if isinstance(command, CancelTaskCommand):
+            return (await gateway.tasks.cancel(user, command.task_id)).model_dump(mode="json")
+        raise AssertionError(f"unhandled command {command!r}")
+
+
+async def receive_text(ws: WebSocket) -> str | None:
+    """The next text frame; None for a binary frame that is not UTF-8."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is not None:
+        return str(message["text"])
+    try:
+        return bytes(message.get("bytes") or b"").decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _describe(error: ValidationError, message: str) -> str:
+    try:
+        json.loads(message)
+    except ValueError:
+        return "frame is not valid JSON"
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"invalid command at {where or 'frame'}: {first['msg']}"
+
+
+@router.websocket("/ws/sessions/{session_id}")
+async def session_socket(ws: WebSocket, session_id: str) -> None:
+    gateway = get_gateway(ws)
+    await ws.accept()
+    try:
+        user = await user_for_connection(ws)
+        session = await gateway.sessions.get(user, session_id)
+    except GatewayError as error:
+        code = CLOSE_AUTH if error.status_code == 401 else CLOSE_NOT_FOUND
+        await ws.close(code, error.message)
+        return
+    after_raw = ws.query_params.get("after", "0")
+    if not after_raw.isdigit():
+        await ws.close(CLOSE_BAD_FRAME, "after must be a non-negative integer")
+        return
+    structlog.contextvars.bind_contextvars(session_id=session_id, user=user)
+    client = _ClientSocket(ws, gateway, user, session_id)
+    subscriber = gateway.hub.subscribe(session_id)
+    gateway.metrics.connections.labels("client").inc()
+    try:
+        await _serve(client, subscriber, int(after_raw), session.last_seq)
+    finally:
+        gateway.hub.unsubscribe(subscriber)
+        gateway.metrics.connections.labels("client").dec()
+
+
+async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last_seq: int) -> None:
+    ws, settings = client.ws, client.gateway.settings
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await client.send_model(
+            WsHello(
+                session_id=client.session_id, after=after, last_seq=last_seq, heartbeat_s=settings.heartbeat_s
+            )
+        )
+        await client.replay(after, last_seq)
+        await client.send_model(WsReplayed(last_seq=client.last_sent))
+        tasks = [
+            asyncio.create_task(client.pump(subscriber)),
+            asyncio.create_task(client.receive()),
+            asyncio.create_task(subscriber.overflowed.wait()),  # type: ignore[arg-type]
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if subscriber.overflowed.is_set():
+            log.warning("ws.slow_consumer", last_sent=client.last_sent)
+            await ws.close(CLOSE_SLOW_CONSUMER, f"too slow; reconnect with after={client.last_sent}")
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                if not isinstance(error, WebSocketDisconnect | RuntimeError):
+                    raise error
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client went away (RuntimeError: sent after close)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

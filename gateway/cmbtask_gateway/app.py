@@ -1,0 +1,143 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires the gateway, migrates the schema when asked
+to, serves the API, both sockets and the built UI, and turns every error into
+a JSON ``ErrorBody`` with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from cmbtask_protocol import ErrorBody
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .api.routes import approvals, meta, sessions, tasks
+from .api.ws_client import router as client_socket
+from .api.ws_runner import router as runner_socket
+from .db.migrate import upgrade
+from .errors import GatewayError
+from .gateway import Gateway
+from .logs import get_logger
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+log = get_logger("cmbtask.http")
+
+
+def _error(status: int, code: str, message: str, detail: object = None) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, detail=detail)
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
+        return _error(error.status_code, error.code, error.message, error.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        detail = [{k: v for k, v in p.items() if k in {"loc", "msg", "type"}} for p in problems]
+        return _error(422, "invalid_request", f"{where}: {first['msg']}", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, "http_error", str(error.detail))
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_request_bytes:
+            return _error(413, "too_large", f"request body larger than {settings.max_request_bytes} bytes")
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        if request.url.path not in {"/healthz", "/readyz", "/metrics"}:
+            log.info(
+                "http.request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                duration_ms=elapsed_ms,
+            )
+        app.state.gateway.metrics.http_requests.labels(request.method, str(response.status_code)).inc()
+        return response
+
+
+def _mount_ui(app: FastAPI, settings: Settings) -> None:
+    ui_dir = settings.resolved_ui_dir
+    if ui_dir is None:
+
+        @app.get("/", include_in_schema=False)
+        async def no_ui() -> JSONResponse:
+            return JSONResponse(
+                {"message": "cmbtask gateway; the web UI is not built (bash scripts/ui.sh)", "docs": "/docs"}
+            )
+
+        return
+    index = ui_dir / "index.html"
+    if (ui_dir / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=ui_dir / "assets"), name="assets")
+
+    @app.get("/{path:path}", include_in_schema=False)
+    async def spa(path: str) -> FileResponse:
+        # Client-side routes all load the app; real files are served as such.
+        if path.startswith(("api/", "ws/")):
+            raise GatewayError(f"no route {path!r}", code="not_found").with_status(404)
+        candidate = (ui_dir / path).resolve()
+        if path and candidate.is_file() and candidate.is_relative_to(ui_dir.resolve()):
+            return FileResponse(candidate)
+        return FileResponse(index)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.auto_migrate:
+            await asyncio.to_thread(upgrade, settings.resolved_database_url)
+        gateway = Gateway.build(settings)
+        app.state.gateway = gateway
+        await gateway.start()
+        log.info("gateway.started", url=settings.resolved_public_url, executor=gateway.executor.name)
+        try:
+            yield
+        finally:
+            await gateway.stop()
+            log.info("gateway.stopped")
+
+    app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan)
+    _install_error_handlers(app)
+    _install_middleware(app, settings)
+    for router in (
+        sessions.router,
+        tasks.router,
+        approvals.router,
+        meta.router,
+        client_socket,
+        runner_socket,
+    ):
+        app.include_router(router)
+    _mount_ui(app, settings)
+    return app

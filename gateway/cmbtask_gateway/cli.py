@@ -1,0 +1,193 @@
+"""``cmbtask``: run the parts, migrate the database, make tokens, watch tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .console import console, err_console
+from .settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key, value in {
+            "host": getattr(args, "host", None),
+            "port": getattr(args, "port", None),
+            "data_dir": getattr(args, "data_dir", None),
+        }.items()
+        if value is not None
+    }
+    return Settings(**overrides)
+
+
+def _serve(settings: Settings, announce: bool) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_per_message_deflate=False,  # costs 2.5-3x CPU per message on every client
+        ws_max_size=settings.max_runner_frame_bytes,
+        backlog=4096,
+        timeout_graceful_shutdown=5,
+    )
+    if announce:
+        console.print(f"cmbtask is up at [bold]http://{_display_host(settings.host)}:{settings.port}[/bold]")
+        console.print(f"  data: {settings.data_dir.resolve()}   API docs: /docs   stop: Ctrl-C")
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    return _serve(_settings_from(args), announce=True)
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    return _serve(Settings(), announce=False)
+
+
+def _exec_module(module: str, argv: Sequence[str]) -> int:
+    # The runner and operator are separate components: run them as their own
+    # programs instead of importing them into the gateway package.
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
+
+
+def cmd_runner(args: argparse.Namespace) -> int:
+    return _exec_module("cmbtask_runner", args.rest)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    return _exec_module("cmbtask_operator", args.rest)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from .db import migrate
+
+    url = _settings_from(args).resolved_database_url
+    if args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        migrate.downgrade(url, args.revision or "base")
+    console.print(migrate.current(url) or "(empty database)")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .auth import create_user_token
+    from .db import migrate
+    from .db.engine import make_engine, make_sessionmaker
+
+    settings = _settings_from(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
+
+    async def create() -> str:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            return await create_user_token(make_sessionmaker(engine), args.user)
+        finally:
+            await engine.dispose()
+
+    console.print(asyncio.run(create()), soft_wrap=True)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .client import submit
+
+    return asyncio.run(submit(args))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .client import watch
+
+    return asyncio.run(watch(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmbtask", description="Run CMBAgent tasks for many users at once.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_location(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", type=Path, help="where the SQLite database and task dirs live")
+        return p
+
+    up = with_location(sub.add_parser("up", help="gateway + local runners + SQLite + UI in one process tree"))
+    up.add_argument("--host")
+    up.add_argument("--port", type=int)
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("gateway", help="the gateway, configured by CMBTASK_* variables").set_defaults(
+        func=cmd_gateway
+    )
+    for name, func in (("runner", cmd_runner), ("operator", cmd_operator)):
+        p = sub.add_parser(name, help=f"the {name} component")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=func)
+    db = with_location(sub.add_parser("db", help="schema migrations"))
+    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    db.add_argument("revision", nargs="?")
+    db.set_defaults(func=cmd_db)
+    token = with_location(sub.add_parser("token", help="bearer tokens for token auth mode"))
+    token.add_argument("action", choices=["create"])
+    token.add_argument("user")
+    token.set_defaults(func=cmd_token)
+    _client_commands(sub)
+    return parser
+
+
+def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def with_server(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--url", default=os.environ.get("CMBTASK_URL", "http://127.0.0.1:8000"))
+        p.add_argument("--token", default=os.environ.get("CMBTASK_TOKEN"))
+        return p
+
+    submit = with_server(sub.add_parser("submit", help="submit a task and watch it"))
+    submit.add_argument("prompt", nargs="?", default="")
+    submit.add_argument("--session", help="an existing session id (default: a new one)")
+    submit.add_argument("--engine", default="demo")
+    submit.add_argument("--mode", default="planning-control")
+    submit.add_argument("--param", action="append", default=[], metavar="KEY=JSON")
+    submit.add_argument("--timeout", type=float)
+    submit.add_argument("--no-watch", action="store_true")
+    submit.set_defaults(func=cmd_submit)
+    watch = with_server(sub.add_parser("watch", help="live output of a session, with approvals"))
+    watch.add_argument("session")
+    watch.add_argument("--after", type=int, default=0)
+    watch.add_argument("--until-done", action="store_true", help="exit when no task is left running")
+    watch.set_defaults(func=cmd_watch)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        err_console.print(f"[red]error:[/red] {error}")
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""The terminal client behind ``cmbtask submit`` and ``cmbtask watch``.
+
+It speaks the same REST and WebSocket protocol as the web UI: live output,
+a progress bar for plan steps, and approvals answered at the prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import websockets
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .console import console, err_console
+
+__all__ = ["submit", "watch"]
+
+FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+async def submit(args: argparse.Namespace) -> int:
+    async with httpx.AsyncClient(base_url=args.url, headers=_headers(args.token), timeout=30) as http:
+        session_id = args.session
+        if not session_id:
+            title = (args.prompt or f"{args.engine} task")[:80]
+            response = await http.post("/api/sessions", json={"title": title, "mode": args.mode})
+            _raise_for(response)
+            session_id = response.json()["id"]
+        body = {
+            "engine": args.engine,
+            "mode": args.mode,
+            "prompt": args.prompt,
+            "params": _params(args.param),
+            "timeout_s": args.timeout,
+        }
+        response = await http.post(f"/api/sessions/{session_id}/tasks", json=body)
+        _raise_for(response)
+        task = response.json()
+    console.print(f"session {session_id}  task {task['id']}  ({task['phase']})")
+    if args.no_watch:
+        return 0
+    args.session, args.after, args.until_done = session_id, 0, True
+    return await watch(args)
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        message = response.json().get("message", response.text)
+    except ValueError:
+        message = response.text
+    raise RuntimeError(f"{response.status_code}: {message}")
+
+
+def _ws_url(base: str, session_id: str, after: int, token: str | None) -> str:
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    query = f"after={after}" + (f"&token={token}" if token else "")
+    return urlunsplit((scheme, parts.netloc, f"/ws/sessions/{session_id}", query, ""))
+
+
+class _View:
+    """Renders events; remembers the cursor and which tasks are still open."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.bar: Any = None
+        self.last_seq = 0
+        self.open_tasks: set[str] = set()
+        self.pending: dict[str, dict[str, Any]] = {}
+
+    def show(self, event: dict[str, Any]) -> None:
+        self.last_seq = event["seq"]
+        kind, data, task = event["type"], event.get("data", {}), event.get("task_id")
+        if kind == "task.queued" and task:
+            self.open_tasks.add(task)
+        elif kind in FINAL and task:
+            self.open_tasks.discard(task)
+            console.print(f"[bold]{kind}[/bold] {data.get('reason', '')}")
+        elif kind == "output":
+            console.print(data.get("text", "").rstrip("\n"), markup=False)
+        elif kind == "agent.message":
+            console.print(f"[cyan]{data.get('agent')}[/cyan]: {data.get('content', '')}", markup=True)
+        elif kind == "plan.proposed":
+            for number, step in enumerate(data.get("steps", []), 1):
+                console.print(f"  plan {number}. {step.get('title')}")
+        elif kind == "step.started":
+            self._advance(data["step"] - 1, data["total"], data.get("title", ""))
+        elif kind == "step.completed":
+            self._advance(data["step"], data["total"], "")
+        elif kind == "approval.requested":
+            self.pending[data["approval_id"]] = data
+        elif kind in {"approval.resolved", "approval.expired", "approval.cancelled"}:
+            self.pending.pop(data["approval_id"], None)
+            console.print(f"[yellow]{kind}[/yellow] {data.get('resolved_by', '')}")
+        elif kind == "error":
+            err_console.print(f"[red]{data.get('code')}[/red]: {data.get('message')}")
+
+    def _advance(self, done: int, total: int, title: str) -> None:
+        if self.bar is None:
+            self.bar = self.progress.add_task("steps", total=total)
+        self.progress.update(self.bar, completed=done, total=total, description=title or "steps")
+
+
+async def _ask(view: _View, ws: Any) -> None:
+    """Answer pending approvals at the terminal, one at a time."""
+    while view.pending:
+        approval_id, data = next(iter(view.pending.items()))
+        options = "/".join(data.get("options", ["approve", "reject"]))
+        console.print(f"[bold yellow]approval[/bold yellow] {data.get('prompt')}")
+        answer = (await asyncio.to_thread(input, f"  {options} > ")).strip()
+        decision, _, text = answer.partition(" ")
+        frame = {"type": "resolve_approval", "approval_id": approval_id, "decision": decision or "approve"}
+        if text:
+            frame["text"] = text
+        await ws.send(json.dumps(frame))
+        view.pending.pop(approval_id, None)
+
+
+async def watch(args: argparse.Namespace) -> int:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
+        view = _View(bar)
+        view.last_seq = args.after
+        delay = 0.5
+        while True:
+            try:
+                async with websockets.connect(
+                    _ws_url(args.url, args.session, view.last_seq, args.token)
+                ) as ws:
+                    delay = 0.5
+                    if await _consume(view, ws, args.until_done):
+                        return 0
+            except (OSError, websockets.ConnectionClosedError) as error:
+                err_console.print(f"[dim]reconnecting after {delay:.1f}s ({error})[/dim]")
+            except websockets.ConnectionClosedOK:
+                return 0
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def _consume(view: _View, ws: Any, until_done: bool) -> bool:
+    async for message in ws:
+        frame = json.loads(message)
+        if "seq" in frame:
+            view.show(frame)
+        elif frame.get("type") == "ws.error":
+            err_console.print(f"[red]{frame.get('code')}[/red]: {frame.get('message')}")
+        if view.pending:
+            await _ask(view, ws)
+        if until_done and frame.get("type") in FINAL | {"ws.replayed"} and not view.open_tasks:
+            if frame.get("type") in FINAL or view.last_seq > 0:
+                return True
+    return False

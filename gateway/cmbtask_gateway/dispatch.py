@@ -1,0 +1,177 @@
+"""Starting queued tasks within the concurrency limit, and watching them.
+
+The dispatcher launches queued tasks (oldest first) while fewer than
+``max_concurrent_tasks`` are active. The watchdog notices what runners cannot
+report themselves: a runner that died without a final event, a task past its
+timeout, a cancel that was not honoured, a runner that never connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from cmbtask_protocol import RunnerCancel, TaskPhase
+
+from .auth import RunnerTokens
+from .db.models import Task, utcnow
+from .executors.base import Executor, ExecutorError, LaunchRequest
+from .logs import get_logger
+from .runners import RunnerRegistry
+from .services.tasks import TaskService
+from .services.views import aware
+from .settings import Settings
+
+__all__ = ["Dispatcher"]
+
+log = get_logger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        tasks: TaskService,
+        tokens: RunnerTokens,
+        registry: RunnerRegistry,
+    ) -> None:
+        self._settings = settings
+        self._executor = executor
+        self._tasks = tasks
+        self._tokens = tokens
+        self._registry = registry
+        self._wake = asyncio.Event()
+        #: task id -> monotonic time the cancel was first seen by the watchdog
+        self._cancel_seen: dict[str, float] = {}
+        self._stopping: set[str] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch and watch until cancelled."""
+        while True:
+            try:
+                await self.dispatch_once()
+                await self.watch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatch.loop_error")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._settings.watchdog_interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def adopt(self) -> None:
+        """After a restart: keep tasks whose runner lives, finish the others."""
+        active = [task for task in await self._tasks.active() if task.handle]
+        if not active:
+            return
+        statuses = await self._executor.adopt([task.handle for task in active if task.handle])
+        by_handle = {status.handle: status for status in statuses}
+        for task in active:
+            status = by_handle.get(task.handle or "")
+            if status is not None and not status.alive:
+                await self._finish_dead(task, status.reason, status.exit_code)
+        log.info("dispatch.adopted", tasks=len(active), alive=sum(s.alive for s in statuses))
+
+    async def dispatch_once(self) -> None:
+        active = len(await self._tasks.active())
+        free = self._settings.max_concurrent_tasks - active
+        if free <= 0:
+            return
+        for task in await self._tasks.queued(free):
+            await self._launch(task)
+
+    async def _launch(self, task: Task) -> None:
+        bound = log.bind(task_id=task.id, session_id=task.session_id)
+        if not await self._tasks.mark_starting(task.id, task.session_id, self._executor.name):
+            return
+        request = LaunchRequest(
+            task_id=task.id,
+            session_id=task.session_id,
+            owner=task.owner,
+            engine=task.engine,
+            mode=task.mode,
+            gateway_url=self._settings.resolved_public_url,
+            token=self._tokens.issue(task.id, (task.timeout_s or 0) + self._settings.runner_token_ttl_s),
+            timeout_s=task.timeout_s,
+        )
+        try:
+            handle = await self._executor.launch(request)
+        except ExecutorError as error:
+            bound.warning("dispatch.launch_failed", error=str(error))
+            await self._tasks.finish(task.id, task.session_id, TaskPhase.FAILED, reason=str(error))
+            return
+        await self._tasks.set_handle(task.id, handle)
+        bound.info("dispatch.launched", executor=self._executor.name, handle=handle)
+
+    async def watch_once(self) -> None:
+        now = utcnow()
+        for task in await self._tasks.active():
+            if task.cancel_requested:
+                await self._enforce_cancel(task)
+            elif self._timed_out(task, now):
+                await self._tasks.request_cancel(task.id, task.session_id, "timeout")
+            elif not self._registry.is_connected(task.id):
+                await self._check_quiet(task, now)
+
+    @staticmethod
+    def _timed_out(task: Task, now: object) -> bool:
+        started = aware(task.started_at)
+        if task.timeout_s is None or started is None:
+            return False
+        return bool(started + timedelta(seconds=task.timeout_s) < now)  # type: ignore[operator]
+
+    async def _enforce_cancel(self, task: Task) -> None:
+        first_seen = self._cancel_seen.setdefault(task.id, time.monotonic())
+        if task.handle and task.id not in self._stopping:
+            self._stopping.add(task.id)
+            asyncio.create_task(self._stop(task.handle))
+        status = await self._executor.inspect(task.handle) if task.handle else None
+        grace_over = time.monotonic() - first_seen > self._settings.cancel_grace_s + 5
+        if (status is not None and not status.alive) or grace_over or task.handle is None:
+            phase = TaskPhase.TIMED_OUT if task.cancel_reason == "timeout" else TaskPhase.CANCELLED
+            reason = "timed out" if phase is TaskPhase.TIMED_OUT else (task.cancel_reason or "cancelled")
+            if await self._tasks.finish(task.id, task.session_id, phase, reason=reason):
+                log.info("dispatch.cancel_enforced", task_id=task.id, phase=phase.value)
+            self._cancel_seen.pop(task.id, None)
+
+    async def _stop(self, handle: str) -> None:
+        try:
+            await self._executor.cancel(handle, grace_s=self._settings.cancel_grace_s)
+        except ExecutorError as error:
+            log.warning("dispatch.cancel_failed", handle=handle, error=str(error))
+
+    async def _check_quiet(self, task: Task, now: object) -> None:
+        if task.handle is None:
+            return
+        status = await self._executor.inspect(task.handle)
+        if not status.alive:
+            # A final frame may still be in flight on a socket that just closed.
+            await asyncio.sleep(0.2)
+            await self._finish_dead(task, status.reason, status.exit_code)
+            return
+        created = aware(task.created_at)
+        if task.phase == TaskPhase.STARTING.value and created is not None:
+            if created + timedelta(seconds=self._settings.start_timeout_s) < now:  # type: ignore[operator]
+                await self._tasks.request_cancel(task.id, task.session_id, "runner never connected")
+
+    async def _finish_dead(self, task: Task, reason: str | None, exit_code: int | None) -> None:
+        phase = TaskPhase.FAILED
+        if task.cancel_requested:
+            phase = TaskPhase.TIMED_OUT if task.cancel_reason == "timeout" else TaskPhase.CANCELLED
+        words = reason or "runner exited"
+        text = f"runner process ended without reporting a result: {words}"
+        if await self._tasks.finish(task.id, task.session_id, phase, reason=text, exit_code=exit_code):
+            log.warning("dispatch.runner_dead", task_id=task.id, reason=text, exit_code=exit_code)
+        self._stopping.discard(task.id)
+
+    async def cancel_runner(self, task: Task, reason: str) -> None:
+        await self._registry.send(task.id, RunnerCancel(reason=reason))
+        if task.handle:
+            await self._stop(task.handle)

@@ -1,0 +1,107 @@
+"""The gateway's parts, wired once per app and shared by routes and sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from .auth import Authenticator, RunnerTokens
+from .db.engine import make_engine, make_sessionmaker
+from .dispatch import Dispatcher
+from .executors import Executor, build_executor
+from .hub import Hub
+from .logs import get_logger
+from .metrics import Metrics
+from .runners import RunnerRegistry
+from .services.approvals import ApprovalService
+from .services.ingest import RunnerIngest
+from .services.sessions import SessionService
+from .services.tasks import TaskService
+from .settings import Settings
+from .store import EventStore
+
+__all__ = ["Gateway"]
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    engine: AsyncEngine
+    sessions_factory: async_sessionmaker[AsyncSession]
+    metrics: Metrics
+    hub: Hub
+    registry: RunnerRegistry
+    store: EventStore
+    auth: Authenticator
+    runner_tokens: RunnerTokens
+    sessions: SessionService
+    tasks: TaskService
+    approvals: ApprovalService
+    ingest: RunnerIngest
+    executor: Executor
+    dispatcher: Dispatcher
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, executor: Executor | None = None) -> Gateway:
+        engine = make_engine(settings.resolved_database_url)
+        factory = make_sessionmaker(engine)
+        metrics = Metrics()
+        hub = Hub(settings.client_queue_size, metrics)
+        registry = RunnerRegistry()
+        store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite)
+        wake: list[Dispatcher] = []
+        tasks = TaskService(factory, store, registry, lambda: wake[0].wake())
+        tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
+        chosen = executor or build_executor(settings)
+        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry)
+        wake.append(dispatcher)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions_factory=factory,
+            metrics=metrics,
+            hub=hub,
+            registry=registry,
+            store=store,
+            auth=Authenticator(settings, factory),
+            runner_tokens=tokens,
+            sessions=SessionService(factory),
+            tasks=tasks,
+            approvals=ApprovalService(factory, store, registry),
+            ingest=RunnerIngest(factory, store, settings.approval_timeout_s, dispatcher.wake),
+            executor=chosen,
+            dispatcher=dispatcher,
+        )
+
+    async def start(self) -> None:
+        await self.executor.start()
+        await self.dispatcher.adopt()
+        self.background = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self._sweep(), name="sweeper"),
+        ]
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.approval_sweep_interval_s)
+            try:
+                if expired := await self.approvals.expire_due():
+                    log.info("approvals.expired", count=expired)
+                await self.sessions.expire_due()
+            except Exception:
+                log.exception("sweeper.error")
+
+    async def stop(self) -> None:
+        for task in self.background:
+            task.cancel()
+        for task in self.background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.executor.close()
+        await self.engine.dispose()

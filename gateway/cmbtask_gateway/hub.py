@@ -1,0 +1,63 @@
+"""Per-session fan-out of stored events to connected clients.
+
+Each client has one bounded queue and one sender task, so a slow socket only
+ever fills its own queue: when it is full the client is marked overflowed and
+disconnected (close 4408), and it replays from its cursor on reconnect. The
+publisher never awaits a socket. Each event is serialised once, not once per
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .metrics import Metrics
+
+__all__ = ["Hub", "Subscriber"]
+
+
+@dataclass(eq=False)
+class Subscriber:
+    session_id: str
+    queue: asyncio.Queue[tuple[int, str]]
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Hub:
+    def __init__(self, queue_size: int, metrics: Metrics) -> None:
+        self._queue_size = queue_size
+        self._metrics = metrics
+        self._subscribers: defaultdict[str, set[Subscriber]] = defaultdict(set)
+
+    def subscribe(self, session_id: str) -> Subscriber:
+        subscriber = Subscriber(session_id, asyncio.Queue(self._queue_size))
+        self._subscribers[session_id].add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        group = self._subscribers.get(subscriber.session_id)
+        if group is None:
+            return
+        group.discard(subscriber)
+        if not group:
+            del self._subscribers[subscriber.session_id]
+
+    def subscriber_count(self, session_id: str | None = None) -> int:
+        if session_id is not None:
+            return len(self._subscribers.get(session_id, ()))
+        return sum(len(group) for group in self._subscribers.values())
+
+    def publish(self, session_id: str, events: list[tuple[int, str]]) -> None:
+        """Queue ``(seq, json)`` pairs for every subscriber of the session."""
+        for subscriber in tuple(self._subscribers.get(session_id, ())):
+            if subscriber.overflowed.is_set():
+                continue
+            for item in events:
+                try:
+                    subscriber.queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    subscriber.overflowed.set()
+                    self._metrics.slow_consumers.inc()
+                    break

@@ -1,0 +1,240 @@
+"""What a runner says, stored exactly once.
+
+Frames arrive in ``rseq`` order on one socket. A batch of them is applied in
+one transaction together with the task's ``acked_rseq``, so after any crash
+the stored events and the ack point agree: a resent frame at or below
+``acked_rseq`` is recognised and skipped, never stored twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from cmbtask_protocol import (
+    FINAL_EVENT_PHASES,
+    ApprovalStatus,
+    EventType,
+    OnTimeout,
+    RunnerApprovalRequest,
+    RunnerEvent,
+    RunnerStateResult,
+    RunnerStateSave,
+    RunnerWelcome,
+    TaskPhase,
+    TaskSpec,
+    validate_payload,
+)
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..db.models import Approval, Session, Task, utcnow
+from ..errors import Conflict, NotFound
+from ..store import EventStore, WriteTx
+from .tasks import finish_task
+
+__all__ = ["IngestResult", "RunnerFrame", "RunnerIngest"]
+
+RunnerFrame = RunnerEvent | RunnerApprovalRequest | RunnerStateSave
+
+
+class IngestResult:
+    def __init__(self, acked_rseq: int) -> None:
+        self.acked_rseq = acked_rseq
+        self.replies: list[RunnerStateResult] = []
+        self.finished = False
+
+
+class RunnerIngest:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        store: EventStore,
+        approval_timeout_s: float,
+        wake_dispatcher: Callable[[], None],
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._approval_timeout_s = approval_timeout_s
+        self._wake = wake_dispatcher
+
+    async def welcome(self, task_id: str, session_id: str) -> RunnerWelcome:
+        async with self._sessions() as db:
+            task = await db.get(Task, task_id)
+            session = await db.get(Session, session_id)
+            if task is None or session is None:
+                raise NotFound("task not found")
+            if TaskPhase(task.phase).is_final:
+                raise Conflict(f"task already finished ({task.phase})", code="already_finished")
+            return RunnerWelcome(
+                task=TaskSpec(
+                    id=task.id,
+                    session_id=task.session_id,
+                    engine=task.engine,
+                    mode=task.mode,
+                    prompt=task.prompt,
+                    params=task.params or {},
+                    timeout_s=task.timeout_s,
+                    approval_timeout_s=task.approval_timeout_s,
+                    on_timeout=OnTimeout(task.on_timeout),
+                ),
+                acked_rseq=task.acked_rseq,
+                state=session.state,
+                state_version=session.state_version,
+                cancel_requested=task.cancel_requested,
+            )
+
+    async def apply(self, task_id: str, session_id: str, frames: list[RunnerFrame]) -> IngestResult:
+        async with self._store.write(session_id) as tx:
+            task = await tx.db.get(Task, task_id, with_for_update=True)
+            session = await tx.db.get(Session, session_id, with_for_update=True)
+            if task is None or session is None:
+                raise NotFound("task not found")
+            result = IngestResult(task.acked_rseq)
+            for frame in frames:
+                if frame.rseq <= task.acked_rseq:
+                    if isinstance(frame, RunnerStateSave):
+                        # The ack of a save was lost: the save itself is stored.
+                        result.replies.append(
+                            RunnerStateResult(rseq=frame.rseq, ok=True, version=session.state_version)
+                        )
+                    continue
+                if frame.rseq != task.acked_rseq + 1:
+                    raise Conflict(
+                        f"rseq {frame.rseq} skips {task.acked_rseq + 1}: resend from there",
+                        code="rseq_gap",
+                    )
+                await self._apply_one(tx, task, session, frame, result)
+                task.acked_rseq = frame.rseq
+            result.acked_rseq = task.acked_rseq
+            if result.finished:
+                tx.after_commit(self._wake)
+        return result
+
+    async def _apply_one(
+        self, tx: WriteTx, task: Task, session: Session, frame: RunnerFrame, result: IngestResult
+    ) -> None:
+        if isinstance(frame, RunnerEvent):
+            await self._event(tx, task, session, frame, result)
+        elif isinstance(frame, RunnerApprovalRequest):
+            await self._approval(tx, task, frame)
+        else:
+            self._save_state(tx, task, session, frame, result)
+
+    async def _event(
+        self, tx: WriteTx, task: Task, session: Session, frame: RunnerEvent, result: IngestResult
+    ) -> None:
+        try:
+            data = validate_payload(frame.event_type, frame.data)
+        except ValidationError as error:
+            tx.emit(
+                EventType.ERROR,
+                {
+                    "code": "invalid_event",
+                    "message": f"runner sent an invalid {frame.event_type!r} event: "
+                    + "; ".join(e["msg"] for e in error.errors()),
+                },
+                task_id=task.id,
+                rseq=frame.rseq,
+            )
+            return
+        phase = TaskPhase(task.phase)
+        final_phase = FINAL_EVENT_PHASES.get(frame.event_type)
+        if final_phase is not None:
+            if phase.is_final:
+                return  # exactly one final event per task: the first one stands
+            tx.emit(frame.event_type, data, task_id=task.id, rseq=frame.rseq, ts=frame.ts)
+            await finish_task(
+                tx,
+                task,
+                final_phase,
+                reason=str(data.get("reason", "")),
+                exit_code=data.get("exit_code"),
+                emit_event=False,
+            )
+            result.finished = True
+            return
+        tx.emit(frame.event_type, data, task_id=task.id, rseq=frame.rseq, ts=frame.ts)
+        if frame.event_type == EventType.TASK_STARTED and phase in {TaskPhase.QUEUED, TaskPhase.STARTING}:
+            task.phase = TaskPhase.RUNNING.value
+            task.started_at = utcnow()
+        elif frame.event_type == EventType.PLAN_PROPOSED:
+            session.plan = data.get("steps")
+            session.phase = "planned"
+        elif frame.event_type == EventType.STEP_STARTED:
+            session.step = data["step"]
+            session.phase = f"step {data['step']}/{data['total']}"
+
+    async def _approval(self, tx: WriteTx, task: Task, frame: RunnerApprovalRequest) -> None:
+        if await tx.db.get(Approval, frame.approval_id) is not None:
+            tx.emit(
+                EventType.ERROR,
+                {"code": "duplicate_approval", "message": f"approval id {frame.approval_id} is already used"},
+                task_id=task.id,
+                rseq=frame.rseq,
+            )
+            return
+        timeout_s = frame.timeout_s or task.approval_timeout_s or self._approval_timeout_s
+        now = utcnow()
+        on_timeout = frame.on_timeout or OnTimeout(task.on_timeout)
+        approval = Approval(
+            id=frame.approval_id,
+            session_id=task.session_id,
+            task_id=task.id,
+            owner=task.owner,
+            kind=frame.kind,
+            prompt=frame.prompt,
+            options=[option.value for option in frame.options],
+            allow_text=frame.allow_text,
+            context=frame.context,
+            status=ApprovalStatus.PENDING.value,
+            on_timeout=on_timeout.value,
+            created_at=now,
+            expires_at=now + timedelta(seconds=timeout_s),
+        )
+        tx.db.add(approval)
+        tx.emit(
+            EventType.APPROVAL_REQUESTED,
+            validate_payload(
+                EventType.APPROVAL_REQUESTED,
+                {
+                    "approval_id": approval.id,
+                    "kind": approval.kind,
+                    "prompt": approval.prompt,
+                    "options": approval.options,
+                    "allow_text": approval.allow_text,
+                    "context": approval.context,
+                    "expires_at": approval.expires_at.isoformat() if approval.expires_at else None,
+                    "on_timeout": approval.on_timeout,
+                },
+            ),
+            task_id=task.id,
+            rseq=frame.rseq,
+        )
+        if task.phase in {TaskPhase.RUNNING.value, TaskPhase.STARTING.value}:
+            task.phase = TaskPhase.WAITING_APPROVAL.value
+
+    def _save_state(
+        self, tx: WriteTx, task: Task, session: Session, frame: RunnerStateSave, result: IngestResult
+    ) -> None:
+        if frame.expected_version is not None and frame.expected_version != session.state_version:
+            result.replies.append(
+                RunnerStateResult(
+                    rseq=frame.rseq,
+                    ok=False,
+                    version=session.state_version,
+                    message=f"session state is at version {session.state_version}, "
+                    f"not {frame.expected_version}: another task saved meanwhile",
+                )
+            )
+            return
+        session.state = frame.state
+        session.state_version += 1
+        session.updated_at = utcnow()
+        tx.emit(
+            EventType.STATE_SAVED,
+            {"version": session.state_version, "checkpoint": frame.checkpoint},
+            task_id=task.id,
+            rseq=frame.rseq,
+        )
+        result.replies.append(RunnerStateResult(rseq=frame.rseq, ok=True, version=session.state_version))

@@ -1,0 +1,261 @@
+"""Tasks: submit, read, cancel, and the gateway's side of finishing them.
+
+A task's phase changes only here and in the runner ingest, always in the same
+transaction as the event that announces it, so the stored phase and the
+event log can never disagree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+from cmbtask_protocol import (
+    ACTIVE_TASK_PHASES,
+    BUILTIN_ENGINE_PARAMS,
+    ApprovalStatus,
+    EventType,
+    RunnerCancel,
+    SessionStatus,
+    TaskCreate,
+    TaskPhase,
+    TaskView,
+)
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..db.models import Approval, Session, Task, utcnow
+from ..errors import Conflict, Invalid, NotFound
+from ..runners import RunnerRegistry
+from ..store import EventStore, WriteTx
+from .views import task_view
+
+__all__ = ["TaskService", "available_engines", "finish_task"]
+
+FINAL_EVENT = {
+    TaskPhase.SUCCEEDED: EventType.TASK_SUCCEEDED,
+    TaskPhase.FAILED: EventType.TASK_FAILED,
+    TaskPhase.CANCELLED: EventType.TASK_CANCELLED,
+    TaskPhase.TIMED_OUT: EventType.TASK_TIMED_OUT,
+}
+
+
+def available_engines() -> list[str]:
+    """Engine names registered in the ``cmbtask.engines`` entry-point group."""
+    return sorted({ep.name for ep in entry_points(group="cmbtask.engines")})
+
+
+def _history_entry(**fields: Any) -> dict[str, Any]:
+    return {"ts": datetime.now(UTC).isoformat(), **fields}
+
+
+async def finish_task(
+    tx: WriteTx,
+    task: Task,
+    phase: TaskPhase,
+    *,
+    reason: str,
+    exit_code: int | None = None,
+    emit_event: bool = True,
+) -> None:
+    """Move ``task`` to a final phase inside ``tx``: the final event (unless the
+    runner already sent it), pending approvals cancelled, history appended."""
+    task.phase = phase.value
+    task.reason = reason or None
+    task.exit_code = exit_code
+    task.finished_at = utcnow()
+    if emit_event:
+        data: dict[str, Any] = {"reason": reason}
+        if exit_code is not None:
+            data["exit_code"] = exit_code
+        tx.emit(FINAL_EVENT[phase], data, task_id=task.id)
+    pending = await tx.db.scalars(
+        select(Approval).where(Approval.task_id == task.id, Approval.status == ApprovalStatus.PENDING.value)
+    )
+    for approval in pending:
+        approval.status = ApprovalStatus.CANCELLED.value
+        approval.resolved_at = utcnow()
+        tx.emit(
+            EventType.APPROVAL_CANCELLED,
+            {"approval_id": approval.id, "reason": f"task {phase.value}"},
+            task_id=task.id,
+        )
+    session = await tx.db.get(Session, task.session_id)
+    if session is not None:
+        session.history = [
+            *(session.history or []),
+            _history_entry(task_id=task.id, role="task", phase=phase.value, reason=reason),
+        ]
+        session.phase = phase.value
+
+
+class TaskService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        store: EventStore,
+        registry: RunnerRegistry,
+        wake_dispatcher: Callable[[], None],
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._registry = registry
+        self._wake = wake_dispatcher
+
+    async def _own_task(self, db: AsyncSession, owner: str, task_id: str) -> Task:
+        task = await db.get(Task, task_id)
+        if task is None or task.owner != owner:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def get(self, owner: str, task_id: str) -> TaskView:
+        async with self._sessions() as db:
+            return task_view(await self._own_task(db, owner, task_id))
+
+    async def list_for_session(self, owner: str, session_id: str) -> list[TaskView]:
+        async with self._sessions() as db:
+            session = await db.get(Session, session_id)
+            if session is None or session.owner != owner:
+                raise NotFound(f"session {session_id} not found")
+            rows = await db.scalars(
+                select(Task).where(Task.session_id == session_id).order_by(Task.created_at, Task.id)
+            )
+            return [task_view(row) for row in rows]
+
+    def _validate(self, body: TaskCreate) -> dict[str, Any]:
+        engines = available_engines()
+        if body.engine not in engines:
+            raise Invalid(
+                f"unknown engine {body.engine!r}; available: {', '.join(engines)}", code="unknown_engine"
+            )
+        model = BUILTIN_ENGINE_PARAMS.get(body.engine)
+        if model is None:
+            return body.params
+        try:
+            return model.model_validate(body.params).model_dump(mode="json", exclude_unset=True)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in error.errors()
+            )
+            raise Invalid(
+                f"invalid params for engine {body.engine!r}: {problems}",
+                code="invalid_params",
+                detail=error.errors(include_url=False, include_context=False),
+            ) from None
+
+    async def submit(self, owner: str, session_id: str, body: TaskCreate) -> TaskView:
+        params = self._validate(body)
+        task_id = str(uuid.uuid4())
+        async with self._store.write(session_id) as tx:
+            session = await tx.db.get(Session, session_id, with_for_update=True)
+            if session is None or session.owner != owner:
+                raise NotFound(f"session {session_id} not found")
+            if session.status != SessionStatus.ACTIVE.value:
+                raise Conflict(
+                    f"session is {session.status}; resume it before submitting tasks", code="bad_state"
+                )
+            task = Task(
+                id=task_id,
+                session_id=session_id,
+                owner=owner,
+                engine=body.engine,
+                mode=body.mode,
+                prompt=body.prompt,
+                params=params,
+                phase=TaskPhase.QUEUED.value,
+                timeout_s=body.timeout_s,
+                approval_timeout_s=body.approval_timeout_s,
+                on_timeout=body.on_timeout.value,
+                acked_rseq=0,
+                cancel_requested=False,
+                created_at=utcnow(),
+            )
+            tx.db.add(task)
+            session.history = [
+                *(session.history or []),
+                _history_entry(
+                    task_id=task_id, role="user", prompt=body.prompt, engine=body.engine, mode=body.mode
+                ),
+            ]
+            tx.emit(
+                EventType.TASK_QUEUED,
+                {"engine": body.engine, "mode": body.mode, "prompt": body.prompt},
+                task_id=task_id,
+            )
+            tx.after_commit(self._wake)
+        return task_view(task)
+
+    async def cancel(self, owner: str, task_id: str, *, reason: str | None = None) -> TaskView:
+        async with self._sessions() as db:
+            session_id = (await self._own_task(db, owner, task_id)).session_id
+        reason = reason or f"cancelled by {owner}"
+        return await self.request_cancel(task_id, session_id, reason)
+
+    async def request_cancel(self, task_id: str, session_id: str, reason: str) -> TaskView:
+        """Queued tasks end at once; running ones are asked to stop (socket and
+        executor); the watchdog finishes any runner that dies without saying so."""
+        async with self._store.write(session_id) as tx:
+            task = await tx.db.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            phase = TaskPhase(task.phase)
+            if phase.is_final:
+                raise Conflict(f"task already finished ({phase.value})", code="already_finished")
+            if phase is TaskPhase.QUEUED:
+                await finish_task(tx, task, TaskPhase.CANCELLED, reason=reason)
+            elif not task.cancel_requested:
+                task.cancel_requested = True
+                task.cancel_reason = reason
+                task_id_ = task.id
+                tx.after_commit(lambda: self._registry.send(task_id_, RunnerCancel(reason=reason)))
+                tx.after_commit(self._wake)
+        return task_view(task)
+
+    async def active(self) -> list[Task]:
+        async with self._sessions() as db:
+            rows = await db.scalars(
+                select(Task).where(Task.phase.in_([phase.value for phase in ACTIVE_TASK_PHASES]))
+            )
+            return list(rows)
+
+    async def queued(self, limit: int) -> list[Task]:
+        async with self._sessions() as db:
+            rows = await db.scalars(
+                select(Task)
+                .where(Task.phase == TaskPhase.QUEUED.value)
+                .order_by(Task.created_at, Task.id)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def finish(
+        self, task_id: str, session_id: str, phase: TaskPhase, *, reason: str, exit_code: int | None = None
+    ) -> bool:
+        """Finish from the gateway's side (watchdog, launch failure). Returns
+        False when the task had already finished."""
+        async with self._store.write(session_id) as tx:
+            task = await tx.db.get(Task, task_id, with_for_update=True)
+            if task is None or TaskPhase(task.phase).is_final:
+                return False
+            await finish_task(tx, task, phase, reason=reason, exit_code=exit_code)
+            tx.after_commit(self._wake)
+        return True
+
+    async def mark_starting(self, task_id: str, session_id: str, executor: str) -> bool:
+        async with self._store.write(session_id) as tx:
+            task = await tx.db.get(Task, task_id, with_for_update=True)
+            if task is None or task.phase != TaskPhase.QUEUED.value:
+                return False
+            task.phase = TaskPhase.STARTING.value
+            task.executor = executor
+            return True
+
+    async def set_handle(self, task_id: str, handle: str) -> None:
+        async with self._sessions.begin() as db:
+            task = await db.get(Task, task_id)
+            if task is not None:
+                task.handle = handle
