@@ -1,0 +1,274 @@
+"""The ``local`` executor: one detached runner process per task on this machine.
+
+Each runner gets its own work directory ``<data_dir>/tasks/<task_id>/`` and
+its own session (``start_new_session``), so a gateway restart — or a Ctrl-C
+in the gateway's terminal — does not take running tasks down. The handle is
+``"<pid>:<create time>"``: a pid alone could be reused by an unrelated process
+after a reboot or a long uptime; the pair never is.
+
+Exit codes come from this gateway's own children when it started them, or
+from the ``exit.json`` a runner writes at exit when a previous gateway did.
+The concurrency limit and the queue belong to the dispatcher, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+from .base import ExecutorError, ExecutorStatus, LaunchRequest
+
+__all__ = ["LocalExecutor"]
+
+log = structlog.get_logger("cmbtask_gateway.executors.local")
+
+#: written by the runner into its work directory when it exits
+EXIT_FILE = "exit.json"
+#: written here at launch, so that a later gateway can map a handle to its task
+LAUNCH_FILE = "launch.json"
+#: the runner's stdout/stderr (its own logs; task output travels as events)
+RUNNER_OUT = "runner.out"
+#: create times are compared with this tolerance (psutil derives them from clock ticks)
+_CTIME_TOLERANCE_S = 0.05
+_REAP_EVERY_S = 0.5
+_EXIT_MEANINGS = {
+    0: "succeeded",
+    1: "failed",
+    2: "cancelled",
+    3: "timed out",
+    4: "lost its link to the gateway",
+    5: "could not report its final event",
+    64: "was started without its configuration",
+}
+
+
+class LocalExecutor:
+    name: str = "local"
+
+    def __init__(
+        self, data_dir: Path, runner_command: Sequence[str], extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        if not runner_command:
+            raise ValueError("runner_command must not be empty")
+        self.tasks_dir = Path(data_dir) / "tasks"
+        self.runner_command = list(runner_command)
+        self.extra_env = dict(extra_env or {})
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # handle → our own child
+        self._exit_codes: dict[str, int] = {}
+        self._work_dirs: dict[str, Path] = {}  # handle → work dir
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="local-executor-reaper")
+
+    async def close(self) -> None:
+        """Stop reaping; the runners keep running (they outlive the gateway)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+
+    # ---- the Executor interface -------------------------------------------------------------
+
+    async def launch(self, request: LaunchRequest) -> str:
+        work_dir = self.tasks_dir / request.task_id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / EXIT_FILE).unlink(missing_ok=True)  # a relaunch must not read an old exit
+        try:
+            child = await asyncio.to_thread(self._spawn, request, work_dir)
+            handle = f"{child.pid}:{psutil.Process(child.pid).create_time():.2f}"
+        except (OSError, psutil.Error) as exc:
+            raise ExecutorError(f"could not start the runner: {exc}") from exc
+        self._children[handle] = child
+        self._work_dirs[handle] = work_dir
+        launch = {"task_id": request.task_id, "handle": handle, "time": time.time()}
+        (work_dir / LAUNCH_FILE).write_text(json.dumps(launch), encoding="utf-8")
+        log.info("runner.launched", task_id=request.task_id, session_id=request.session_id, handle=handle)
+        return handle
+
+    async def cancel(self, handle: str, *, grace_s: float) -> None:
+        proc = self._live_process(handle)
+        if proc is None:
+            return
+        log.info("runner.terminate", handle=handle, grace_s=grace_s)
+        self._signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + max(0.0, grace_s)
+        while time.monotonic() < deadline:
+            if not self._is_alive(handle):
+                return
+            await asyncio.sleep(0.05)
+        if self._is_alive(handle):
+            log.warning("runner.kill", handle=handle)
+            self._signal_group(proc.pid, signal.SIGKILL)
+            await self._await_gone(handle, timeout_s=5.0)
+
+    async def inspect(self, handle: str) -> ExecutorStatus:
+        self._poll(handle)
+        if self._is_alive(handle):
+            return ExecutorStatus(handle=handle, alive=True)
+        return self._ended(handle)
+
+    async def adopt(self, handles: Sequence[str]) -> list[ExecutorStatus]:
+        self._index_work_dirs()
+        statuses = [await self.inspect(handle) for handle in handles]
+        alive = sum(status.alive for status in statuses)
+        log.info("runner.adopted", handles=len(handles), alive=alive)
+        return statuses
+
+    # ---- launching ----------------------------------------------------------------------------
+
+    def _spawn(self, request: LaunchRequest, work_dir: Path) -> subprocess.Popen[bytes]:
+        with (work_dir / RUNNER_OUT).open("ab") as out:
+            return subprocess.Popen(
+                self.runner_command,
+                cwd=work_dir,
+                env=self._env(request, work_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the gateway; a group to signal as one
+                close_fds=True,
+            )
+
+    def _env(self, request: LaunchRequest, work_dir: Path) -> dict[str, str]:
+        # The gateway's own settings (database URL, secrets) are not the runner's business.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CMBTASK_")}
+        env.update(self.extra_env)
+        env.update(
+            {
+                "CMBTASK_TASK_ID": request.task_id,
+                "CMBTASK_SESSION_ID": request.session_id,
+                "CMBTASK_GATEWAY_URL": request.gateway_url,
+                "CMBTASK_TASK_TOKEN": request.token,
+                "CMBTASK_WORK_DIR": str(work_dir),
+            }
+        )
+        return env
+
+    # ---- liveness -----------------------------------------------------------------------------
+
+    def _live_process(self, handle: str) -> psutil.Process | None:
+        """The runner behind ``handle`` if it is still running (and is the same process)."""
+        pid, ctime = _parse(handle)
+        child = self._children.get(handle)
+        if child is not None and child.poll() is not None:
+            self._record_exit(handle, child)
+            return None
+        try:
+            proc = psutil.Process(pid)
+            same = abs(proc.create_time() - ctime) <= _CTIME_TOLERANCE_S
+            if not same or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+    def _is_alive(self, handle: str) -> bool:
+        return self._live_process(handle) is not None
+
+    def _poll(self, handle: str) -> None:
+        child = self._children.get(handle)
+        if child is not None and child.poll() is not None:
+            self._record_exit(handle, child)
+
+    def _record_exit(self, handle: str, child: subprocess.Popen[bytes]) -> None:
+        if child.returncode is not None:
+            self._exit_codes[handle] = child.returncode
+            self._children.pop(handle, None)
+
+    async def _await_gone(self, handle: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._is_alive(handle):
+                return
+            await asyncio.sleep(0.05)
+
+    async def _reap_forever(self) -> None:
+        """Collect our children's exit codes promptly, so none lingers as a zombie."""
+        while True:
+            for handle, child in list(self._children.items()):
+                if child.poll() is not None:
+                    self._record_exit(handle, child)
+            await asyncio.sleep(_REAP_EVERY_S)
+
+    # ---- how it ended ----------------------------------------------------------------------------
+
+    def _ended(self, handle: str) -> ExecutorStatus:
+        code = self._exit_codes.get(handle)
+        record = self._exit_record(handle)
+        if code is None and record is not None:
+            code = int(record["exit_code"])
+        if code is None:
+            reason = "runner exited without a final event (killed?)"
+        elif code < 0:
+            reason = f"runner killed by signal {_signal_name(-code)}"
+        else:
+            meaning = _EXIT_MEANINGS.get(code, "exited abnormally")
+            reason = f"runner {meaning} (exit code {code})"
+            if record is not None and record.get("reason"):
+                reason += f": {record['reason']}"
+        return ExecutorStatus(handle=handle, alive=False, exit_code=code, reason=reason)
+
+    def _exit_record(self, handle: str) -> dict[str, Any] | None:
+        work_dir = self._work_dir(handle)
+        if work_dir is None:
+            return None
+        try:
+            record = json.loads((work_dir / EXIT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        # No stale file can be here: launch removes the previous run's exit file.
+        return record if isinstance(record, dict) and "exit_code" in record else None
+
+    def _work_dir(self, handle: str) -> Path | None:
+        if handle not in self._work_dirs:
+            self._index_work_dirs()
+        return self._work_dirs.get(handle)
+
+    def _index_work_dirs(self) -> None:
+        """Map handles to work directories from the launch files (after a restart)."""
+        if not self.tasks_dir.is_dir():
+            return
+        for launch_file in self.tasks_dir.glob(f"*/{LAUNCH_FILE}"):
+            try:
+                handle = json.loads(launch_file.read_text(encoding="utf-8"))["handle"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            self._work_dirs.setdefault(str(handle), launch_file.parent)
+
+    @staticmethod
+    def _signal_group(pid: int, signum: signal.Signals) -> None:
+        # The runner leads its own process group: signal it and whatever it started.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
+
+
+def _parse(handle: str) -> tuple[int, float]:
+    try:
+        pid, ctime = handle.split(":", 1)
+        return int(pid), float(ctime)
+    except ValueError:
+        raise ExecutorError(f"not a local runner handle: {handle!r}") from None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
