@@ -4,6 +4,7 @@ Every other component imports its message shapes from here and from nowhere
 else, so that gateway, runner, operator and UI cannot drift apart.
 """
 
+from . import api, client, crd, engines, events, modes, phases, runner
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
 from .crd import *  # noqa: F403
@@ -12,7 +13,6 @@ from .events import *  # noqa: F403
 from .modes import *  # noqa: F403
 from .phases import *  # noqa: F403
 from .runner import *  # noqa: F403
-from . import api, client, crd, engines, events, modes, phases, runner
 
 __all__ = [
     *api.__all__,

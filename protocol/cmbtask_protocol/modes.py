@@ -47,10 +47,23 @@ MODES: Final[list[ModeInfo]] = [
         resume=False,
         hitl=True,
     ),
-    _mode("idea-generation", "Idea generation", "Generate and critique research ideas.", resume=False, hitl=False),
+    _mode(
+        "idea-generation",
+        "Idea generation",
+        "Generate and critique research ideas.",
+        resume=False,
+        hitl=False,
+    ),
     _mode("ocr", "OCR", "Extract text from documents.", resume=False, hitl=False, utility=True),
     _mode("arxiv", "arXiv", "Fetch and summarise papers.", resume=False, hitl=False, utility=True),
-    _mode("enhance-input", "Enhance input", "Rewrite a task prompt with context.", resume=False, hitl=False, utility=True),
+    _mode(
+        "enhance-input",
+        "Enhance input",
+        "Rewrite a task prompt with context.",
+        resume=False,
+        hitl=False,
+        utility=True,
+    ),
 ]
 
 

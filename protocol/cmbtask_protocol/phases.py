@@ -37,9 +37,7 @@ class TaskPhase(StrEnum):
 FINAL_TASK_PHASES = frozenset(
     {TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.CANCELLED, TaskPhase.TIMED_OUT}
 )
-ACTIVE_TASK_PHASES = frozenset(
-    {TaskPhase.STARTING, TaskPhase.RUNNING, TaskPhase.WAITING_APPROVAL}
-)
+ACTIVE_TASK_PHASES = frozenset({TaskPhase.STARTING, TaskPhase.RUNNING, TaskPhase.WAITING_APPROVAL})
 
 
 class SessionStatus(StrEnum):

@@ -153,11 +153,6 @@ class RunnerError(BaseModel):
 
 
 RunnerInbound = Annotated[
-    RunnerWelcome
-    | RunnerAck
-    | RunnerApprovalDecision
-    | RunnerStateResult
-    | RunnerCancel
-    | RunnerError,
+    RunnerWelcome | RunnerAck | RunnerApprovalDecision | RunnerStateResult | RunnerCancel | RunnerError,
     Field(discriminator="type"),
 ]
