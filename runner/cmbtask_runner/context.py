@@ -59,6 +59,7 @@ class RunnerContext:
         self.work_dir = work_dir
         self.cancelled = threading.Event()
         self.cancel_reason = ""
+        self._generic_reason = False
         self._outbox = outbox
         self._state = welcome.state
         self._version = welcome.state_version
@@ -220,12 +221,17 @@ class RunnerContext:
         if welcome.cancel_requested:
             self.cancel("cancel requested")
 
-    def cancel(self, reason: str) -> None:
-        """Ask the engine to stop (idempotent: the first reason wins)."""
+    def cancel(self, reason: str, *, generic: bool = False) -> None:
+        """Ask the engine to stop. Idempotent: the first reason wins, except that
+        a specific reason (the gateway's "timeout") replaces a ``generic`` one
+        (SIGTERM), which the gateway sends along with its cancel frame."""
         with self._cv:
             if self.cancelled.is_set():
+                if self._generic_reason and not generic and reason:
+                    self.cancel_reason, self._generic_reason = reason, False
                 return
             self.cancel_reason = reason or "cancelled"
+            self._generic_reason = generic
             self.cancelled.set()
             self._cv.notify_all()
         log.info("task.cancel_requested", reason=self.cancel_reason)

@@ -52,7 +52,7 @@ _FATAL_CLOSE = {
 _FATAL_STATUS = {401: CLOSE_AUTH, 403: CLOSE_AUTH, 404: CLOSE_NOT_FOUND}
 
 
-class LinkFatal(Exception):  # noqa: N818 - named for what happened to the link
+class LinkFatal(Exception):
     """The link cannot go on; retrying would not help."""
 
     def __init__(self, code: int, reason: str) -> None:

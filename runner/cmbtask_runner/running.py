@@ -92,9 +92,9 @@ class _Dispatch:
         if self.ctx is not None:
             self.ctx.on_state_result(frame)
 
-    def on_cancel(self, reason: str) -> None:
+    def on_cancel(self, reason: str, *, generic: bool = False) -> None:
         if self.ctx is not None:
-            self.ctx.cancel(reason)
+            self.ctx.cancel(reason, generic=generic)
         else:
             self.early_cancel.append(reason)
 
@@ -147,7 +147,7 @@ def _watch_signals(loop: asyncio.AbstractEventLoop, dispatch: _Dispatch) -> asyn
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         log.info("runner.signal", signal=name)
-        dispatch.on_cancel(f"terminated ({name})")
+        dispatch.on_cancel(f"terminated ({name})", generic=True)
         terminated.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -18,11 +18,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from websockets.asyncio.server import Server, ServerConnection, serve
+from typing import Any, BinaryIO
 
 from cmbtask_protocol import TaskSpec
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 TOKEN = "test-token"
 
@@ -82,8 +81,9 @@ class FakeGateway:
 
     def add_task(self, engine: str, params: dict[str, Any] | None = None, **extra: Any) -> TaskRecord:
         task_id = os.urandom(8).hex()
+        session_id = extra.pop("session_id", "s-" + task_id)
         spec = TaskSpec(
-            id=task_id, session_id="s-" + task_id, engine=engine, mode="one-shot", params=params or {}, **extra
+            id=task_id, session_id=session_id, engine=engine, mode="one-shot", params=params or {}, **extra
         )
         record = TaskRecord(spec)
         self.tasks[task_id] = record
@@ -213,17 +213,23 @@ def runner_env(gw: FakeGateway, record: TaskRecord, work_dir: Path, **extra: str
 async def start_runner(
     gw: FakeGateway, record: TaskRecord, work_dir: Path, **extra: str
 ) -> asyncio.subprocess.Process:
+    out = _prepare(work_dir)
+    with out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cmbtask_runner",
+            env=runner_env(gw, record, work_dir, **extra),
+            cwd=work_dir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+def _prepare(work_dir: Path) -> BinaryIO:
     work_dir.mkdir(parents=True, exist_ok=True)
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cmbtask_runner",
-        env=runner_env(gw, record, work_dir, **extra),
-        cwd=work_dir,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=(work_dir / "runner.out").open("ab"),
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    return (work_dir / "runner.out").open("ab")
 
 
 async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:

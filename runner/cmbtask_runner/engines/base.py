@@ -32,7 +32,7 @@ class EngineError(Exception):
     with this message and no traceback."""
 
 
-class TaskCancelled(Exception):  # noqa: N818 - it is a signal, not an error
+class TaskCancelled(Exception):
     """Raised inside an engine when the task is cancelled while it waits."""
 
 
@@ -105,7 +105,7 @@ class Engine(Protocol):
         ``TaskCancelled`` when ``ctx.cancelled`` is seen."""
 
 
-class StateConflict(EngineError):  # noqa: N818 - reads as what happened, like TaskCancelled
+class StateConflict(EngineError):
     """The session's state changed since this task read it; nothing was saved.
 
     Optimistic locking on the session ``version``: a task saves against the
