@@ -1,0 +1,264 @@
+"""kopf handlers: CmbTask → runner pod, pod life → CmbTask status.
+
+Each handler is short and delegates to the pure builders (``pods``,
+``statuses``) and the idempotent API calls (``kube``). Status writes are
+merge patches guarded by the object's resourceVersion; a 409 means someone
+else (the gateway, another event) wrote first, so the patch is recomputed
+from a fresh read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+import structlog
+from cmbtask_protocol import (
+    BUILTIN_ENGINE_PARAMS,
+    CRD_GROUP,
+    CRD_KIND,
+    CRD_PLURAL,
+    CRD_VERSION,
+    LABEL_MANAGED_BY,
+    OPERATOR_NAME,
+    CmbTaskSpec,
+    TaskPhase,
+    task_id_of,
+    token_secret_name,
+)
+from pydantic import ValidationError
+
+from .kube import Kube, connect
+from .pods import PodInput, build_pod, pod_name
+from .settings import OperatorSettings
+from .statuses import final_patch, is_final, read_pod, status_patch
+
+__all__ = ["patch_from_fresh", "refusal", "register"]
+
+log = structlog.get_logger("cmbtask_operator")
+_CMBTASKS = (CRD_GROUP, CRD_VERSION, CRD_PLURAL)
+_PATCH_ATTEMPTS = 5
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def refusal(spec: CmbTaskSpec, settings: OperatorSettings) -> tuple[str, str] | None:
+    """Why the runner image could never run ``spec``: (reason, message), or None."""
+    if spec.engine not in settings.engines:
+        known = ", ".join(settings.engines)
+        return "UnknownEngine", f"unknown engine {spec.engine!r}; this cluster runs: {known}"
+    model = BUILTIN_ENGINE_PARAMS.get(spec.engine)
+    if model is not None:
+        try:
+            model.model_validate(spec.params)
+        except ValidationError as error:
+            return "InvalidParams", f"invalid params for engine {spec.engine!r}: {error}"
+    return None
+
+
+def _owner(pod: Mapping[str, Any]) -> str | None:
+    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == CRD_KIND and ref.get("apiVersion", "").startswith(f"{CRD_GROUP}/"):
+            return str(ref["name"])
+    return None
+
+
+def _reference(namespace: str, name: str, uid: str) -> dict[str, Any]:
+    # Enough of a body for kopf to post a Kubernetes Event about the CmbTask.
+    return {
+        "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+        "kind": CRD_KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+    }
+
+
+async def patch_from_fresh(kube: Kube, namespace: str, name: str, compute: Any) -> dict[str, Any] | None:
+    """Read the CmbTask, ``compute(status)`` a patch, write it guarded by the
+    read's resourceVersion; on 409 start over. Returns what was written."""
+    for _ in range(_PATCH_ATTEMPTS):
+        current = await kube.get_cmbtask(namespace, name)
+        if current is None:
+            return None
+        patch = compute(current.get("status") or {})
+        if not patch:
+            return None
+        version = current["metadata"]["resourceVersion"]
+        if await kube.patch_status(namespace, name, patch, resource_version=version):
+            return dict(patch)
+    raise kopf.TemporaryError(f"status of {namespace}/{name} kept changing under us", delay=1)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Attach every handler to ``registry``, bound to ``config``."""
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        _configure_kopf(settings, config)
+        memo["kube"] = Kube(await connect())
+
+    @kopf.on.cleanup(registry=registry)
+    async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+        kube = memo.get("kube")
+        if kube is not None:
+            await kube.close()
+
+    @kopf.on.resume(*_CMBTASKS, registry=registry)
+    @kopf.on.create(*_CMBTASKS, registry=registry)
+    async def launch(
+        name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
+        meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any,
+    ) -> None:  # fmt: skip
+        if is_final(status.get("phase")):
+            return
+        task = CmbTaskSpec.model_validate(dict(spec))
+        problem = await _problem(memo["kube"], _namespaced(namespace), name, task, meta, config)
+        if problem is not None:
+            patch.status.update(final_patch(status, problem[0], problem[1], problem[2], _now()))
+            if problem[0] is TaskPhase.FAILED:
+                kopf.warn(body, reason=problem[1], message=problem[2])
+            log.warning(
+                "cmbtask.not_launched", cmbtask=name, task_id=task_id_of(uid, task), reason=problem[1]
+            )
+            return
+        pod = build_pod(
+            PodInput(name=name, namespace=_namespaced(namespace), uid=uid, spec=task, settings=config)
+        )
+        created = await memo["kube"].create_pod(namespace, pod)
+        log.info(
+            "cmbtask.pod_created" if created else "cmbtask.pod_exists",
+            cmbtask=name, task_id=task_id_of(uid, task), pod=pod["metadata"]["name"],
+        )  # fmt: skip
+        patch.status.update(_launched(status, pod["metadata"]["name"], task_id_of(uid, task)))
+
+    @kopf.on.event("v1", "pods", labels={LABEL_MANAGED_BY: OPERATOR_NAME}, registry=registry)
+    async def mirror_pod(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        owner, namespace = _owner(body), body.metadata.namespace
+        if owner is None or namespace is None:
+            return
+        if event["type"] == "DELETED":
+            await _pod_deleted(memo["kube"], namespace, owner)
+            return
+        report = read_pod(body)
+        if report is None:
+            return
+        written = await patch_from_fresh(
+            memo["kube"], namespace, owner, lambda s: status_patch(report, s, _now())
+        )
+        if written:
+            log.info("cmbtask.status", cmbtask=owner, namespace=namespace, phase=written.get("phase"))
+        if report.fail_fast:
+            await memo["kube"].delete_pod(namespace, body.metadata.name, grace_s=0)
+            if written:
+                uid = body.metadata.get("ownerReferences", [{}])[0].get("uid", "")
+                kopf.warn(
+                    kopf.Body(cast(kopf.RawBody, _reference(namespace, owner, uid))),
+                    reason=report.reason or "Failed",
+                    message=report.message or "",
+                )
+
+    @kopf.on.field(*_CMBTASKS, field="spec.cancel", new=True, registry=registry)
+    async def cancel(name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        def cancelled(status: Mapping[str, Any]) -> dict[str, Any] | None:
+            if is_final(status.get("phase")):
+                return None
+            return final_patch(status, TaskPhase.CANCELLED, "Cancelled", "cancelled on request", _now())
+
+        # Status first: the pod's deletion must find the task already final.
+        if await patch_from_fresh(memo["kube"], _namespaced(namespace), name, cancelled):
+            kopf.info(body, reason="Cancelled", message="cancelled on request; deleting the runner pod")
+        await memo["kube"].delete_pod(_namespaced(namespace), pod_name(name), grace_s=config.pod_grace_s)
+        log.info("cmbtask.cancelled", cmbtask=name, namespace=namespace)
+
+    @kopf.timer(
+        *_CMBTASKS, interval=config.ttl_check_interval_s, registry=registry,
+        when=lambda status, **_: is_final(status.get("phase")),
+    )  # fmt: skip
+    async def expire(
+        name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
+    ) -> None:
+        ttl = spec.get("ttlSecondsAfterFinished")
+        ttl = config.ttl_seconds_after_finished if ttl is None else ttl
+        finished = _parse_time(status.get("finishTime"))
+        if finished is not None and finished + timedelta(seconds=ttl) <= _now():
+            await memo["kube"].delete_cmbtask(_namespaced(namespace), name)
+            log.info("cmbtask.expired", cmbtask=name, namespace=namespace, ttl_s=ttl)
+
+
+def _configure_kopf(settings: kopf.OperatorSettings, operator: OperatorSettings) -> None:
+    # Progress and diff-base in our own annotations, not in status: the CRD's
+    # status schema belongs to the task, and kopf's defaults would be pruned.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=CRD_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=CRD_GROUP)
+    settings.persistence.finalizer = f"{CRD_GROUP}/operator"
+    # Handler log lines stay in our logs; only warnings become Kubernetes Events.
+    settings.posting.level = logging.WARNING
+    settings.peering.name = operator.peering_name
+    settings.peering.priority = operator.priority
+    settings.peering.standalone = operator.standalone
+    settings.peering.mandatory = not operator.standalone
+    settings.peering.clusterwide = not operator.namespaces
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+
+
+def _namespaced(namespace: str | None) -> str:
+    if namespace is None:  # CmbTask is a namespaced kind; kopf types it loosely
+        raise kopf.PermanentError("a CmbTask without a namespace")
+    return namespace
+
+
+async def _problem(
+    kube: Kube, namespace: str, name: str, task: CmbTaskSpec, meta: kopf.Meta, config: OperatorSettings
+) -> tuple[TaskPhase, str, str] | None:
+    """Why not to create a pod now: (final phase, reason, message), or None."""
+    if task.cancel:
+        return TaskPhase.CANCELLED, "Cancelled", "cancelled before it started"
+    refused = refusal(task, config)
+    if refused is not None:
+        return TaskPhase.FAILED, *refused
+    if not await _secret_ready(kube, namespace, name, task, meta, config):
+        secret = token_secret_name(name, task)
+        return TaskPhase.FAILED, "MissingSecret", f"Secret {secret!r} with the runner token not found"
+    return None
+
+
+async def _secret_ready(
+    kube: Kube, namespace: str, name: str, task: CmbTaskSpec, meta: kopf.Meta, config: OperatorSettings
+) -> bool:
+    """True when the token Secret exists; waits (bounded) for the gateway to
+    make it, then False."""
+    if await kube.secret_exists(namespace, token_secret_name(name, task)):
+        return True
+    created = _parse_time(meta.get("creationTimestamp")) or _now()
+    if _now() - created < timedelta(seconds=config.secret_wait_s):
+        raise kopf.TemporaryError("waiting for the runner token Secret", delay=1)
+    return False
+
+
+async def _pod_deleted(kube: Kube, namespace: str, owner: str) -> None:
+    """A pod vanished before its task ended (deleted by hand, evicted)."""
+
+    def lost(status: Mapping[str, Any]) -> dict[str, Any] | None:
+        if is_final(status.get("phase")) or not status.get("podName"):
+            return None
+        return final_patch(status, TaskPhase.FAILED, "PodDeleted", "the runner pod was deleted", _now())
+
+    await patch_from_fresh(kube, namespace, owner, lost)
+
+
+def _launched(status: Mapping[str, Any], pod: str, task_id: str) -> dict[str, Any]:
+    update: dict[str, Any] = {"podName": pod, "taskId": task_id}
+    if status.get("phase") in (None, TaskPhase.QUEUED.value):
+        update["phase"] = TaskPhase.STARTING.value
+    return update
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
