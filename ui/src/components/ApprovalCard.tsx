@@ -13,6 +13,13 @@ const LABELS: Record<Decision, string> = {
   answer: "Send answer",
 };
 
+const KIND_TITLES: Record<string, string> = {
+  approval: "Approval needed",
+  plan: "Review the plan",
+  step: "Approve the next step",
+  question: "Question for you",
+};
+
 const STATUS_WORDS: Record<string, string> = {
   approved: "Approved",
   rejected: "Rejected",
@@ -58,7 +65,7 @@ export function ApprovalCard({ approval, compact = false }: { approval: Approval
       data-approval-id={approval.id}
     >
       <header>
-        <strong>{approval.kind === "approval" ? "Approval needed" : approval.kind}</strong>
+        <strong>{KIND_TITLES[approval.kind] ?? `Approval needed (${approval.kind})`}</strong>
         {left && (
           <span className="countdown" title="Time left before the task's timeout policy applies">
             ⏱ {left}

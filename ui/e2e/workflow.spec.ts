@@ -1,0 +1,140 @@
+/* A researcher's path through the UI against a real gateway and runners:
+ * create a session, run a demo task, approve its plan, watch it finish; and
+ * two tabs on one session, where resolving in one updates the other. */
+import { expect, test, type Page } from "@playwright/test";
+import { join } from "node:path";
+import { Gateway, SCREENSHOTS } from "./gateway";
+
+const gateway = new Gateway("none");
+
+test.beforeAll(async () => {
+  await gateway.start();
+});
+test.afterAll(async () => {
+  await gateway.stop();
+  gateway.cleanup();
+});
+
+async function createSession(page: Page, title: string): Promise<string> {
+  await page.goto(gateway.url);
+  const form = page.getByRole("form", { name: "New session" });
+  await form.getByLabel("Title").fill(title);
+  await form.getByRole("button", { name: "Create session" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: title })).toBeVisible();
+  await expect(page.locator(".conn")).toHaveAttribute("data-state", "connected");
+  return page.url();
+}
+
+async function submitDemo(page: Page, params: object, prompt = "Estimate the CMB power spectrum"): Promise<void> {
+  await page.getByLabel("Prompt").fill(prompt);
+  await page.getByLabel("Parameters (JSON)").fill(JSON.stringify(params, null, 2));
+  await page.getByRole("button", { name: "Run task" }).click();
+}
+
+test("create a session, run a demo task, approve its plan, see it finish", async ({ page }) => {
+  await page.goto(gateway.url);
+  await expect(page.getByTestId("user")).toHaveText("local");
+  await createSession(page, "Planck residuals");
+  await submitDemo(page, { steps: 3, step_delay_s: 0.2, lines_per_step: 4, approve_plan: true });
+
+  const task = page.locator("article.task").first();
+  await expect(task.getByTestId("task-phase")).toHaveText("Waiting for approval");
+  const dock = page.getByRole("complementary", { name: "Pending approvals" });
+  await expect(dock).toBeVisible();
+  await expect(dock.getByText("Approve this plan of 3 steps?")).toBeVisible();
+  const inline = page.locator(".timeline article.approval");
+  await expect(inline.getByRole("listitem")).toHaveCount(3); // the plan under review
+  await page.screenshot({ path: join(SCREENSHOTS, "approval.png"), fullPage: true });
+
+  await inline.getByRole("button", { name: "Approve" }).click();
+  await expect(inline.getByRole("status")).toHaveText("Approved by local");
+  await expect(dock).toBeHidden();
+  await expect(task.getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
+  await expect(task.getByTestId("step-label")).toHaveText("Step 3 of 3");
+  await expect(task.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "100");
+  await expect(task.getByTestId("output-count")).toContainText("12 lines");
+  await expect(task.getByLabel("Costs")).toContainText("Tokens: 600 in · 240 out");
+  // agent messages carry the agent's name; code is highlighted
+  await expect(page.locator(".ev-agent-message .agent").first()).toHaveText("planner");
+  await expect(page.locator(".ev-code .hljs-keyword").first()).toHaveText("for");
+  await page.screenshot({ path: join(SCREENSHOTS, "session.png"), fullPage: true });
+
+  await page.getByRole("button", { name: /Theme/ }).click(); // system -> light
+  await page.getByRole("button", { name: /Theme/ }).click(); // light -> dark
+  await expect(page.locator("html")).toHaveAttribute("data-theme", "dark");
+  await page.screenshot({ path: join(SCREENSHOTS, "session-dark.png"), fullPage: true });
+
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: join(SCREENSHOTS, "session-phone.png") });
+  await page.getByRole("button", { name: /Theme/ }).click(); // back to system
+});
+
+test("two tabs: resolving an approval in one updates the other", async ({ browser }) => {
+  const context = await browser.newContext();
+  const tabA = await context.newPage();
+  const tabB = await context.newPage();
+  const url = await createSession(tabA, "Two tabs");
+  await tabB.goto(url);
+  await expect(tabB.locator(".conn")).toHaveAttribute("data-state", "connected");
+
+  await submitDemo(tabA, { steps: 2, step_delay_s: 0.1, lines_per_step: 2, approve_plan: true });
+  const cardA = tabA.locator(".timeline article.approval");
+  const cardB = tabB.locator(".timeline article.approval");
+  await expect(cardB.getByRole("button", { name: "Approve" })).toBeVisible();
+  await expect(tabB.getByRole("complementary", { name: "Pending approvals" })).toBeVisible();
+
+  await cardA.getByRole("button", { name: "Approve" }).click();
+  await expect(cardB.getByRole("status")).toHaveText("Approved by local");
+  await expect(cardB.getByRole("button", { name: "Approve" })).toHaveCount(0);
+  await expect(tabB.getByRole("complementary", { name: "Pending approvals" })).toBeHidden();
+  await expect(tabB.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
+  await context.close();
+});
+
+test("the session list filters, renames, suspends, resumes and deletes with confirmation", async ({ page }) => {
+  await page.goto(gateway.url);
+  for (const [title, mode] of [
+    ["Idea storm", "idea-generation"],
+    ["One shot fit", "one-shot"],
+  ]) {
+    const form = page.getByRole("form", { name: "New session" });
+    await form.getByLabel("Title").fill(title);
+    await form.getByLabel("Mode").selectOption(mode);
+    await form.getByRole("button", { name: "Create session" }).click();
+    await expect(page.getByRole("heading", { level: 1, name: title })).toBeVisible();
+    await page.goto(gateway.url);
+  }
+  const rows = page.locator("li.session-row");
+  // newest first
+  await expect(rows.first().locator(".session-title")).toHaveText("One shot fit");
+  await page.screenshot({ path: join(SCREENSHOTS, "sessions.png"), fullPage: true });
+
+  await page.getByRole("search").getByLabel("Mode").selectOption("idea-generation");
+  await expect(rows).toHaveCount(1);
+  await expect(rows.first().locator(".session-title")).toHaveText("Idea storm");
+  await page.getByRole("search").getByLabel("Mode").selectOption("");
+  await page.getByLabel("Search title").fill("shot");
+  await expect(rows).toHaveCount(1);
+  await page.getByLabel("Search title").fill("");
+
+  await page.getByRole("button", { name: "Rename Idea storm" }).click();
+  await page.getByLabel("New title").fill("Idea storm II");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByRole("link", { name: "Idea storm II" })).toBeVisible();
+
+  await page.getByRole("button", { name: "Suspend Idea storm II" }).click();
+  await page.getByRole("search").getByLabel("Status").selectOption("suspended");
+  await expect(rows).toHaveCount(1);
+  await page.getByRole("button", { name: "Resume Idea storm II" }).click();
+  await expect(rows).toHaveCount(0);
+  await page.getByRole("search").getByLabel("Status").selectOption("");
+
+  await page.getByRole("button", { name: "Delete Idea storm II" }).click();
+  const dialog = page.getByRole("dialog", { name: "Delete session?" });
+  await expect(dialog).toBeVisible();
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await expect(page.getByRole("link", { name: "Idea storm II" })).toBeVisible();
+  await page.getByRole("button", { name: "Delete Idea storm II" }).click();
+  await dialog.getByRole("button", { name: "Delete" }).click();
+  await expect(page.getByRole("link", { name: "Idea storm II" })).toHaveCount(0);
+});
