@@ -80,6 +80,8 @@ class Dispatcher:
         log.info("dispatch.adopted", tasks=len(active), alive=sum(s.alive for s in statuses))
 
     async def dispatch_once(self) -> None:
+        if self._executor.name == "none":
+            return  # runners are started by someone else and connect on their own
         active = len(await self._tasks.active())
         free = self._settings.max_concurrent_tasks - active
         if free <= 0:
