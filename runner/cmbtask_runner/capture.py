@@ -34,6 +34,8 @@ RUNNER_LOGGERS = ("cmbtask_runner", "websockets", "asyncio")
 PARTIAL_LINE_S = 0.5
 #: while a flood lasts, remind at most this often how much was dropped
 DROP_NOTICE_EVERY_S = 10.0
+#: a flood is over (and its notice goes out) after this long without a dropped line
+FLOOD_OVER_S = 1.0
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _Stream:
     refilled: float = 0.0
     dropped: int = 0
     dropped_since_notice: int = 0
+    last_drop: float = 0.0
     last_notice: float = 0.0
 
     def take_token(self, now: float) -> bool:
@@ -174,8 +177,11 @@ class OutputCapture:
     def _add_line(self, stream: _Stream, line: str, level: str | None, now: float) -> None:
         """Put one line into its stream's batch, or count it as dropped (lock held)."""
         if not stream.take_token(now):
+            if not stream.dropped_since_notice:
+                stream.last_notice = now  # a flood starts: the reminder clock starts too
             stream.dropped += 1
             stream.dropped_since_notice += 1
+            stream.last_drop = now
             return
         if stream.batch and (level != stream.batch_level or stream.batch_bytes + len(line) > self._max_chunk):
             self._flush_batch(stream)
@@ -203,7 +209,7 @@ class OutputCapture:
             stream.partial = b""
         if stream.batch and (force or now - stream.batch_started >= self._coalesce_s):
             self._flush_batch(stream)
-        flood_over = now - stream.refilled >= 1.0 / stream.rate or stream.tokens >= 1.0
+        flood_over = now - stream.last_drop >= FLOOD_OVER_S
         overdue = now - stream.last_notice >= DROP_NOTICE_EVERY_S
         if stream.dropped_since_notice and (force or flood_over or overdue):
             self._drop_notice(stream, now)
@@ -216,7 +222,7 @@ class OutputCapture:
             if stream.partial:
                 waits.append(stream.partial_since + PARTIAL_LINE_S - now)
             if stream.dropped_since_notice:
-                waits.append(0.2)
+                waits.append(stream.last_drop + FLOOD_OVER_S - now)
         return max(0.005, min(waits))
 
     def _flush_batch(self, stream: _Stream) -> None:
