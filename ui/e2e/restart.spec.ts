@@ -1,0 +1,61 @@
+/* The gateway is killed (SIGKILL) in the middle of a task and started again:
+ * the page must say it is reconnecting, then catch up from its last seq with
+ * every output line exactly once. */
+import { expect, test } from "@playwright/test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Gateway, SCREENSHOTS } from "./gateway";
+
+const gateway = new Gateway("none");
+
+test.beforeAll(async () => {
+  await gateway.start();
+});
+test.afterAll(async () => {
+  await gateway.stop();
+  gateway.cleanup();
+});
+
+const STEPS = 6;
+const LINES = 25;
+
+test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated or missing lines", async ({ page }) => {
+  await page.goto(gateway.url);
+  const form = page.getByRole("form", { name: "New session" });
+  await form.getByLabel("Title").fill("Survives a restart");
+  await form.getByRole("button", { name: "Create session" }).click();
+  await expect(page.locator(".conn")).toHaveAttribute("data-state", "connected");
+
+  await page.getByLabel("Parameters (JSON)").fill(
+    JSON.stringify({ steps: STEPS, step_delay_s: 1.5, lines_per_step: LINES, approve_plan: false }),
+  );
+  await page.getByRole("button", { name: "Run task" }).click();
+  const task = page.locator("article.task").first();
+  await expect(task.getByTestId("step-label")).toHaveText(`Step 2 of ${STEPS}`, { timeout: 60_000 });
+
+  await gateway.kill9();
+  const badge = page.locator(".conn");
+  await expect(badge).toHaveAttribute("data-state", "reconnecting");
+  await expect(badge).toContainText("Reconnecting");
+  await page.screenshot({ path: join(SCREENSHOTS, "reconnecting.png") });
+
+  await gateway.start(); // same port, same data: the runner and the page dial back
+  await expect(task.getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 90_000 });
+  await expect(badge).toHaveAttribute("data-state", "connected");
+  await expect(task.getByTestId("step-label")).toHaveText(`Step ${STEPS} of ${STEPS}`);
+
+  // Count the lines the page holds, via its own download of the output.
+  const downloading = page.waitForEvent("download");
+  await task.getByRole("button", { name: "Download" }).click();
+  const file = await (await downloading).path();
+  const lines = readFileSync(file, "utf-8").split("\n").filter((l) => / step \d+\/\d+ line \d+\/\d+$/.test(l));
+  const expected: string[] = [];
+  for (let s = 1; s <= STEPS; s++) for (let l = 1; l <= LINES; l++) expected.push(`step ${s}/${STEPS} line ${l}/${LINES}`);
+  expect(lines.length).toBe(STEPS * LINES);
+  expect(new Set(lines).size).toBe(STEPS * LINES);
+  expect(lines.map((l) => l.replace(/^\[[^\]]+\] /, ""))).toEqual(expected);
+
+  // and the reading view holds each step exactly once
+  await expect(page.locator(".ev-step-completed")).toHaveCount(STEPS);
+  await expect(page.locator(".ev-task-succeeded")).toHaveCount(1);
+});
