@@ -170,7 +170,7 @@ async def _consume(view: _View, ws: Any, until_done: bool) -> bool:
             err_console.print(f"[red]{frame.get('code')}[/red]: {frame.get('message')}")
         if view.pending:
             await _ask(view, ws)
-        if until_done and frame.get("type") in FINAL | {"ws.replayed"} and not view.open_tasks:
-            if frame.get("type") in FINAL or view.last_seq > 0:
-                return True
+        settled = frame.get("type") in FINAL or (frame.get("type") == "ws.replayed" and view.last_seq > 0)
+        if until_done and settled and not view.open_tasks:
+            return True
     return False

@@ -9,6 +9,7 @@ timeout, a cancel that was not honoured, a runner that never connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import timedelta
 
@@ -46,6 +47,8 @@ class Dispatcher:
         #: task id -> monotonic time the cancel was first seen by the watchdog
         self._cancel_seen: dict[str, float] = {}
         self._stopping: set[str] = set()
+        # Strong references: the event loop keeps only weak ones to its tasks.
+        self._stoppers: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -60,10 +63,8 @@ class Dispatcher:
                 raise
             except Exception:
                 log.exception("dispatch.loop_error")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.watchdog_interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def adopt(self) -> None:
@@ -133,7 +134,9 @@ class Dispatcher:
         first_seen = self._cancel_seen.setdefault(task.id, time.monotonic())
         if task.handle and task.id not in self._stopping:
             self._stopping.add(task.id)
-            asyncio.create_task(self._stop(task.handle))
+            stopper = asyncio.create_task(self._stop(task.handle))
+            self._stoppers.add(stopper)
+            stopper.add_done_callback(self._stoppers.discard)
         status = await self._executor.inspect(task.handle) if task.handle else None
         grace_over = time.monotonic() - first_seen > self._settings.cancel_grace_s + 5
         if (status is not None and not status.alive) or grace_over or task.handle is None:
@@ -159,9 +162,9 @@ class Dispatcher:
             await self._finish_dead(task, status.reason, status.exit_code)
             return
         created = aware(task.created_at)
-        if task.phase == TaskPhase.STARTING.value and created is not None:
-            if created + timedelta(seconds=self._settings.start_timeout_s) < now:  # type: ignore[operator]
-                await self._tasks.request_cancel(task.id, task.session_id, "runner never connected")
+        deadline = None if created is None else created + timedelta(seconds=self._settings.start_timeout_s)
+        if task.phase == TaskPhase.STARTING.value and deadline is not None and deadline < now:  # type: ignore[operator]
+            await self._tasks.request_cancel(task.id, task.session_id, "runner never connected")
 
     async def _finish_dead(self, task: Task, reason: str | None, exit_code: int | None) -> None:
         phase = TaskPhase.FAILED

@@ -210,9 +210,9 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
             log.warning("ws.slow_consumer", last_sent=client.last_sent)
             await ws.close(CLOSE_SLOW_CONSUMER, f"too slow; reconnect with after={client.last_sent}")
         for task in done:
-            if not task.cancelled() and (error := task.exception()) is not None:
-                if not isinstance(error, WebSocketDisconnect | RuntimeError):
-                    raise error
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, WebSocketDisconnect | RuntimeError):
+                raise error
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sent after close)
     finally:

@@ -9,6 +9,8 @@ process stopped.
 
 from __future__ import annotations
 
+import builtins
+
 from cmbtask_protocol import (
     ApprovalStatus,
     ApprovalView,
@@ -180,7 +182,9 @@ class ApprovalService:
             tx.after_commit(lambda: self._registry.send(task_id, frame))
         return 1
 
-    async def decisions_for(self, task_id: str, approval_ids: list[str]) -> list[RunnerApprovalDecision]:
+    async def decisions_for(
+        self, task_id: str, approval_ids: builtins.list[str]
+    ) -> builtins.list[RunnerApprovalDecision]:
         """Decided approvals among those a reconnecting runner still waits for."""
         if not approval_ids:
             return []

@@ -6,6 +6,7 @@ current version, so two tabs editing one session never overwrite each other.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import timedelta
 
@@ -122,7 +123,7 @@ class SessionService:
             await db.refresh(row)
             return session_view(row)
 
-    async def delete(self, owner: str, session_id: str) -> list[Task]:
+    async def delete(self, owner: str, session_id: str) -> builtins.list[Task]:
         """Delete the session and everything in it; return its unfinished tasks
         so that the caller can stop their runners."""
         async with self._sessions.begin() as db:

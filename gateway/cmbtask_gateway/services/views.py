@@ -24,7 +24,7 @@ def session_view(row: Session) -> SessionView:
         owner=row.owner,
         title=row.title,
         mode=row.mode,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         version=row.version,
         last_seq=row.last_seq,
         phase=row.phase,
@@ -34,8 +34,8 @@ def session_view(row: Session) -> SessionView:
         history=row.history or [],
         has_state=row.state is not None,
         state_version=row.state_version,
-        created_at=aware(row.created_at),  # type: ignore[arg-type]
-        updated_at=aware(row.updated_at),  # type: ignore[arg-type]
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
         expires_at=aware(row.expires_at),
     )
 
@@ -49,15 +49,15 @@ def task_view(row: Task) -> TaskView:
         mode=row.mode,
         prompt=row.prompt,
         params=row.params or {},
-        phase=row.phase,  # type: ignore[arg-type]
+        phase=row.phase,
         timeout_s=row.timeout_s,
         approval_timeout_s=row.approval_timeout_s,
-        on_timeout=row.on_timeout,  # type: ignore[arg-type]
+        on_timeout=row.on_timeout,
         executor=row.executor,
         handle=row.handle,
         exit_code=row.exit_code,
         reason=row.reason,
-        created_at=aware(row.created_at),  # type: ignore[arg-type]
+        created_at=aware(row.created_at),
         started_at=aware(row.started_at),
         finished_at=aware(row.finished_at),
     )
@@ -73,12 +73,12 @@ def approval_view(row: Approval) -> ApprovalView:
         options=row.options,
         allow_text=row.allow_text,
         context=row.context or {},
-        status=row.status,  # type: ignore[arg-type]
-        on_timeout=row.on_timeout,  # type: ignore[arg-type]
-        decision=row.decision,  # type: ignore[arg-type]
+        status=row.status,
+        on_timeout=row.on_timeout,
+        decision=row.decision,
         response=row.response,
         resolved_by=row.resolved_by,
-        created_at=aware(row.created_at),  # type: ignore[arg-type]
+        created_at=aware(row.created_at),
         expires_at=aware(row.expires_at),
         resolved_at=aware(row.resolved_at),
     )
