@@ -1,0 +1,195 @@
+"""The local executor with real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+from cmbtask_gateway.executors.base import ExecutorError, LaunchRequest
+from cmbtask_gateway.executors.local import LocalExecutor
+
+# Stands in for the runner: records its environment, starts a grandchild, and
+# on SIGTERM writes the exit file the real runner writes, then exits 2.
+FAKE_RUNNER = textwrap.dedent(
+    """
+    import json, os, signal, subprocess, sys, time
+    work = os.environ["CMBTASK_WORK_DIR"]
+    env = {k: v for k, v in os.environ.items() if k.startswith(("CMBTASK_", "EXTRA_"))}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    with open(os.path.join(work, "env.json"), "w") as out:
+        info = {"env": env, "cwd": os.getcwd(), "sid": os.getsid(0), "pid": os.getpid(), "child": child.pid}
+        json.dump(info, out)
+    def stop(*_):
+        with open(os.path.join(work, "exit.json"), "w") as out:
+            json.dump({"exit_code": 2, "final_event": "task.cancelled", "reason": "terminated"}, out)
+        sys.exit(2)
+    signal.signal(signal.SIGTERM, stop if os.environ.get("EXTRA_POLITE") else signal.SIG_IGN)
+    mode = os.environ.get("EXTRA_MODE", "sleep")
+    if mode == "exit3":
+        sys.exit(3)
+    time.sleep(300)
+    """
+)
+
+
+def _request(task_id: str = "t1") -> LaunchRequest:
+    return LaunchRequest(
+        task_id=task_id,
+        session_id="s1",
+        owner="alice",
+        engine="demo",
+        mode="one-shot",
+        gateway_url="http://127.0.0.1:9",
+        token="secret-token",
+    )
+
+
+def _executor(tmp_path: Path, **env: str) -> LocalExecutor:
+    return LocalExecutor(tmp_path / "data", [sys.executable, "-c", FAKE_RUNNER], extra_env=env)
+
+
+@pytest.fixture
+async def executor(tmp_path: Path) -> AsyncIterator[LocalExecutor]:
+    ex = _executor(tmp_path, EXTRA_POLITE="1")
+    await ex.start()
+    try:
+        yield ex
+    finally:
+        await ex.close()
+        for launch in (tmp_path / "data" / "tasks").glob("*/env.json"):
+            info = json.loads(launch.read_text())
+            for pid in (info["pid"], info["child"]):
+                with_suppress_kill(pid)
+
+
+def with_suppress_kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def _env_of(work_dir: Path) -> dict[str, object]:
+    for _ in range(200):
+        if (work_dir / "env.json").exists():
+            try:
+                info: dict[str, object] = json.loads((work_dir / "env.json").read_text())
+                return info
+            except ValueError:
+                pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("fake runner never started")
+
+
+async def test_launch_gives_a_detached_process_with_the_contract_env(
+    executor: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CMBTASK_DATABASE_URL", "postgresql://secret")
+    handle = await executor.launch(_request())
+    pid, ctime = handle.split(":")
+    assert psutil.Process(int(pid)).create_time() == pytest.approx(float(ctime), abs=0.05)
+    work_dir = tmp_path / "data" / "tasks" / "t1"
+    info = await _env_of(work_dir)
+    env = info["env"]
+    assert isinstance(env, dict)
+    assert env["CMBTASK_TASK_ID"] == "t1" and env["CMBTASK_TASK_TOKEN"] == "secret-token"
+    assert env["CMBTASK_GATEWAY_URL"] == "http://127.0.0.1:9" and env["CMBTASK_WORK_DIR"] == str(work_dir)
+    assert env["EXTRA_POLITE"] == "1"
+    assert "CMBTASK_DATABASE_URL" not in env, "gateway settings are not passed to runners"
+    assert info["cwd"] == str(work_dir)
+    assert info["sid"] == info["pid"] != os.getsid(0), "own session: survives the gateway"
+    assert (await executor.inspect(handle)).alive
+
+
+async def test_cancel_terminates_the_group_politely(executor: LocalExecutor, tmp_path: Path) -> None:
+    handle = await executor.launch(_request())
+    info = await _env_of(tmp_path / "data" / "tasks" / "t1")
+    await executor.cancel(handle, grace_s=5)
+    status = await executor.inspect(handle)
+    assert not status.alive and status.exit_code == 2
+    assert status.reason is not None and "cancelled" in status.reason
+    assert not _running(int(str(info["child"]))), "the runner's children went with it"
+
+
+async def test_cancel_kills_after_the_grace(tmp_path: Path) -> None:
+    executor = _executor(tmp_path)  # ignores SIGTERM
+    await executor.start()
+    try:
+        handle = await executor.launch(_request())
+        await _env_of(tmp_path / "data" / "tasks" / "t1")
+        await executor.cancel(handle, grace_s=0.5)
+        status = await executor.inspect(handle)
+        assert not status.alive and status.exit_code == -signal.SIGKILL
+        assert status.reason == "runner killed by signal SIGKILL"
+    finally:
+        await executor.close()
+
+
+async def test_exit_code_of_our_own_child(tmp_path: Path) -> None:
+    executor = _executor(tmp_path, EXTRA_MODE="exit3")
+    await executor.start()
+    try:
+        handle = await executor.launch(_request())
+        for _ in range(100):
+            status = await executor.inspect(handle)
+            if not status.alive:
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            not status.alive and status.exit_code == 3 and status.reason == "runner timed out (exit code 3)"
+        )
+    finally:
+        await executor.close()
+
+
+async def test_adopt_after_a_restart(executor: LocalExecutor, tmp_path: Path) -> None:
+    alive = await executor.launch(_request("alive"))
+    gone = await executor.launch(_request("gone"))
+    killed = await executor.launch(_request("killed"))
+    for task in ("alive", "gone", "killed"):
+        await _env_of(tmp_path / "data" / "tasks" / task)
+    await executor.close()
+    successor = _executor(tmp_path)  # a new gateway: none of these are its children
+    await successor.start()
+    await executor.cancel(gone, grace_s=5)  # exits 2 and leaves an exit file
+    os.kill(int(killed.split(":")[0]), signal.SIGKILL)  # no exit file
+    await asyncio.sleep(0.3)
+    statuses = {s.handle: s for s in await successor.adopt([alive, gone, killed])}
+    assert statuses[alive].alive
+    assert not statuses[gone].alive and statuses[gone].exit_code == 2
+    assert statuses[gone].reason == "runner cancelled (exit code 2): terminated"
+    assert not statuses[killed].alive and statuses[killed].exit_code is None
+    assert statuses[killed].reason == "runner exited without a final event (killed?)"
+    await successor.cancel(alive, grace_s=5)
+    assert not (await successor.inspect(alive)).alive
+    await successor.close()
+
+
+async def test_a_reused_pid_is_not_the_runner(executor: LocalExecutor) -> None:
+    handle = await executor.launch(_request())
+    pid = handle.split(":")[0]
+    impostor = f"{pid}:{float(handle.split(':')[1]) - 1000:.2f}"
+    status = await executor.inspect(impostor)
+    assert not status.alive
+    await executor.cancel(impostor, grace_s=0.1)  # must not signal the real process
+    assert (await executor.inspect(handle)).alive
+
+
+async def test_launch_failure_is_an_executor_error(tmp_path: Path) -> None:
+    executor = LocalExecutor(tmp_path / "data", ["/nonexistent/runner"])
+    with pytest.raises(ExecutorError, match="could not start the runner"):
+        await executor.launch(_request())
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
