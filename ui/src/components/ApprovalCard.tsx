@@ -32,9 +32,10 @@ const STATUS_WORDS: Record<string, string> = {
 export function countdown(expiresAt: string | null, now: number): string | null {
   if (!expiresAt) return null;
   const left = Math.max(0, Math.round((Date.parse(expiresAt) - now) / 1000));
-  const m = Math.floor(left / 60);
-  const s = left % 60;
-  return `${m}:${String(s).padStart(2, "0")}`;
+  const h = Math.floor(left / 3600);
+  const m = Math.floor((left % 3600) / 60);
+  const s = String(left % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
 }
 
 export function ApprovalCard({ approval, compact = false }: { approval: ApprovalState; compact?: boolean }) {
@@ -68,7 +69,7 @@ export function ApprovalCard({ approval, compact = false }: { approval: Approval
         <strong>{KIND_TITLES[approval.kind] ?? `Approval needed (${approval.kind})`}</strong>
         {left && (
           <span className="countdown" title="Time left before the task's timeout policy applies">
-            ⏱ {left}
+            expires in {left}
           </span>
         )}
       </header>

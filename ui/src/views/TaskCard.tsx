@@ -49,7 +49,7 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
         <div className="progress-wrap">
           <div className="progress-label">
             <span data-testid="step-label">
-              Step {Math.max(task.step, progress.done)} of {progress.total}
+              {task.step === 0 ? `${progress.total} steps, not started` : `Step ${task.step} of ${progress.total}`}
             </span>
             {task.stepTitle && <span className="muted"> — {task.stepTitle}</span>}
           </div>
@@ -59,7 +59,7 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
             aria-valuemin={0}
             aria-valuemax={100}
             aria-valuenow={progress.percent}
-            aria-label={`Step ${Math.max(task.step, progress.done)} of ${progress.total}`}
+            aria-label={`Progress: ${progress.done} of ${progress.total} steps done`}
           >
             <div className="bar" style={{ width: `${progress.percent}%` }} />
           </div>
