@@ -27,6 +27,10 @@ for arg in "$@"; do
       npm test
       ;;
     --e2e)
+      if [[ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]]; then
+        # Debian's Chromium; Playwright's own browser download is never used.
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+      fi
       npm run e2e
       ;;
     *)

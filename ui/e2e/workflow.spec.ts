@@ -138,3 +138,48 @@ test("the session list filters, renames, suspends, resumes and deletes with conf
   await dialog.getByRole("button", { name: "Delete" }).click();
   await expect(page.getByRole("link", { name: "Idea storm II" })).toHaveCount(0);
 });
+
+test("the session list pages through sessions, newest first", async ({ page, request }) => {
+  for (let i = 1; i <= 23; i++) {
+    const response = await request.post(`${gateway.url}/api/sessions`, { data: { title: `Batch ${String(i).padStart(2, "0")}` } });
+    expect(response.status()).toBe(201);
+  }
+  await page.goto(gateway.url);
+  await page.getByLabel("Search title").fill("Batch");
+  const rows = page.locator("li.session-row");
+  await expect(rows).toHaveCount(20);
+  await expect(rows.first().locator(".session-title")).toHaveText("Batch 23");
+  const pager = page.getByRole("navigation", { name: "Pages" });
+  await expect(pager).toContainText("1–20 of 23");
+  await pager.getByRole("button", { name: "Older →" }).click();
+  await expect(rows).toHaveCount(3);
+  await expect(rows.last().locator(".session-title")).toHaveText("Batch 01");
+  await expect(pager.getByRole("button", { name: "Older →" })).toBeDisabled();
+});
+
+test("keyboard only: create a session, run a task, approve it", async ({ page }) => {
+  await page.goto(gateway.url);
+  const form = page.getByRole("form", { name: "New session" });
+  await form.getByLabel("Title").focus();
+  await page.keyboard.type("Keyboard session");
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { level: 1, name: "Keyboard session" })).toBeVisible();
+  await expect(page.locator(".conn")).toHaveAttribute("data-state", "connected");
+
+  await page.getByLabel("Parameters (JSON)").fill(JSON.stringify({ steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true }));
+  await page.keyboard.press("Tab"); // to "Run task"
+  await expect(page.getByRole("button", { name: "Run task" })).toBeFocused();
+  await page.keyboard.press("Enter");
+  const approve = page.locator(".timeline article.approval").getByRole("button", { name: "Approve" });
+  await expect(approve).toBeVisible();
+
+  // Tab through the page until the inline Approve button has focus.
+  let reached = false;
+  for (let i = 0; i < 80 && !reached; i++) {
+    await page.keyboard.press("Tab");
+    reached = await approve.evaluate((el) => el === document.activeElement);
+  }
+  expect(reached).toBe(true);
+  await page.keyboard.press("Enter");
+  await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
+});

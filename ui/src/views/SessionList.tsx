@@ -1,6 +1,6 @@
 /* The session list: newest first, filtered by mode and status, searched by
  * title, paginated; create, rename, suspend, resume and delete. */
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { api, ApiError } from "../api/http";
 import type { ModeInfo, SessionList as SessionPage, SessionView } from "../api/protocol";
 import { ConfirmDialog } from "../components/ConfirmDialog";
@@ -23,9 +23,13 @@ export function SessionList({ modes }: { modes: ModeInfo[] }) {
   const [error, setError] = useState<string | null>(null);
   const [deleting, setDeleting] = useState<SessionView | null>(null);
 
+  const latest = useRef(0);
   const load = useCallback(async () => {
+    // typing in the search box fires one request per key: keep only the newest answer
+    const ticket = ++latest.current;
     try {
       const result = await api.listSessions({ ...filters, limit: PAGE_SIZE });
+      if (ticket !== latest.current) return;
       result.items.sort((a, b) => b.created_at.localeCompare(a.created_at));
       setPage(result);
       setError(null);
@@ -225,6 +229,7 @@ function SessionRow({ session, onRename, onSuspend, onResume, onDelete }: RowPro
       <div className="meta">
         <span className={`badge status-${session.status}`}>{session.status}</span>
         <span className="muted">{session.mode}</span>
+        {session.phase && <span className={`badge phase-${session.phase}`}>{session.phase.replace("_", " ")}</span>}
         <time className="muted" dateTime={session.created_at}>
           {created.toLocaleString()}
         </time>
