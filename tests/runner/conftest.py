@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from runner_fakegw import FakeGateway
+
+from tests.runner.runner_fakegw import FakeGateway
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runner_fakegw import FakeGateway, TaskRecord, finish, start_runner, wait_for
+from tests.runner.runner_fakegw import FakeGateway, TaskRecord, finish, start_runner, wait_for
 
 FAST = {"step_delay_s": 0.05, "lines_per_step": 2}
 

@@ -10,7 +10,8 @@ import pytest
 from cmbtask_protocol import RunnerApprovalDecision, RunnerStateResult, RunnerWelcome
 from cmbtask_runner.link import Backoff, Link, LinkFatal, LinkHandlers, runner_ws_url
 from cmbtask_runner.outbox import Outbox
-from runner_fakegw import TOKEN, FakeGateway, TaskRecord, wait_for
+
+from tests.runner.runner_fakegw import TOKEN, FakeGateway, TaskRecord, wait_for
 
 
 class Harness:

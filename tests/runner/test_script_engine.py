@@ -9,7 +9,8 @@ from typing import Any
 
 import psutil
 import pytest
-from runner_fakegw import FakeGateway, TaskRecord, finish, start_runner, wait_for
+
+from tests.runner.runner_fakegw import FakeGateway, TaskRecord, finish, start_runner, wait_for
 
 APPROVAL_SCRIPT = textwrap.dedent(
     """
