@@ -36,6 +36,8 @@ class TestRunner:
         self.rseq = 0
         self.acked = 0
         self.inbox: list[dict[str, Any]] = []
+        #: every numbered frame sent, for resending after a reconnect
+        self.sent: dict[int, str] = {}
 
     async def connect(self, pending_approvals: list[str] | None = None) -> dict[str, Any]:
         self.ws = await websockets.connect(
@@ -51,26 +53,40 @@ class TestRunner:
         if self.ws is not None:
             await self.ws.close()
 
+    async def _send_numbered(self, rseq: int, frame: dict[str, Any]) -> None:
+        text = json.dumps(frame)
+        self.sent[rseq] = text
+        await self.ws.send(text)
+
+    async def resend_unacked(self) -> int:
+        """Resend what the gateway has not acknowledged (after ``connect``)."""
+        numbers = sorted(n for n in self.sent if n > self.acked)
+        for number in numbers:
+            await self.ws.send(self.sent[number])
+        return len(numbers)
+
     def _next(self) -> int:
         self.rseq += 1
         return self.rseq
 
     async def send_event(self, event_type: str, data: dict[str, Any], rseq: int | None = None) -> int:
         number = rseq if rseq is not None else self._next()
-        await self.ws.send(json.dumps({"type": "event", "rseq": number, "event_type": event_type, "data": data}))
+        await self._send_numbered(
+            number, {"type": "event", "rseq": number, "event_type": event_type, "data": data}
+        )
         return number
 
     async def request_approval(self, prompt: str, **fields: Any) -> tuple[int, str]:
         approval_id = fields.pop("approval_id", None) or uuid.uuid4().hex
         number = self._next()
         frame = {"type": "approval.request", "rseq": number, "approval_id": approval_id, "prompt": prompt, **fields}
-        await self.ws.send(json.dumps(frame))
+        await self._send_numbered(number, frame)
         return number, approval_id
 
     async def save_state(self, state: dict[str, Any], expected_version: int | None = None) -> int:
         number = self._next()
         frame = {"type": "state.save", "rseq": number, "state": state, "expected_version": expected_version}
-        await self.ws.send(json.dumps(frame))
+        await self._send_numbered(number, frame)
         return number
 
     async def receive(self, frame_type: str, timeout_s: float = 10.0, **match: Any) -> dict[str, Any]:
