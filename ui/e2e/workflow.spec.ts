@@ -183,3 +183,33 @@ test("keyboard only: create a session, run a task, approve it", async ({ page })
   await page.keyboard.press("Enter");
   await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
 });
+
+test("an approval resolved elsewhere says who resolved it", async ({ page, request }) => {
+  const session = await (await request.post(`${gateway.url}/api/sessions`, { data: { title: "Stale approval" } })).json();
+  const task = await request.post(`${gateway.url}/api/sessions/${session.id}/tasks`, {
+    data: { engine: "demo", mode: "one-shot", params: { steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true } },
+  });
+  expect(task.status()).toBe(201);
+
+  // The list page learns of approvals by polling; freeze its first answer so
+  // that it still offers the approval after someone else has resolved it.
+  let frozen: string | null = null;
+  await page.route("**/api/approvals?status=pending", async (route) => {
+    if (frozen === null) {
+      const body = await (await route.fetch()).text();
+      if (!body.includes(session.id)) return route.fulfill({ body, contentType: "application/json" });
+      frozen = body;
+    }
+    await route.fulfill({ body: frozen, contentType: "application/json" });
+  });
+  await page.goto(gateway.url);
+  const dock = page.getByRole("complementary", { name: "Pending approvals" });
+  await expect(dock.getByRole("button", { name: "Approve" })).toBeVisible({ timeout: 30_000 });
+
+  const pending = await (await request.get(`${gateway.url}/api/approvals?status=pending&session_id=${session.id}`)).json();
+  const resolved = await request.post(`${gateway.url}/api/approvals/${pending.items[0].id}/resolve`, { data: { decision: "reject" } });
+  expect(resolved.status()).toBe(200);
+
+  await dock.getByRole("button", { name: "Approve" }).click();
+  await expect(dock.getByRole("alert")).toHaveText(/already rejected by local/);
+});
