@@ -18,6 +18,7 @@ from cmbtask_protocol import ConditionStatus, ConditionType, TaskPhase
 
 __all__ = [
     "FAIL_FAST_REASONS",
+    "RUNNER_EXIT_PHASES",
     "PodReport",
     "final_patch",
     "is_final",
@@ -39,6 +40,9 @@ FAIL_FAST_REASONS = frozenset(
         "RunContainerError",
     }
 )
+#: the runner's exit codes for the endings that are not failures of the pod
+#: (``cmbtask_runner.running.EXIT_CODES``); any other non-zero code is ``failed``
+RUNNER_EXIT_PHASES = {2: (TaskPhase.CANCELLED, "task cancelled"), 3: (TaskPhase.TIMED_OUT, "task timed out")}
 _ORDER = {TaskPhase.QUEUED: 0, TaskPhase.STARTING: 1, TaskPhase.RUNNING: 2, TaskPhase.WAITING_APPROVAL: 2}
 
 
@@ -124,6 +128,9 @@ def _failed(status: Mapping[str, Any], terminated: Mapping[str, Any], scheduled:
             finished_at=terminated.get("finishedAt"),
         )
     report = _terminated(TaskPhase.FAILED, terminated, scheduled)
+    if report.exit_code in RUNNER_EXIT_PHASES and report.reason != "OOMKilled":
+        phase, words = RUNNER_EXIT_PHASES[report.exit_code]
+        return PodReport(**{**_fields(report), "phase": phase, "message": f"the runner reported: {words}"})
     if report.reason == "OOMKilled":
         message = "OOMKilled: the runner exceeded its memory limit"
         return PodReport(**{**_fields(report), "message": message})

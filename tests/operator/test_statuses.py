@@ -53,11 +53,11 @@ def test_succeeded_with_exit_code_zero() -> None:
 
 
 def test_non_zero_exit_is_failed_with_the_code() -> None:
-    report = read_pod(pod("Failed", {"terminated": {"exitCode": 3, "reason": "Error"}}))
+    report = read_pod(pod("Failed", {"terminated": {"exitCode": 7, "reason": "Error"}}))
     patch = status_patch(report, {"phase": "running"}, NOW)  # type: ignore[arg-type]
     assert patch is not None
-    assert (patch["phase"], patch["exitCode"], patch["reason"]) == ("failed", 3, "Error")
-    assert "code 3" in patch["message"]
+    assert (patch["phase"], patch["exitCode"], patch["reason"]) == ("failed", 7, "Error")
+    assert "code 7" in patch["message"]
     assert conditions(patch)["Failed"] == "True"
 
 
@@ -136,3 +136,12 @@ def test_refusal_of_unknown_engine_and_bad_params() -> None:
     bad = refusal(CmbTaskSpec(engine="demo", params={"steps": -1}), settings)
     assert bad is not None and bad[0] == "InvalidParams"
     assert refusal(CmbTaskSpec(engine="script", params={}), settings) is not None
+
+
+def test_runner_exit_codes_for_cancelled_and_timed_out() -> None:
+    cancelled = read_pod(pod("Failed", {"terminated": {"exitCode": 2, "reason": "Error"}}))
+    timed_out = read_pod(pod("Failed", {"terminated": {"exitCode": 3, "reason": "Error"}}))
+    failed = read_pod(pod("Failed", {"terminated": {"exitCode": 4, "reason": "Error"}}))
+    assert cancelled is not None and cancelled.phase is TaskPhase.CANCELLED
+    assert timed_out is not None and timed_out.phase is TaskPhase.TIMED_OUT
+    assert failed is not None and failed.phase is TaskPhase.FAILED and failed.exit_code == 4

@@ -1,0 +1,380 @@
+"""The ``kubernetes`` executor: one ``CmbTask`` object per task.
+
+``launch`` writes the runner token into a Secret and creates the CmbTask;
+the operator makes the pod, whose runner dials back like a local one. The
+handle is ``"<namespace>/<name>"``: the object is the source of truth, so
+``inspect`` and ``adopt`` read it again after a gateway restart.
+
+Two background loops tie the cluster to the gateway's records:
+
+- import: a CmbTask applied with kubectl (no task id in its spec) gets a
+  session and a task here; the dispatcher then launches that task, and
+  ``launch`` recognises the object by its task-id label instead of making
+  another one.
+- sync: approval prompts and phases the gateway knows are written into the
+  CmbTask's status, so ``kubectl get cmbtasks`` shows them. Writes are
+  guarded by resourceVersion so they never overwrite the operator's newer
+  final phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from typing import Any, cast
+
+import structlog
+from cmbtask_protocol import (
+    ACTIVE_TASK_PHASES,
+    CRD_GROUP,
+    CRD_KIND,
+    CRD_PLURAL,
+    CRD_VERSION,
+    TOKEN_SECRET_KEY,
+    ApprovalStatus,
+    CmbTaskSpec,
+    SessionCreate,
+    TaskCreate,
+    TaskPhase,
+    cmbtask_name_for_task,
+    dns_label,
+    token_secret_name,
+)
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+from sqlalchemy import select
+
+from ..db.engine import make_engine, make_sessionmaker
+from ..db.models import Approval, Task
+from ..hub import Hub
+from ..metrics import Metrics
+from ..runners import RunnerRegistry
+from ..services.sessions import SessionService
+from ..services.tasks import TaskService
+from ..settings import Settings
+from ..store import EventStore
+from .base import ExecutorError, ExecutorStatus, LaunchRequest
+
+__all__ = ["KubernetesExecutor"]
+
+log = structlog.get_logger("cmbtask_gateway.executors.kubernetes")
+
+LABEL_ORIGIN = f"{CRD_GROUP}/origin"
+LABEL_TASK_ID = f"{CRD_GROUP}/task-id"
+# CRDs take no strategic merge patch; say which patch this is.
+_MERGE: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+_SYNC_EVERY_S = 1.0
+_SYNCED_PHASES = {TaskPhase.RUNNING.value, TaskPhase.WAITING_APPROVAL.value}
+#: approval prompts are long; the status shows the start of one
+_PROMPT_CHARS = 200
+
+
+class KubernetesExecutor:
+    name: str = "kubernetes"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._namespace = settings.kubernetes_namespace
+        self._api: client.ApiClient | None = None
+        self._lock = asyncio.Lock()
+        self._loops: list[asyncio.Task[None]] = []
+        #: last CmbTask seen per name, from the watch (for guarded status writes)
+        self._seen: dict[str, dict[str, Any]] = {}
+
+    # ---- clients ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except ConfigException:
+            await config.load_kube_config()
+        self._api = client.ApiClient()
+        self._records = _Records(self._settings)
+        self._loops = [
+            asyncio.create_task(self._watch(), name="k8s-watch"),
+            asyncio.create_task(self._sync(), name="k8s-sync"),
+        ]
+
+    @property
+    def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self._require_api())
+
+    @property
+    def _core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._require_api())
+
+    def _require_api(self) -> client.ApiClient:
+        if self._api is None:
+            raise ExecutorError("the kubernetes executor was not started")
+        return self._api
+
+    async def close(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        if self._api is not None:
+            await self._api.close()
+        if getattr(self, "_records", None) is not None:
+            await self._records.close()
+
+    # ---- the executor interface ------------------------------------------------------
+
+    async def launch(self, request: LaunchRequest) -> str:
+        async with self._lock:  # an import in flight finishes labelling first
+            name = await self._imported_name(request.task_id) or await self._create(request)
+        await self._write_secret(name, request.token)
+        log.info("k8s.launched", task_id=request.task_id, session_id=request.session_id, cmbtask=name)
+        return f"{self._namespace}/{name}"
+
+    async def cancel(self, handle: str, *, grace_s: float) -> None:
+        namespace, name = _split(handle)
+        with contextlib.suppress(ApiException):
+            await self._custom.patch_namespaced_custom_object(
+                CRD_GROUP, CRD_VERSION, namespace, CRD_PLURAL, name, {"spec": {"cancel": True}}, **_MERGE
+            )
+
+    async def inspect(self, handle: str) -> ExecutorStatus:
+        namespace, name = _split(handle)
+        try:
+            found = await self._custom.get_namespaced_custom_object(
+                CRD_GROUP, CRD_VERSION, namespace, CRD_PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return ExecutorStatus(handle, alive=False, reason="the CmbTask was deleted")
+            raise ExecutorError(f"cannot read CmbTask {handle}: {error.reason}") from error
+        status = cast(dict[str, Any], found).get("status") or {}
+        phase = status.get("phase")
+        if phase is None or not TaskPhase(phase).is_final:
+            return ExecutorStatus(handle, alive=True)
+        reason = status.get("message") or status.get("reason") or f"pod ended {phase}"
+        return ExecutorStatus(handle, alive=False, exit_code=status.get("exitCode"), reason=reason)
+
+    async def adopt(self, handles: Sequence[str]) -> list[ExecutorStatus]:
+        return [await self.inspect(handle) for handle in handles]
+
+    # ---- launching ----------------------------------------------------------------------
+
+    async def _imported_name(self, task_id: str) -> str | None:
+        found = await self._custom.list_namespaced_custom_object(
+            CRD_GROUP,
+            CRD_VERSION,
+            self._namespace,
+            CRD_PLURAL,
+            label_selector=f"{LABEL_TASK_ID}={dns_label(task_id)}",
+        )
+        items = cast(dict[str, Any], found).get("items") or []
+        return str(items[0]["metadata"]["name"]) if items else None
+
+    async def _create(self, request: LaunchRequest) -> str:
+        name = cmbtask_name_for_task(request.task_id)
+        spec: dict[str, Any] = {
+            "engine": request.engine,
+            "mode": request.mode,
+            "taskId": request.task_id,
+            "sessionId": request.session_id,
+            "owner": request.owner,
+            "gatewayUrl": request.gateway_url,
+            "image": self._settings.kubernetes_runner_image,
+        }
+        if request.timeout_s is not None:
+            spec["timeoutSeconds"] = max(1, math.ceil(request.timeout_s))
+        body = {
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+            "kind": CRD_KIND,
+            "metadata": {
+                "name": name,
+                "labels": {LABEL_ORIGIN: "gateway", LABEL_TASK_ID: dns_label(request.task_id)},
+            },
+            "spec": spec,
+        }
+        try:
+            await self._custom.create_namespaced_custom_object(
+                CRD_GROUP, CRD_VERSION, self._namespace, CRD_PLURAL, body
+            )
+        except ApiException as error:
+            if error.status != 409:  # 409: a retried launch; the object is ours already
+                raise ExecutorError(f"cannot create CmbTask {name}: {error.reason}") from error
+        return name
+
+    async def _write_secret(self, name: str, token: str) -> None:
+        owner = await self._custom.get_namespaced_custom_object(
+            CRD_GROUP, CRD_VERSION, self._namespace, CRD_PLURAL, name
+        )
+        found = cast(dict[str, Any], owner)
+        uid = found["metadata"]["uid"]
+        secret_name = token_secret_name(name, CmbTaskSpec.model_validate(found["spec"]))
+        body = {
+            "metadata": {
+                "name": secret_name,
+                "ownerReferences": [
+                    {"apiVersion": f"{CRD_GROUP}/{CRD_VERSION}", "kind": CRD_KIND, "name": name, "uid": uid}
+                ],
+            },
+            "type": "Opaque",
+            "stringData": {TOKEN_SECRET_KEY: token},
+        }
+        try:
+            await self._core.create_namespaced_secret(self._namespace, cast(Any, body))
+        except ApiException as error:
+            if error.status != 409:
+                raise ExecutorError(f"cannot create Secret {secret_name}: {error.reason}") from error
+            await self._core.patch_namespaced_secret(secret_name, self._namespace, cast(Any, body))
+
+    # ---- import of kubectl-made CmbTasks, status sync ------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                stream = watch.Watch().stream(
+                    self._custom.list_namespaced_custom_object, CRD_GROUP, CRD_VERSION, self._namespace,
+                    CRD_PLURAL, timeout_seconds=120,
+                )  # fmt: skip
+                async for event in stream:
+                    await self._on_event(event["type"], event["raw_object"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("k8s.watch_error")
+                await asyncio.sleep(1)
+
+    async def _on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self._seen.pop(name, None)
+            return
+        self._seen[name] = obj
+        labels = obj["metadata"].get("labels") or {}
+        if labels.get(LABEL_ORIGIN) or obj.get("spec", {}).get("taskId"):
+            return
+        async with self._lock:
+            await self._import(obj)
+
+    async def _import(self, obj: dict[str, Any]) -> None:
+        name, spec = obj["metadata"]["name"], obj["spec"]
+        owner = spec.get("owner") or self._settings.local_user
+        try:
+            task_id, session_id = await self._records.register(owner, name, spec)
+        except Exception as error:  # bad input is the operator's to report on the object
+            log.warning("k8s.import_refused", cmbtask=name, error=str(error))
+            labels = {LABEL_ORIGIN: "kubectl-refused"}
+            await self._patch(name, {"metadata": {"labels": labels}})
+            return
+        labels = {LABEL_ORIGIN: "kubectl", LABEL_TASK_ID: dns_label(task_id)}
+        await self._patch(
+            name, {"metadata": {"labels": labels}, "spec": {"taskId": task_id, "sessionId": session_id}}
+        )
+        log.info("k8s.imported", cmbtask=name, task_id=task_id, session_id=session_id)
+
+    async def _patch(self, name: str, body: dict[str, Any], *, status: bool = False) -> bool:
+        call = (
+            self._custom.patch_namespaced_custom_object_status
+            if status
+            else self._custom.patch_namespaced_custom_object
+        )
+        try:
+            await call(CRD_GROUP, CRD_VERSION, self._namespace, CRD_PLURAL, name, body, **_MERGE)
+        except ApiException as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def _sync(self) -> None:
+        while True:
+            await asyncio.sleep(_SYNC_EVERY_S)
+            try:
+                for name, wanted in (await self._records.wanted_statuses(self._namespace)).items():
+                    await self._sync_one(name, wanted)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("k8s.sync_error")
+
+    async def _sync_one(self, name: str, wanted: dict[str, Any]) -> None:
+        seen = self._seen.get(name)
+        if seen is None:
+            return
+        status = seen.get("status") or {}
+        phase = status.get("phase")
+        if phase not in _SYNCED_PHASES:
+            return  # the operator reports starts and ends; the gateway only what it alone knows
+        if wanted["phase"].value not in _SYNCED_PHASES:
+            wanted = {k: v for k, v in wanted.items() if k != "phase"}
+        change = {k: (v.value if isinstance(v, TaskPhase) else v) for k, v in wanted.items()}
+        change = {k: v for k, v in change.items() if status.get(k) != v}
+        if change:
+            version = seen["metadata"]["resourceVersion"]
+            await self._patch(name, {"metadata": {"resourceVersion": version}, "status": change}, status=True)
+
+
+class _Records:
+    """The gateway's own records, reached through its services on a private
+    connection pool: sessions and tasks for imported CmbTasks, and the task
+    facts that the sync loop mirrors."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._engine = make_engine(settings.resolved_database_url)
+        self._db = make_sessionmaker(self._engine)
+        metrics = Metrics()
+        store = EventStore(self._db, Hub(settings.client_queue_size, metrics), metrics, single_writer=False)
+        self._sessions = SessionService(self._db)
+        # The gateway's dispatcher finds the queued task on its next round.
+        self._tasks = TaskService(self._db, store, RunnerRegistry(), lambda: None)
+
+    async def register(self, owner: str, name: str, spec: dict[str, Any]) -> tuple[str, str]:
+        session_id = spec.get("sessionId")
+        if not session_id:
+            created = await self._sessions.create(
+                owner, SessionCreate(title=f"kubectl: {name}", mode=spec.get("mode") or "one-shot")
+            )
+            session_id = created.id
+        body = TaskCreate(
+            engine=spec["engine"], mode=spec.get("mode") or "one-shot", prompt=spec.get("prompt") or "",
+            params=spec.get("params") or {}, timeout_s=spec.get("timeoutSeconds"),
+            approval_timeout_s=spec.get("approvalTimeoutSeconds"),
+            on_timeout=spec.get("onTimeout") or "reject",
+        )  # fmt: skip
+        task = await self._tasks.submit(owner, session_id, body)
+        return task.id, session_id
+
+    async def wanted_statuses(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """CmbTask name → the status fields the gateway knows, for active tasks."""
+        async with self._db() as db:
+            tasks = list(
+                await db.scalars(
+                    select(Task).where(
+                        Task.executor == "kubernetes",
+                        Task.handle.like(f"{namespace}/%"),
+                        Task.phase.in_([p.value for p in ACTIVE_TASK_PHASES]),
+                    )
+                )
+            )
+            pending = {
+                a.task_id: a.prompt[:_PROMPT_CHARS]
+                for a in await db.scalars(
+                    select(Approval).where(
+                        Approval.task_id.in_([t.id for t in tasks]),
+                        Approval.status == ApprovalStatus.PENDING.value,
+                    )
+                )
+            }
+        return {
+            _split(t.handle or "")[1]: {"phase": TaskPhase(t.phase), "pendingApproval": pending.get(t.id)}
+            for t in tasks
+        }
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _split(handle: str) -> tuple[str, str]:
+    namespace, _, name = handle.partition("/")
+    if not name:
+        raise ExecutorError(f"not a kubernetes handle: {handle!r}")
+    return namespace, name

@@ -1,0 +1,115 @@
+"""Fixtures for the Kubernetes end-to-end suite (marker ``k8s``).
+
+One development control plane per test session (``scripts/control-plane.sh``;
+reused when ``CMBTASK_K8S_RUN_DIR`` names a running one), with the CmbTask
+CRD, kopf's peering CRDs, a node agent, a gateway using the kubernetes
+executor, and the real operator as a separate process.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cmbtask_operator.peering import peering_crds, peering_object
+
+from tests.e2e.cluster import CRD_FILE, RUNNER_IMAGE, ControlPlane, Kubectl, Process, wait_for
+from tests.support.gateway import GatewayProcess
+
+PEERING = "cmbtask-e2e"
+GATEWAY_NAMESPACE = "cmbtask-gateway"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    existing = os.environ.get("CMBTASK_K8S_RUN_DIR")
+    if existing and (Path(existing) / "kubeconfig").exists():
+        plane = ControlPlane.attach(Path(existing))
+    else:
+        plane = ControlPlane.start(tmp_path_factory.mktemp("control-plane"))
+    kubectl = plane.kubectl()
+    kubectl.run("apply", "-f", str(CRD_FILE))
+    kubectl.apply(*peering_crds())
+    kubectl.run("wait", "--for", "condition=established", "--timeout=60s",
+                "crd/cmbtasks.cmbtask.io", "crd/clusterkopfpeerings.kopf.dev")  # fmt: skip
+    kubectl.apply(peering_object(PEERING))
+    kubectl.run("create", "namespace", GATEWAY_NAMESPACE, check=False)
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    return control_plane.kubectl()
+
+
+@pytest.fixture(scope="session")
+def node_agent(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    root = tmp_path_factory.mktemp("node")
+    agent = Process(
+        "node-agent",
+        ["-m", "tests.e2e.node_agent", "--root", str(root / "pods"), "--images", RUNNER_IMAGE],
+        {"KUBECONFIG": control_plane.kubeconfig},
+        root,
+    ).start()
+    kubectl = control_plane.kubectl()
+    wait_for(lambda: kubectl.get("node", "cmbtask-e2e-node", "default"), 30, "the node to register")
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    data = tmp_path_factory.mktemp("gateway")
+    process = GatewayProcess(
+        data,
+        f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
+        CMBTASK_EXECUTOR="kubernetes",
+        CMBTASK_KUBERNETES_NAMESPACE=GATEWAY_NAMESPACE,
+        CMBTASK_KUBERNETES_RUNNER_IMAGE=RUNNER_IMAGE,
+        KUBECONFIG=control_plane.kubeconfig,
+    ).start()
+    yield process
+    process.stop()
+
+
+def operator_process(
+    plane: ControlPlane, gateway: GatewayProcess, log_dir: Path, name: str = "operator"
+) -> Process:
+    env = {
+        "KUBECONFIG": plane.kubeconfig,
+        "CMBTASK_OPERATOR_GATEWAY_URL": gateway.url,
+        "CMBTASK_OPERATOR_IMAGE": RUNNER_IMAGE,
+        "CMBTASK_OPERATOR_PEERING_NAME": PEERING,
+        "CMBTASK_OPERATOR_SECRET_WAIT_S": "10",
+        "CMBTASK_OPERATOR_TTL_CHECK_INTERVAL_S": "1",
+        "CMBTASK_OPERATOR_POD_GRACE_S": "5",
+        "CMBTASK_OPERATOR_ENGINES": '["demo", "script"]',
+    }
+    return Process(name, ["-m", "cmbtask_operator"], env, log_dir)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane,
+    gateway: GatewayProcess,
+    node_agent: Process,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Process]:
+    process = operator_process(control_plane, gateway, tmp_path_factory.mktemp("operator")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    wait_for(lambda: kubectl.get("serviceaccount", "default", name), 30, "the default ServiceAccount")
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
