@@ -37,8 +37,12 @@ def now() -> str:
 
 
 class NodeAgent:
-    def __init__(self, api: client.ApiClient, node: str, root: Path, images: set[str]) -> None:
+    def __init__(
+        self, api: client.ApiClient, node: str, root: Path, images: set[str], simulate_s: float | None = None
+    ) -> None:
         self.core = client.CoreV1Api(api)
+        #: benchmarks: report Running, wait this long, report exit 0, run nothing
+        self.simulate_s = simulate_s
         self.node = node
         self.root = root
         self.images = images
@@ -122,7 +126,10 @@ class NodeAgent:
             "target": {"apiVersion": "v1", "kind": "Node", "name": self.node},
         }
         try:
-            await self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+            response = await self.core.create_namespaced_pod_binding(
+                name, namespace, body, _preload_content=False
+            )
+            response.release()
         except ApiException as error:
             log.info("bind %s/%s: %s", namespace, name, error.status)
 
@@ -134,6 +141,9 @@ class NodeAgent:
         if container.get("image") not in self.images:
             message = f'Failed to pull image "{container.get("image")}": not found'
             await self.report_waiting(pod, "ErrImagePull", message)
+            return
+        if self.simulate_s is not None:
+            await self.simulate(pod)
             return
         dirs = self.volumes(pod)
         try:
@@ -175,6 +185,13 @@ class NodeAgent:
             return
         phase = "Succeeded" if code == 0 else "Failed"
         await self.report(pod, phase, {"terminated": self.terminated(code, started)}, started)
+
+    async def simulate(self, pod: dict[str, Any]) -> None:
+        started = now()
+        await self.report(pod, "Running", {"running": {"startedAt": started}}, started)
+        await asyncio.sleep(self.simulate_s or 0)
+        if pod["metadata"]["uid"] not in self.stopping:
+            await self.report(pod, "Succeeded", {"terminated": self.terminated(0, started)}, started)
 
     @staticmethod
     def terminated(code: int, started: str) -> dict[str, Any]:
@@ -308,7 +325,7 @@ class NodeAgent:
 async def main_async(args: argparse.Namespace) -> None:
     await config.load_kube_config(config_file=args.kubeconfig)
     api = client.ApiClient()
-    agent = NodeAgent(api, args.node, Path(args.root), set(args.images.split(",")))
+    agent = NodeAgent(api, args.node, Path(args.root), set(args.images.split(",")), args.simulate_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -328,6 +345,7 @@ def main() -> None:
     parser.add_argument("--node", default="cmbtask-e2e-node")
     parser.add_argument("--root", required=True, help="directory for pod work dirs and logs")
     parser.add_argument("--images", default="cmbtask-runner:latest", help="comma-separated images it 'has'")
+    parser.add_argument("--simulate-s", type=float, default=None, help="run nothing; succeed after this long")
     args = parser.parse_args()
     Path(args.root).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

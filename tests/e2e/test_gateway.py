@@ -1,0 +1,133 @@
+"""The gateway's kubernetes executor with the real operator: tasks submitted
+through the gateway run in pods, and CmbTasks applied with kubectl show up in
+the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from cmbtask_protocol import cmbtask_name_for_task
+
+from tests.e2e.cluster import Kubectl, cmbtask, wait_for
+from tests.e2e.conftest import GATEWAY_NAMESPACE
+from tests.support.clients import SessionClient
+from tests.support.gateway import GatewayProcess
+
+pytestmark = [pytest.mark.k8s, pytest.mark.usefixtures("operator")]
+FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
+QUICK_DEMO = {"steps": 2, "step_delay_s": 0.1, "lines_per_step": 2}
+
+
+def new_session(http: httpx.Client) -> str:
+    response = http.post("/api/sessions", json={"title": "k8s e2e"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def submit(http: httpx.Client, session_id: str, **body: Any) -> dict[str, Any]:
+    response = http.post(f"/api/sessions/{session_id}/tasks", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def task_phase(http: httpx.Client, task_id: str, phases: set[str], timeout_s: float = 90) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        task = dict(http.get(f"/api/tasks/{task_id}").json())
+        return task if task.get("phase") in phases else None
+
+    return wait_for(reached, timeout_s, f"task {task_id} to reach {phases}", interval_s=0.3)
+
+
+def runner_pods(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
+    return kubectl.items("pods", GATEWAY_NAMESPACE, f"cmbtask.io/cmbtask={name}")
+
+
+async def test_submitted_task_runs_in_a_pod_and_streams_to_a_websocket(
+    gateway: GatewayProcess, kubectl: Kubectl
+) -> None:
+    with gateway.client() as http:
+        session_id = new_session(http)
+        client = SessionClient(gateway.ws_url, session_id)
+        await client.connect(after=0)
+        task = submit(http, session_id, engine="demo", mode="planning-control", params=QUICK_DEMO)
+        await client.read_until(lambda c: any(e["type"] in FINAL for e in c.events), timeout_s=120)
+        await client.close()
+        types = [e["type"] for e in client.events if e["task_id"] == task["id"]]
+        assert types[0] == "task.queued" and "task.started" in types
+        assert types[-1] == "task.succeeded", types
+        assert len(client.of_type("step.completed")) == 2
+        assert [e["seq"] for e in client.events] == list(range(1, len(client.events) + 1))
+        name = cmbtask_name_for_task(task["id"])
+        found = kubectl.get("cmbtask", name, GATEWAY_NAMESPACE)
+        assert found is not None
+        assert found["spec"]["taskId"] == task["id"] and found["spec"]["sessionId"] == session_id
+        [pod] = runner_pods(kubectl, name)
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        assert env["CMBTASK_TASK_ID"]["value"] == task["id"]
+        assert "valueFrom" in env["CMBTASK_TASK_TOKEN"]
+        wait_for(
+            lambda: (
+                (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("status", {}).get("phase")
+                == "succeeded"
+            ),
+            30,
+            "the CmbTask status to converge",
+        )
+        assert task_phase(http, task["id"], {"succeeded"})["executor"] == "kubernetes"
+
+
+def test_cmbtask_applied_with_kubectl_runs_and_appears_in_the_gateway(
+    gateway: GatewayProcess, kubectl: Kubectl
+) -> None:
+    manifest = cmbtask("from-kubectl", engine="demo", mode="one-shot", prompt="hello", params=QUICK_DEMO)
+    kubectl.apply(manifest, namespace=GATEWAY_NAMESPACE)
+    found = wait_for(
+        lambda: (
+            (kubectl.get("cmbtask", "from-kubectl", GATEWAY_NAMESPACE) or {}).get("spec", {}).get("taskId")
+            and kubectl.get("cmbtask", "from-kubectl", GATEWAY_NAMESPACE)
+        ),
+        30,
+        "the gateway to import the CmbTask",
+    )
+    task_id, session_id = found["spec"]["taskId"], found["spec"]["sessionId"]
+    with gateway.client() as http:
+        task = task_phase(http, task_id, {"succeeded"}, timeout_s=120)
+        assert (task["session_id"], task["prompt"], task["engine"]) == (session_id, "hello", "demo")
+        sessions = http.get("/api/sessions").json()["items"]
+        assert session_id in [s["id"] for s in sessions]
+        events = http.get(f"/api/sessions/{session_id}/events", params={"after": 0}).json()["items"]
+        assert [e["type"] for e in events][-1] == "task.succeeded"
+    assert len(runner_pods(kubectl, "from-kubectl")) == 1
+    table = kubectl.run("get", "cmbtasks", "-n", GATEWAY_NAMESPACE, "from-kubectl").stdout
+    assert session_id in table
+
+
+def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kubectl: Kubectl) -> None:
+    with gateway.client() as http:
+        session_id = new_session(http)
+        params = {**QUICK_DEMO, "approve_plan": True}
+        task = submit(http, session_id, engine="demo", mode="planning-control", params=params)
+        name = cmbtask_name_for_task(task["id"])
+        task_phase(http, task["id"], {"waiting_approval"})
+        # the approval waiting in the gateway shows in kubectl
+        wait_for(
+            lambda: (
+                (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {})
+                .get("status", {})
+                .get("pendingApproval")
+            ),
+            30,
+            "the pending approval to show on the CmbTask",
+        )
+        table = kubectl.run("get", "cmbtasks", "-n", GATEWAY_NAMESPACE, name).stdout
+        assert "waiting_approval" in table
+        assert len(runner_pods(kubectl, name)) == 1
+        response = http.post(f"/api/tasks/{task['id']}/cancel")
+        assert response.status_code in (200, 202), response.text
+        ended = task_phase(http, task["id"], {"cancelled", "failed", "succeeded", "timed_out"}, timeout_s=60)
+        assert ended["phase"] == "cancelled"
+    wait_for(lambda: runner_pods(kubectl, name) == [], 60, "the runner pod to be deleted")
+    status = (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("status", {})
+    assert status.get("phase") == "cancelled"
