@@ -18,6 +18,7 @@ const KIND_TITLES: Record<string, string> = {
   plan: "Review the plan",
   step: "Approve the next step",
   question: "Question for you",
+  input: "Your input is needed",
 };
 
 const STATUS_WORDS: Record<string, string> = {

@@ -33,7 +33,7 @@ export function OutputPanel({ taskId, lines, version }: Props) {
           {open ? "▾" : "▸"} Output
         </button>
         <span className="muted" data-testid="output-count">
-          {count.toLocaleString("en-US")} lines
+          {count.toLocaleString("en-US")} {count === 1 ? "line" : "lines"}
         </span>
         <button type="button" className="small" disabled={count === 0} onClick={() => download(taskId, lines)}>
           Download
