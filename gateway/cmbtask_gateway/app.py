@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api.routes import approvals, meta, sessions, tasks
 from .api.ws_client import router as client_socket
@@ -58,7 +59,48 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(error.status_code, "http_error", str(error.detail))
 
 
+class _BodyLimit:
+    """Refuse request bodies over the limit, also chunked ones that announce
+    no Content-Length: the body (at most ``limit`` bytes) is read before the
+    app runs, then handed to it unchanged."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                response = _error(413, "too_large", f"request body larger than {self.limit} bytes")
+                await response(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    # Added first, so it runs inside the access log, which records its 413s.
+    app.add_middleware(_BodyLimit, limit=settings.max_request_bytes)
+
     @app.middleware("http")
     async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
