@@ -213,3 +213,22 @@ test("an approval resolved elsewhere says who resolved it", async ({ page, reque
   await dock.getByRole("button", { name: "Approve" }).click();
   await expect(dock.getByRole("alert")).toHaveText(/already rejected by local/);
 });
+
+test("cancel a running task", async ({ page }) => {
+  await createSession(page, "Cancel me");
+  await submitDemo(page, { steps: 20, step_delay_s: 2, lines_per_step: 1, approve_plan: false });
+  const task = page.locator("article.task").first();
+  await expect(task.getByTestId("step-label")).toHaveText("Step 1 of 20", { timeout: 60_000 });
+  await task.getByRole("button", { name: "Cancel task" }).click();
+  await expect(task.getByTestId("task-phase")).toHaveText("Cancelled", { timeout: 60_000 });
+  await expect(task.getByRole("button", { name: "Cancel task" })).toHaveCount(0);
+  await expect(page.locator(".ev-task-cancelled")).toHaveCount(1);
+
+  // a suspended session takes no tasks until resumed
+  await page.getByRole("button", { name: "Suspend" }).click();
+  await expect(page.getByTestId("session-status")).toHaveText("suspended");
+  await expect(page.getByRole("button", { name: "Run task" })).toBeDisabled();
+  await page.getByRole("button", { name: "Resume" }).click();
+  await expect(page.getByTestId("session-status")).toHaveText("active");
+  await expect(page.getByRole("button", { name: "Run task" })).toBeEnabled();
+});

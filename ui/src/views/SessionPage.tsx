@@ -11,6 +11,7 @@ import { useSessionStream } from "./useSessionStream";
 export function SessionPage({ id, modes, onUnauthorized }: { id: string; modes: ModeInfo[]; onUnauthorized: () => void }) {
   const [session, setSession] = useState<SessionView | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [actionError, setActionError] = useState<string | null>(null);
   const { store, version } = useSessionStream(id, onUnauthorized);
 
   useEffect(() => {
@@ -26,6 +27,14 @@ export function SessionPage({ id, modes, onUnauthorized }: { id: string; modes: 
   useEffect(() => {
     if (finishedTasks > 0) void api.getSession(id).then(setSession, () => undefined);
   }, [id, finishedTasks]);
+
+  async function change(action: (id: string) => Promise<SessionView>) {
+    try {
+      setSession(await action(id));
+    } catch (err) {
+      setActionError(err instanceof ApiError ? err.message : String(err));
+    }
+  }
 
   if (error) {
     return (
@@ -47,11 +56,28 @@ export function SessionPage({ id, modes, onUnauthorized }: { id: string; modes: 
         <h1>{session?.title ?? "Loading…"}</h1>
         {session && (
           <span className="meta">
-            <span className={`badge status-${session.status}`}>{session.status}</span>
+            <span className={`badge status-${session.status}`} data-testid="session-status">
+              {session.status}
+            </span>
             <span className="muted">{session.mode}</span>
+            {session.status === "active" && (
+              <button type="button" className="small" onClick={() => void change(api.suspendSession)}>
+                Suspend
+              </button>
+            )}
+            {session.status === "suspended" && (
+              <button type="button" className="small" onClick={() => void change(api.resumeSession)}>
+                Resume
+              </button>
+            )}
           </span>
         )}
       </header>
+      {actionError && (
+        <p className="error" role="alert">
+          {actionError}
+        </p>
+      )}
       <div className="columns">
         <div className="col">
           {session && <TaskForm sessionId={id} modes={modes} defaultMode={session.mode} disabled={session.status !== "active"} />}
