@@ -59,3 +59,15 @@ test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated
   await expect(page.locator(".ev-step-completed")).toHaveCount(STEPS);
   await expect(page.locator(".ev-task-succeeded")).toHaveCount(1);
 });
+
+test("the session list says when the gateway is unreachable, and when it is back", async ({ page }) => {
+  await page.goto(gateway.url);
+  const badge = page.locator(".conn");
+  await expect(badge).toHaveAttribute("data-state", "online");
+  await gateway.kill9();
+  await expect(badge).toHaveAttribute("data-state", "offline", { timeout: 15_000 });
+  await expect(badge).toHaveText("Gateway unreachable");
+  await gateway.start();
+  await expect(badge).toHaveAttribute("data-state", "online", { timeout: 15_000 });
+  await expect(page.getByRole("link", { name: "Survives a restart" })).toBeVisible();
+});

@@ -3,11 +3,11 @@
  * listens to the open session's live stream, which removes an approval the
  * moment any tab resolves it. */
 import { useEffect, useState } from "react";
-import { api } from "../api/http";
+import { api, ApiError } from "../api/http";
 import type { ApprovalView } from "../api/protocol";
 import { sessionHref } from "../hooks";
 import type { ApprovalState } from "../state/sessionStore";
-import { liveApprovals, useBox } from "../state/shared";
+import { connection, liveApprovals, useBox } from "../state/shared";
 import { ApprovalCard } from "./ApprovalCard";
 
 const POLL_MS = 3000;
@@ -43,6 +43,12 @@ export function mergePending(polled: ApprovalView[], live: ApprovalState[]): { a
   return merged;
 }
 
+/** Pages without a session socket show whether the gateway answers the poll. */
+function reachable(ok: boolean): void {
+  const { state } = connection.get();
+  if (state === "online" || state === "offline") connection.set({ state: ok ? "online" : "offline", info: { attempt: 0 } });
+}
+
 export function ApprovalsDock() {
   const [polled, setPolled] = useState<ApprovalView[]>([]);
   const [collapsed, setCollapsed] = useState(false);
@@ -55,8 +61,10 @@ export function ApprovalsDock() {
       try {
         const list = await api.pendingApprovals();
         if (!stopped) setPolled(list.items);
-      } catch {
-        // the connection badge tells the user; keep the last list meanwhile
+        reachable(true);
+      } catch (err) {
+        // keep the last list meanwhile; the badge says the gateway is away
+        if (!(err instanceof ApiError)) reachable(false);
       }
       if (!stopped) timer = setTimeout(() => void poll(), POLL_MS);
     };
