@@ -1,0 +1,121 @@
+"""The ``cmbagent`` engine: CMBAgent's workflows inside the runner process.
+
+The run is wired up once around the library call: the task's IOStream
+(events and human input), the cost recorder, the file watcher, and the
+current directory (cmbagent and AG2 write caches and reports relative to it).
+The library writes into ``<work dir>/cmbagent``, never the work dir itself,
+because it clears the directory it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+from cmbtask_protocol import TaskSpec
+
+from .. import parse_params
+from ..base import EngineContext, EngineError
+from . import library, workflows
+from .costs import CostRecorder
+from .files import FileWatcher
+from .mapping import EventMapper
+from .modes import MODES, CmbAgentParams
+from .streaming import TaskIOStream
+
+__all__ = ["CmbAgentEngine"]
+
+log = structlog.get_logger("cmbtask_runner.engines.cmbagent")
+
+WORKFLOWS: dict[str, Callable[[workflows.Run], dict[str, Any]]] = {
+    "one-shot": workflows.one_shot,
+    "planning-control": workflows.planning_control,
+    "control": workflows.control,
+    "hitl-interactive": workflows.hitl_interactive,
+}
+OUTPUT_DIR = "cmbagent"
+
+
+class CmbAgentEngine:
+    name: ClassVar[str] = "cmbagent"
+
+    def validate(self, task: TaskSpec) -> None:
+        """Fail before anything starts when the task cannot run here."""
+        binding = MODES.get(task.mode)
+        if binding is None:
+            raise EngineError(f"cmbagent has no mode {task.mode!r} (modes: {', '.join(sorted(WORKFLOWS))})")
+        if binding.unavailable:
+            raise EngineError(binding.unavailable)
+        params = parse_params(CmbAgentParams, task.params)
+        if task.mode == "control" and not params.plan:
+            raise EngineError(
+                "control mode needs params.plan: a list of {sub_task, sub_task_agent, bullet_points}"
+            )
+        if not task.prompt.strip():
+            raise EngineError("a cmbagent task needs a prompt")
+        if not library.is_installed():
+            raise EngineError(
+                "the cmbagent extra is not installed in this runner (pip install 'cmbtask[cmbagent]')"
+            )
+        if not library.configured_providers():
+            variables = ", ".join(library.KEY_VARIABLES.values())
+            raise EngineError(f"no LLM API key is configured for the runner: set one of {variables}")
+        library.model_overrides()  # a malformed CMBAGENT_MODELS fails here, not mid-run
+
+    def run(self, ctx: EngineContext) -> dict[str, Any] | None:
+        params = parse_params(CmbAgentParams, ctx.task.params)
+        root = ctx.work_dir / OUTPUT_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        mapper = EventMapper()
+        costs = CostRecorder(ctx.emit)
+        with _cwd(root):
+            lib = library.import_cmbagent()
+            run = workflows.Run(ctx=ctx, params=params, lib=lib, root=root, mapper=mapper)
+            watcher = FileWatcher(ctx.work_dir, root, ctx.emit, max_bytes=params.max_file_bytes)
+            with watcher, _recording(costs), _stream(TaskIOStream(ctx, mapper)):
+                log.info("cmbagent.run", mode=ctx.task.mode, agent=params.agent)
+                result = WORKFLOWS[ctx.task.mode](run)
+        return {
+            **result,
+            "mode": ctx.task.mode,
+            **costs.summary(),
+            "files": len(watcher.announced),
+            "steps_completed": len(mapper.completed_steps),
+        }
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    # The process runs one task, so changing its directory affects no one else.
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextlib.contextmanager
+def _recording(costs: CostRecorder) -> Iterator[None]:
+    from autogen import ConversableAgent
+
+    undo = costs.install(ConversableAgent)
+    try:
+        yield
+    finally:
+        undo()
+
+
+@contextlib.contextmanager
+def _stream(stream: TaskIOStream) -> Iterator[None]:
+    from autogen.io.base import IOStream
+
+    # Scoped for this thread; also the global default, because a context
+    # variable does not follow threads the library may start.
+    IOStream.set_global_default(stream)
+    with IOStream.set_default(stream):
+        yield

@@ -1,0 +1,148 @@
+"""Loading cmbagent in the runner: credentials, models, and the release's quirks.
+
+cmbagent reads its API keys from the environment *at import time* and keeps
+per-agent model choices in module-level tables, so everything here happens
+once, before or right after the first import, in the task's own process
+(which is why mutating the library's globals is safe: no other task shares
+them).
+
+Configuration comes from the deployment, never from the task body:
+
+- ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY`` / ``GEMINI_API_KEY`` /
+  ``MISTRAL_API_KEY``: read by cmbagent itself; ``OPENAI_BASE_URL`` redirects
+  every OpenAI agent (an OpenAI-compatible proxy or a test server).
+- ``CMBAGENT_MODEL``: a model for every agent whose default needs a provider
+  without a key (e.g. the Claude plan reviewer when only OpenAI is set up).
+- ``CMBAGENT_MODELS``: JSON ``{"agent": "model", …}`` overriding single agents.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import structlog
+
+from ..base import EngineError
+
+__all__ = [
+    "KEY_VARIABLES",
+    "configured_providers",
+    "fallback_model",
+    "import_cmbagent",
+    "is_installed",
+    "model_kwargs",
+    "model_overrides",
+]
+
+log = structlog.get_logger("cmbtask_runner.engines.cmbagent")
+
+#: provider name (cmbagent's ``api_type``) → the variable holding its key
+KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "google": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+}
+DEFAULT_FALLBACK_MODEL = "gpt-4.1-2025-04-14"
+
+_loaded: ModuleType | None = None
+
+
+def is_installed() -> bool:
+    return importlib.util.find_spec("cmbagent") is not None
+
+
+def configured_providers() -> list[str]:
+    return [name for name, variable in KEY_VARIABLES.items() if os.environ.get(variable, "").strip()]
+
+
+def fallback_model() -> str:
+    return os.environ.get("CMBAGENT_MODEL", "").strip() or DEFAULT_FALLBACK_MODEL
+
+
+def model_overrides() -> dict[str, str]:
+    raw = os.environ.get("CMBAGENT_MODELS", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise EngineError('CMBAGENT_MODELS is not valid JSON (expected {"agent": "model"})') from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise EngineError("CMBAGENT_MODELS must map agent names to model names")
+    return {str(agent): model for agent, model in value.items()}
+
+
+def model_kwargs(function: Callable[..., Any], utils: Any) -> dict[str, str]:
+    """``<agent>_model=…`` arguments for a workflow function.
+
+    The functions bind their model defaults at definition time, so changing
+    the library's tables is not enough: pass each model explicitly.
+    """
+    usable = set(configured_providers())
+    overrides = model_overrides()
+    chosen: dict[str, str] = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if not name.endswith("_model") or name == "default_llm_model":
+            continue
+        agent = name.removesuffix("_model")
+        default = parameter.default if isinstance(parameter.default, str) else fallback_model()
+        model = overrides.get(agent, default)
+        if utils.get_model_config(model).get("api_type") not in usable:
+            model = fallback_model()
+        chosen[name] = model
+    return chosen
+
+
+def import_cmbagent() -> ModuleType:
+    """Import cmbagent once, quietly, and adapt it to running as a service."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    # Inline notebook display makes no sense in a runner; print instead.
+    os.environ.setdefault("CMBAGENT_DISABLE_DISPLAY", "True")
+    module = importlib.import_module("cmbagent")
+    utils = importlib.import_module("cmbagent.utils")
+    _reassign_models(utils)
+    _keep_chats_dir(importlib.import_module("cmbagent.cmbagent"))
+    _loaded = module
+    return module
+
+
+def _reassign_models(utils: Any) -> None:
+    """Point agents whose default provider has no key at a model that has one,
+    then apply the deployment's per-agent choices."""
+    configs: dict[str, dict[str, Any]] = utils.default_agent_llm_configs
+    usable = set(configured_providers())
+    for agent, config in list(configs.items()):
+        if config.get("api_type") not in usable:
+            configs[agent] = utils.get_model_config(fallback_model())
+            log.info("cmbagent.model_reassigned", agent=agent, model=configs[agent]["model"])
+    for agent, model in model_overrides().items():
+        configs[agent] = utils.get_model_config(model)
+        utils.default_agents_llm_model[agent] = model
+
+
+def _keep_chats_dir(core: Any) -> None:
+    """0.0.1.post30 writes every message to ``<work_dir>/chats/…json`` but never
+    creates ``chats/`` after clearing the work dir, so the first message of any
+    workflow fails. Recreate it whenever the library clears a work dir."""
+    cls = core.CMBAgent
+    if getattr(cls.clear_work_dir, "_cmbtask_wrapped", False):
+        return
+    original = cls.clear_work_dir
+
+    def clear_work_dir(self: Any) -> None:
+        original(self)
+        Path(self.work_dir, "chats").mkdir(parents=True, exist_ok=True)
+
+    clear_work_dir._cmbtask_wrapped = True  # type: ignore[attr-defined]
+    cls.clear_work_dir = clear_work_dir

@@ -1,0 +1,99 @@
+"""Which cmbtask mode runs which CMBAgent workflow, and with what parameters.
+
+The table is the one place that knows the library's entry points. It is
+written against ``cmbagent==0.0.1.post30``, the newest release installable on
+Python 3.11:
+
+============  ===========================================  ======  =====
+mode          cmbagent function                             resume  human
+============  ===========================================  ======  =====
+one-shot      ``one_shot(task, agent=…)``                   no      no
+planning-     planning phase of                             plan    plan
+control       ``planning_and_control_context_carryover``,   level   review
+              then ``control(task, plan=approved plan)``
+control       ``control(task, plan=…)``                     no      no
+hitl-         ``human_in_the_loop(task, agent=…)``          no      every
+interactive                                                         turn
+copilot       not in 0.0.1.post30                           —       —
+============  ===========================================  ======  =====
+
+0.0.1.post30 has no ``restart_at_step``; a resumed ``planning-control`` task
+skips planning and the steps its session already completed (see engine.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["MODES", "CmbAgentParams", "ModeBinding", "PlanStepSpec"]
+
+_TEXT = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModeBinding:
+    """How one cmbtask mode maps onto the library."""
+
+    function: str
+    human_in_the_loop: bool
+    resume: bool
+    #: set when the installed library cannot run the mode
+    unavailable: str | None = None
+
+
+MODES: Final[dict[str, ModeBinding]] = {
+    "one-shot": ModeBinding("one_shot", human_in_the_loop=False, resume=False),
+    "planning-control": ModeBinding(
+        "planning_and_control_context_carryover", human_in_the_loop=True, resume=True
+    ),
+    "control": ModeBinding("control", human_in_the_loop=False, resume=False),
+    "hitl-interactive": ModeBinding("human_in_the_loop", human_in_the_loop=True, resume=False),
+    "copilot": ModeBinding(
+        "copilot",
+        human_in_the_loop=True,
+        resume=False,
+        unavailable="copilot is not part of cmbagent 0.0.1.post30 (it needs a newer release, Python 3.12+)",
+    ),
+}
+
+
+class PlanStepSpec(BaseModel):
+    """One step of a plan, in cmbagent's own ``final_plan.json`` shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sub_task: str = Field(min_length=1, max_length=_TEXT)
+    sub_task_agent: Literal["engineer", "researcher", "idea_maker", "idea_hater"] = "engineer"
+    bullet_points: list[str] = Field(default_factory=list, max_length=100)
+
+
+class CmbAgentParams(BaseModel):
+    """Task params of the ``cmbagent`` engine. Models and API keys are not
+    params on purpose: they come from the deployment's environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the agent that answers in one-shot and hitl-interactive
+    agent: Literal["engineer", "researcher"] = "engineer"
+    max_rounds: int = Field(default=50, ge=1, le=1000)
+    max_n_attempts: int = Field(default=3, ge=1, le=20)
+    max_plan_steps: int = Field(default=3, ge=1, le=20)
+    n_plan_reviews: int = Field(default=1, ge=0, le=5)
+    #: ask a human to approve the plan before control runs it
+    review_plan: bool = True
+    #: how often a plan may be sent back with changes before the task fails
+    max_plan_revisions: int = Field(default=3, ge=0, le=10)
+    plan_instructions: str = Field(default="", max_length=_TEXT)
+    engineer_instructions: str = Field(default="", max_length=_TEXT)
+    researcher_instructions: str = Field(default="", max_length=_TEXT)
+    hardware_constraints: str = Field(default="", max_length=_TEXT)
+    #: the plan to execute in ``control`` mode
+    plan: list[PlanStepSpec] | None = Field(default=None, min_length=1, max_length=20)
+    #: files above this size are not announced as ``file.created``
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=0, le=1024**3)
+
+    def plan_dicts(self) -> list[dict[str, Any]]:
+        return [step.model_dump() for step in self.plan or []]
