@@ -183,8 +183,8 @@ class Link:
             if code is not None:
                 raise LinkFatal(code, _FATAL_CLOSE[code]) from exc
         if isinstance(exc, ConnectionClosed) and exc.rcvd is not None and exc.rcvd.code in _FATAL_CLOSE:
-            reason = exc.rcvd.reason or _FATAL_CLOSE[exc.rcvd.code]
-            raise LinkFatal(exc.rcvd.code, reason) from exc
+            said = f" ({exc.rcvd.reason})" if exc.rcvd.reason else ""
+            raise LinkFatal(exc.rcvd.code, _FATAL_CLOSE[exc.rcvd.code] + said) from exc
 
     async def _session(self) -> None:
         async with connect(

@@ -237,15 +237,17 @@ async def _run_engine(
     try:
         waiter = asyncio.create_task(cancel_seen.wait())
         await asyncio.wait({done, link_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if ctx.cancelled.is_set() and not done.done() and not link_task.done():
-            await asyncio.wait({done, link_task}, timeout=config.cancel_grace_s)
         waiter.cancel()
+        if link_task.done():
+            # Nobody can hear the task any more: stop the engine (and its children).
+            ctx.cancel("link lost")
+        if ctx.cancelled.is_set() and not done.done():
+            await asyncio.wait({done}, timeout=config.cancel_grace_s)
     finally:
         if timer is not None:
             timer.cancel()
         await asyncio.to_thread(capture.stop)
     if link_task.done():
-        ctx.cancel("link lost")
         return None, {}
     return _final_event(ctx, outcome, finished=done.done())
 

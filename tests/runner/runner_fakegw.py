@@ -205,8 +205,8 @@ def runner_env(gw: FakeGateway, record: TaskRecord, work_dir: Path, **extra: str
         CMBTASK_TASK_TOKEN=TOKEN,
         CMBTASK_WORK_DIR=str(work_dir),
         CMBTASK_FINAL_ACK_S="20",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
