@@ -1,0 +1,141 @@
+"""Real CMBAgent workflows through a real gateway and runner, against the fake
+OpenAI server: what a user submits, sees, answers and gets back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.gateway import GatewayProcess
+
+from .conftest import task_dir
+from .driving import TaskRun, run_task
+from .openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.cmbagent
+
+PROMPT = "What is the temperature of the cosmic microwave background today?"
+
+
+def _billed(fake: FakeOpenAI, before: int) -> list[dict[str, Any]]:
+    return fake.ledger.snapshot()[before:]
+
+
+def _assert_costs_match(run: TaskRun, billed: list[dict[str, Any]]) -> None:
+    """Every call the provider billed shows up as one cost.update, tokens equal."""
+    updates = run.of("cost.update")
+    assert len(updates) == len(billed) > 0
+    assert sum(u["data"]["prompt_tokens"] for u in updates) == sum(c["prompt_tokens"] for c in billed)
+    assert sum(u["data"]["completion_tokens"] for u in updates) == sum(c["completion_tokens"] for c in billed)
+    assert {(u["data"]["agent"], u["data"]["model"]) for u in updates} == {
+        (c["agent"], c["model"]) for c in billed
+    }
+    assert all(u["data"]["cost_usd"] > 0 for u in updates)
+    result = run.final["data"]["result"]
+    assert result["prompt_tokens"] == sum(c["prompt_tokens"] for c in billed)
+    assert result["cost_usd"] == pytest.approx(sum(u["data"]["cost_usd"] for u in updates), rel=1e-6)
+
+
+def _markdown_files(run: TaskRun) -> list[str]:
+    return [e["data"]["path"] for e in run.of("file.created") if e["data"]["path"].endswith(".md")]
+
+
+def test_one_shot_researcher_runs_to_completion(
+    client: httpx.Client, fake_openai: tuple[str, FakeOpenAI], cmb_gateway: GatewayProcess
+) -> None:
+    _url, fake = fake_openai
+    before = len(fake.ledger.snapshot())
+    run = run_task(client, "one-shot", PROMPT, {"agent": "researcher"})
+
+    assert run.final["type"] == "task.succeeded", run.final
+    messages = run.of("agent.message")
+    assert any(m["data"]["agent"] == "researcher" and "2.7255 K" in m["data"]["content"] for m in messages)
+    assert {"agent.tool_call", "code", "output", "step.started", "step.completed"} <= {
+        e["type"] for e in run.events
+    }
+    tools = {e["data"]["tool"] for e in run.of("agent.tool_call")}
+    assert {"record_status", "terminate_session"} <= tools
+    assert any(c["data"]["language"] == "markdown" for c in run.of("code"))
+    assert any("Cost report data saved" in o["data"]["text"] for o in run.of("output"))
+    _assert_costs_match(run, _billed(fake, before))
+
+    notes = _markdown_files(run)
+    assert notes == ["cmbagent/research_notes_1.md"]
+    saved = task_dir(cmb_gateway, run.task_id) / notes[0]
+    assert "2.7255 K" in saved.read_text()
+    served = client.get(f"/api/tasks/{run.task_id}/files/{notes[0]}")
+    assert served.status_code == 200 and "2.7255 K" in served.text
+
+
+def test_hitl_interactive_asks_takes_instructions_then_exit(
+    client: httpx.Client, fake_openai: tuple[str, FakeOpenAI]
+) -> None:
+    _url, fake = fake_openai
+    before = len(fake.ledger.snapshot())
+    answers = iter([("answer", "Add the measurement uncertainty."), ("answer", "exit")])
+    run = run_task(
+        client, "hitl-interactive", PROMPT, {"agent": "researcher"}, answer=lambda _a: next(answers)
+    )
+
+    assert run.final["type"] == "task.succeeded", run.final
+    assert [a["kind"] for a in run.approvals] == ["input", "input"]
+    first = run.approvals[0]
+    assert set(first["options"]) == {"approve", "answer", "reject"} and first["allow_text"]
+    assert "exit" in first["prompt"]
+    assert len(run.of("approval.requested")) == 2 and len(run.of("approval.resolved")) == 2
+    researcher = [m["data"]["content"] for m in run.of("agent.message") if m["data"]["agent"] == "researcher"]
+    assert len(researcher) == 2 and "Add the measurement uncertainty." in researcher[1]
+    admin = [m["data"]["content"] for m in run.of("agent.message") if m["data"]["agent"] == "admin"]
+    assert admin == ["Add the measurement uncertainty."]
+    _assert_costs_match(run, _billed(fake, before))
+    assert _markdown_files(run)
+
+
+def test_planning_control_shows_plan_for_approval_then_runs_it(
+    client: httpx.Client, fake_openai: tuple[str, FakeOpenAI]
+) -> None:
+    _url, fake = fake_openai
+    before = len(fake.ledger.snapshot())
+    run = run_task(
+        client,
+        "planning-control",
+        PROMPT,
+        {"max_plan_steps": 1, "n_plan_reviews": 1},
+        answer=lambda _a: ("approve", None),
+    )
+
+    assert run.final["type"] == "task.succeeded", run.final
+    plans = run.of("plan.proposed")
+    assert len(plans) == 1 and len(plans[0]["data"]["steps"]) == 1
+    assert plans[0]["data"]["steps"][0]["agent"] == "researcher"
+    assert [a["kind"] for a in run.approvals] == ["plan"]
+    assert "Run this plan?" in run.approvals[0]["prompt"]
+    # the plan is approved before control starts executing it
+    seqs = {e["type"]: e["seq"] for e in reversed(run.events)}
+    assert seqs["plan.proposed"] < seqs["approval.resolved"] < seqs["step.started"]
+    assert [e["data"]["step"] for e in run.of("step.completed")] == [1]
+    assert run.of("state.saved")
+    agents = {m["data"]["agent"] for m in run.of("agent.message")}
+    assert {"planner", "plan_reviewer", "researcher"} <= agents
+    _assert_costs_match(run, _billed(fake, before))
+    assert "cmbagent/planning/final_plan.json" in [e["data"]["path"] for e in run.of("file.created")]
+    assert any(p.startswith("cmbagent/control/") for p in _markdown_files(run))
+
+
+def test_rejected_plan_fails_the_task_without_running_it(client: httpx.Client) -> None:
+    run = run_task(
+        client, "planning-control", PROMPT, {"max_plan_steps": 1, "n_plan_reviews": 0},
+        answer=lambda _a: ("reject", None),
+    )  # fmt: skip
+    assert run.final["type"] == "task.failed"
+    assert "plan rejected" in run.final["data"]["reason"]
+    assert not run.of("step.started")
+
+
+def test_missing_plan_for_control_fails_at_once(client: httpx.Client) -> None:
+    run = run_task(client, "control", PROMPT, {}, timeout_s=60)
+    assert run.final["type"] == "task.failed"
+    assert "params.plan" in run.final["data"]["reason"]
+    assert not run.of("agent.message")
