@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 from cmbtask_protocol import (
+    CLOSE_NOT_FOUND,
     EventType,
     RunnerApprovalDecision,
     RunnerStateResult,
@@ -33,7 +34,7 @@ from .config import RunnerConfig
 from .context import RunnerContext
 from .engines import load_engine
 from .engines.base import EngineError, TaskCancelled
-from .link import Link, LinkHandlers
+from .link import Link, LinkFatal, LinkHandlers
 from .logs import LogSink, configure_logging
 from .outbox import Outbox
 
@@ -309,7 +310,19 @@ async def _report(
     await asyncio.wait({acked_wait, link_task}, return_when=asyncio.FIRST_COMPLETED)
     acked = acked_wait.done() and acked_wait.result()
     acked_wait.cancel()
+    if not acked and _task_already_final(link_task):
+        # The gateway stored our final event but its ack was lost in a restart;
+        # now it refuses the finished task (4404). The outcome is recorded.
+        log.info("task.final_presumed_stored", final_event=final_type)
+        acked = True
     if not acked:
         log.error("task.final_not_acked", final_event=final_type, waited_s=config.final_ack_s)
         return RunResult(EXIT_FINAL_NOT_ACKED, final_type, reason, acked=False)
     return RunResult(EXIT_CODES[final_type], final_type, reason, acked=True)
+
+
+def _task_already_final(link_task: asyncio.Task[None]) -> bool:
+    if not link_task.done() or link_task.cancelled():
+        return False
+    error = link_task.exception()
+    return isinstance(error, LinkFatal) and error.code == CLOSE_NOT_FOUND

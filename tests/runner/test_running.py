@@ -14,7 +14,7 @@ from cmbtask_runner.engines.base import EngineError, TaskCancelled
 from cmbtask_runner.outbox import Outbox
 from cmbtask_runner.running import _EngineResult, _final_event
 
-from tests.runner.runner_fakegw import FakeGateway, finish, runner_env, start_runner
+from tests.runner.runner_fakegw import FakeGateway, finish, runner_env, start_runner, wait_for
 
 
 def _ctx(tmp_path: Path) -> RunnerContext:
@@ -99,3 +99,14 @@ def test_missing_configuration_exits_64(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 64 and "CMBTASK_TASK_TOKEN" in done.stderr
+
+
+async def test_final_event_stored_but_ack_lost(gw: FakeGateway, tmp_path: Path) -> None:
+    gw.ack = False
+    record = gw.add_task("demo", {"steps": 1, "step_delay_s": 0, "lines_per_step": 0})
+    proc = await start_runner(gw, record, tmp_path)
+    await wait_for(lambda: record.final() is not None, what="final event stored")
+    del gw.tasks[record.spec.id]  # the restarted gateway refuses a finished task with 4404
+    gw.drop(record)
+    assert await finish(proc) == 0, "the outcome is recorded: exit as the task ended"
+    assert json.loads((tmp_path / "exit.json").read_text())["acked"] is True
