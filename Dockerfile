@@ -45,7 +45,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 # An empty directory for the gateway's data, handed to the non-root user below.
 WORKDIR /var/lib/cmbtask
 WORKDIR /src
-COPY pyproject.toml ./
+# constraints.txt pins every dependency to the versions the test suite ran with.
+COPY pyproject.toml constraints.txt ./
 COPY protocol/ protocol/
 COPY gateway/ gateway/
 COPY runner/ runner/
@@ -57,13 +58,14 @@ RUN python -m venv "$VIRTUAL_ENV"
 FROM build AS server-venv
 # The project itself: its dependencies are bounded in pyproject.toml.
 # hadolint ignore=DL3013
-RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir ".[kubernetes]"
+RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir -c constraints.txt ".[kubernetes]"
 
 # ---- runner: the project, and CMBAgent when CMBAGENT is set to anything -------
 FROM build AS runner-venv
+# CMBAgent's own dependencies resolve within the same constraints.
 ARG CMBAGENT=""
 # hadolint ignore=DL3013
-RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir ".${CMBAGENT:+[cmbagent]}"
+RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir -c constraints.txt ".${CMBAGENT:+[cmbagent]}"
 
 # ---- final: runner (one pod per task, started by the operator) ---------------
 FROM python-base AS runner
