@@ -17,6 +17,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from cmbtask_gateway.settings import Settings
+from cmbtask_operator.peering import peering_crds
 from cmbtask_operator.settings import OperatorSettings
 from cmbtask_protocol import CRD_NAME, CmbTaskSpec
 from jsonschema import Draft7Validator  # type: ignore[import-untyped]
@@ -118,6 +119,16 @@ def test_crd_is_the_generated_file_and_survives_uninstall(default_manifests: Man
     rendered = default_manifests.get("CustomResourceDefinition", CRD_NAME)
     assert rendered["spec"] == generated["spec"]
     assert rendered["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_peering_crds_are_the_ones_the_operator_expects() -> None:
+    shipped = {
+        crd["metadata"]["name"]: crd["spec"]
+        for crd in (
+            yaml.safe_load(path.read_text()) for path in (CHART / "files").glob("*kopfpeerings.crd.yaml")
+        )
+    }
+    assert shipped == {crd["metadata"]["name"]: crd["spec"] for crd in peering_crds()}
 
 
 def test_crds_install_false_renders_no_crd(helm: Helm) -> None:

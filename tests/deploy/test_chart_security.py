@@ -16,8 +16,9 @@ from tests.deploy.charts import Helm, Manifests
 #: every (apiGroup, resource) a component may touch, and the verbs allowed on it
 ALLOWED_VERBS: dict[str, dict[tuple[str, str], set[str]]] = {
     "gateway": {
-        ("cmbtask.io", "cmbtasks"): {"get", "list", "watch", "create", "patch", "delete"},
-        ("", "secrets"): {"create", "delete"},
+        ("cmbtask.io", "cmbtasks"): {"get", "list", "watch", "create", "patch"},
+        ("cmbtask.io", "cmbtasks/status"): {"patch"},
+        ("", "secrets"): {"create", "patch"},
     },
     "operator": {
         ("cmbtask.io", "cmbtasks"): {"get", "list", "watch", "patch", "delete"},
