@@ -3,8 +3,14 @@
 After every LLM call the AG2 fork appends one row (agent, model, cost,
 prompt/completion tokens) to the calling agent's ``cost_dict``; cmbagent's
 cost report is built from those rows. Wrapping the one method that appends
-them turns each new row into a ``cost.update`` the moment it exists, with the
-same numbers the library's report will show.
+them turns each new row into a ``cost.update`` the moment it exists.
+
+The row's numbers are the client's *running* totals, not the call's own
+(``return_usage_summary`` sums everything since the client was created), so
+the library's report counts an agent's earlier calls again each time it
+speaks. The recorder takes the agent and model from the row and the tokens
+and dollars from the difference of the client's totals around the call,
+which adds up to what the provider billed.
 """
 
 from __future__ import annotations
@@ -74,13 +80,13 @@ class CostRecorder:
         original = agent_class._generate_oai_reply_from_client
         recorder = self
 
-        def generate(agent: Any, *args: Any, **kwargs: Any) -> Any:
-            before = _rows(agent)
+        def generate(agent: Any, llm_client: Any, *args: Any, **kwargs: Any) -> Any:
+            rows, usage = _rows(agent), _usage(llm_client)
             try:
-                return original(agent, *args, **kwargs)
+                return original(agent, llm_client, *args, **kwargs)
             finally:
-                for row in _new_rows(agent, before):
-                    recorder.record(row)
+                for row in _new_rows(agent, rows):
+                    recorder.record({**row, **_delta(usage, _usage(llm_client))})
 
         agent_class._generate_oai_reply_from_client = generate
 
@@ -88,6 +94,24 @@ class CostRecorder:
             agent_class._generate_oai_reply_from_client = original
 
         return undo
+
+
+def _usage(llm_client: Any) -> tuple[float, int, int]:
+    """The client's running (cost, prompt tokens, completion tokens)."""
+    summary = getattr(llm_client, "actual_usage_summary", None) or {}
+    prompt = completion = 0
+    for model, counts in summary.items():
+        if model != "total_cost" and isinstance(counts, dict):
+            prompt += int(counts.get("prompt_tokens", 0) or 0)
+            completion += int(counts.get("completion_tokens", 0) or 0)
+    return float(summary.get("total_cost", 0.0) or 0.0), prompt, completion
+
+
+def _delta(before: tuple[float, int, int], after: tuple[float, int, int]) -> dict[str, Any]:
+    if any(a < b for a, b in zip(after, before, strict=True)):
+        before = (0.0, 0, 0)  # the client's totals were reset in between
+    cost, prompt, completion = (a - b for a, b in zip(after, before, strict=True))
+    return {"Cost": cost, "Prompt Tokens": int(prompt), "Completion Tokens": int(completion)}
 
 
 def _rows(agent: Any) -> int:
