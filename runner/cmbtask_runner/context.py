@@ -199,13 +199,16 @@ class RunnerContext:
 
     def on_decision(self, frame: RunnerApprovalDecision) -> None:
         with self._cv:
-            self._decisions[frame.approval_id] = frame
-            self._cv.notify_all()
+            # A decision replayed after a reconnect may find nobody waiting any more.
+            if frame.approval_id in self._waiting_approvals:
+                self._decisions[frame.approval_id] = frame
+                self._cv.notify_all()
 
     def on_state_result(self, frame: RunnerStateResult) -> None:
         with self._cv:
-            self._state_results[frame.rseq] = frame
-            self._cv.notify_all()
+            if frame.rseq in self._pending_saves:
+                self._state_results[frame.rseq] = frame
+                self._cv.notify_all()
 
     def on_welcome(self, welcome: RunnerWelcome) -> None:
         """After a reconnect: a save the gateway stored but whose answer was lost

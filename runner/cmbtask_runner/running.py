@@ -202,6 +202,8 @@ async def _run_engine(
     """Run the engine in a worker thread; return the final event to send (None: link lost)."""
     loop = asyncio.get_running_loop()
     task = ctx.task
+    if ctx.cancelled.is_set():  # cancelled while queued or starting: do not start at all
+        return _final_event(ctx, _EngineResult(), finished=False)
     ctx.emit(
         EventType.TASK_STARTED,
         {

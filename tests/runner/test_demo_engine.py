@@ -126,7 +126,8 @@ async def test_bad_params_and_unknown_engine_fail_with_clear_reasons(gw: FakeGat
     assert await finish(await start_runner(gw, unknown, tmp_path / "unknown")) == 1
     reason = bad.final()["data"]["reason"]
     assert reason.startswith("invalid params:") and "steps" in reason and "colour" in reason
-    assert unknown.final()["data"]["reason"].startswith("unknown engine 'no-such-engine' (installed: demo")
+    reason = unknown.final()["data"]["reason"]
+    assert reason.startswith("unknown engine 'no-such-engine' (installed: ") and "demo, script" in reason
 
 
 async def test_runner_logs_stay_out_of_the_task_output(gw: FakeGateway, tmp_path: Path) -> None:

@@ -110,3 +110,10 @@ async def test_final_event_stored_but_ack_lost(gw: FakeGateway, tmp_path: Path) 
     gw.drop(record)
     assert await finish(proc) == 0, "the outcome is recorded: exit as the task ended"
     assert json.loads((tmp_path / "exit.json").read_text())["acked"] is True
+
+
+async def test_cancelled_before_start_never_runs_the_engine(gw: FakeGateway, tmp_path: Path) -> None:
+    record = gw.add_task("demo", {"steps": 1})
+    record.cancel_requested = True  # welcome says so
+    assert await finish(await start_runner(gw, record, tmp_path)) == 2
+    assert record.types() == ["task.cancelled"]
