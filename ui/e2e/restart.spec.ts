@@ -64,6 +64,7 @@ test("the session list says when the gateway is unreachable, and when it is back
   await page.goto(gateway.url);
   const badge = page.locator(".conn");
   await expect(badge).toHaveAttribute("data-state", "online");
+  await expect(page.getByRole("link", { name: "Survives a restart" })).toBeVisible();
   await gateway.kill9();
   await expect(badge).toHaveAttribute("data-state", "offline", { timeout: 15_000 });
   await expect(badge).toHaveText("Gateway unreachable");

@@ -1,11 +1,11 @@
 /* The session list: newest first, filtered by mode and status, searched by
  * title, paginated; create, rename, suspend, resume and delete. */
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { api, ApiError } from "../api/http";
 import type { ModeInfo, SessionList as SessionPage, SessionView } from "../api/protocol";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { sessionHref } from "../hooks";
-import { connection } from "../state/shared";
+import { connection, useBox } from "../state/shared";
 
 const PAGE_SIZE = 20;
 const STATUSES = ["active", "suspended", "completed", "expired"];
@@ -23,34 +23,40 @@ export function SessionList({ modes }: { modes: ModeInfo[] }) {
   const [error, setError] = useState<string | null>(null);
   const [deleting, setDeleting] = useState<SessionView | null>(null);
 
+  // Bumped after an action, and when the gateway is reachable again, to reload
+  // with whatever filters are current by then.
+  const [reloads, setReloads] = useState(0);
+  const online = useBox(connection).state === "online";
   const latest = useRef(0);
-  const load = useCallback(async () => {
-    // typing in the search box fires one request per key: keep only the newest answer
-    const ticket = ++latest.current;
-    try {
-      const result = await api.listSessions({ ...filters, limit: PAGE_SIZE });
-      if (ticket !== latest.current) return;
-      result.items.sort((a, b) => b.created_at.localeCompare(a.created_at));
-      setPage(result);
-      setError(null);
-      connection.set({ state: "online", info: { attempt: 0 } });
-    } catch (err) {
-      setError(err instanceof ApiError ? err.message : String(err));
-      if (!(err instanceof ApiError)) connection.set({ state: "offline", info: { attempt: 0 } });
-    }
-  }, [filters]);
 
   useEffect(() => {
-    void load();
-  }, [load]);
+    if (!online && page !== null) return;
+    // typing in the search box fires one request per key: keep only the newest answer
+    const ticket = ++latest.current;
+    api.listSessions({ ...filters, limit: PAGE_SIZE }).then(
+      (result) => {
+        if (ticket !== latest.current) return;
+        result.items.sort((a, b) => b.created_at.localeCompare(a.created_at));
+        setPage(result);
+        setError(null);
+        connection.set({ state: "online", info: { attempt: 0 } });
+      },
+      (err: unknown) => {
+        if (ticket !== latest.current) return;
+        setError(err instanceof ApiError ? err.message : String(err));
+        if (!(err instanceof ApiError)) connection.set({ state: "offline", info: { attempt: 0 } });
+      },
+    );
+    // `page` is left out on purpose: it only decides whether an offline gateway is worth a try
+  }, [filters, reloads, online]);
 
   const act = async (fn: () => Promise<unknown>) => {
     try {
       await fn();
-      await load();
     } catch (err) {
       setError(err instanceof ApiError ? err.message : String(err));
     }
+    setReloads((n) => n + 1);
   };
   const set = (patch: Partial<Filters>) => setFilters((f) => ({ ...f, offset: 0, ...patch }));
   const total = page?.total ?? 0;
