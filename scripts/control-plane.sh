@@ -75,11 +75,180 @@ cmd_build() {
     echo "$BIN_DIR"
 }
 
+free_port() {
+    # Ask the kernel for a free loopback port; other test runs pick theirs
+    # the same way, so nothing here is fixed.
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+make_pki() {
+    local dir="$1"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=cmbtask-dev-ca" \
+        -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+        -keyout "$dir/apiserver.key" -out "$dir/apiserver.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$dir/san.ext"
+    openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 30 -extfile "$dir/san.ext" -out "$dir/apiserver.crt" 2>/dev/null
+    openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() {
+    local path="$1" server="$2" token="$3" ca="$4"
+    {
+        echo "apiVersion: v1"
+        echo "kind: Config"
+        echo "clusters:"
+        echo "- name: cmbtask-dev"
+        echo "  cluster:"
+        echo "    server: $server"
+        echo "    certificate-authority-data: $(base64 -w0 <"$ca")"
+        echo "users:"
+        echo "- name: admin"
+        echo "  user:"
+        echo "    token: $token"
+        echo "contexts:"
+        echo "- name: cmbtask-dev"
+        echo "  context:"
+        echo "    cluster: cmbtask-dev"
+        echo "    user: admin"
+        echo "    namespace: default"
+        echo "current-context: cmbtask-dev"
+    } >"$path"
+    chmod 600 "$path"
+}
+
+spawn() {
+    # Detached from the caller's terminal and process group, logs to a file,
+    # pid recorded so that `stop` ends exactly what `start` began.
+    local dir="$1" name="$2"
+    shift 2
+    setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
+    echo $! >"$dir/$name.pid"
+}
+
+wait_ready() {
+    local dir="$1" what="$2" url="$3" deadline=$((SECONDS + START_TIMEOUT_S))
+    shift 3
+    until curl -fsS --max-time 2 "$@" "$url" >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            log "$what not ready after ${START_TIMEOUT_S}s; last log lines:"
+            tail -n 20 "$dir/$what.log" >&2 || true
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+is_running() {
+    local dir="$1" name
+    for name in etcd kube-apiserver kube-controller-manager; do
+        [[ -f "$dir/$name.pid" ]] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || return 1
+    done
+}
+
+cmd_env() {
+    local dir="${1:-$DEFAULT_RUN_DIR}"
+    [[ -f "$dir/kubeconfig" ]] || { log "no control plane in $dir"; exit 1; }
+    echo "export KUBECONFIG=$dir/kubeconfig"
+    echo "export CMBTASK_KUBECTL=$BIN_DIR/kubectl"
+    echo "export CMBTASK_K8S_RUN_DIR=$dir"
+    echo "export CMBTASK_K8S_SERVER=$(cat "$dir/server")"
+}
+
+wait_default_service_account() {
+    local dir="$1" deadline=$((SECONDS + START_TIMEOUT_S))
+    until "$BIN_DIR/kubectl" --kubeconfig "$dir/kubeconfig" get serviceaccount default >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            log "controller-manager made no default ServiceAccount; last log lines:"
+            tail -n 20 "$dir/kube-controller-manager.log" >&2 || true
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+cmd_start() {
+    local dir="${1:-$DEFAULT_RUN_DIR}"
+    if is_running "$dir"; then
+        log "already running in $dir"
+        cmd_env "$dir"
+        return 0
+    fi
+    cmd_stop "$dir" >/dev/null 2>&1 || true
+    cmd_build >/dev/null
+    rm -rf "$dir"
+    mkdir -p "$dir/pki" "$dir/etcd"
+    chmod 700 "$dir"
+    make_pki "$dir/pki"
+
+    local etcd_port peer_port api_port token server
+    etcd_port="$(free_port)"
+    peer_port="$(free_port)"
+    api_port="$(free_port)"
+    token="$(openssl rand -hex 24)"
+    server="https://127.0.0.1:$api_port"
+    echo "$token,admin,admin,system:masters" >"$dir/pki/tokens.csv"
+    echo "$server" >"$dir/server"
+
+    # --unsafe-no-fsync: throwaway test data; fsync on a shared disk makes
+    # every write wait for everyone else's I/O.
+    spawn "$dir" etcd "$BIN_DIR/etcd" --name dev --data-dir "$dir/etcd" --log-level warn \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "dev=http://127.0.0.1:$peer_port" --unsafe-no-fsync
+    wait_ready "$dir" etcd "http://127.0.0.1:$etcd_port/health"
+
+    spawn "$dir" kube-apiserver "$BIN_DIR/kube-apiserver" \
+        --etcd-servers "http://127.0.0.1:$etcd_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+        --secure-port "$api_port" --tls-cert-file "$dir/pki/apiserver.crt" \
+        --tls-private-key-file "$dir/pki/apiserver.key" --client-ca-file "$dir/pki/ca.crt" \
+        --token-auth-file "$dir/pki/tokens.csv" --authorization-mode RBAC \
+        --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/pki/sa.pub" \
+        --service-account-signing-key-file "$dir/pki/sa.key" --service-cluster-ip-range 10.250.0.0/24 \
+        --endpoint-reconciler-type none --profiling=false --v 1
+    wait_ready "$dir" kube-apiserver "$server/readyz" --cacert "$dir/pki/ca.crt" -H "Authorization: Bearer $token"
+    write_kubeconfig "$dir/kubeconfig" "$server" "$token" "$dir/pki/ca.crt"
+
+    # Only the controllers the suite relies on: owner-reference garbage
+    # collection, the default ServiceAccount that pod admission requires, and
+    # namespace cleanup. No node lifecycle controller: the e2e node agent is
+    # not a kubelet and must not be evicted for missing heartbeats.
+    spawn "$dir" kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+        --kubeconfig "$dir/kubeconfig" --authentication-kubeconfig "$dir/kubeconfig" \
+        --authorization-kubeconfig "$dir/kubeconfig" --leader-elect=false --secure-port 0 \
+        --controllers garbage-collector-controller,serviceaccount-controller,namespace-controller \
+        --use-service-account-credentials=false --profiling=false --v 1
+    wait_default_service_account "$dir"
+    log "control plane up at $server (state in $dir)"
+    cmd_env "$dir"
+}
+
+cmd_stop() {
+    local dir="${1:-$DEFAULT_RUN_DIR}" name pid i
+    for name in kube-controller-manager kube-apiserver etcd; do
+        [[ -f "$dir/$name.pid" ]] || continue
+        pid="$(cat "$dir/$name.pid")"
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$dir/$name.pid"
+    done
+    log "stopped control plane in $dir"
+}
+
 main() {
     local sub="${1:-}"
     shift || true
     case "$sub" in
         build) cmd_build ;;
+        start) cmd_start "$@" ;;
+        stop) cmd_stop "$@" ;;
+        env) cmd_env "$@" ;;
         *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
