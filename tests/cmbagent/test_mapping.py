@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from cmbtask_protocol import ApprovalStatus, Decision, validate_payload
-
 from cmbtask_runner.engines.base import TaskCancelled
 from cmbtask_runner.engines.cmbagent.costs import CostRecorder
 from cmbtask_runner.engines.cmbagent.files import FileWatcher
@@ -62,8 +61,10 @@ def test_tool_calls_become_agent_tool_call_with_parsed_arguments() -> None:
         {"id": "c2", "type": "function", "function": {"name": "broken", "arguments": "{not json"}},
     ]
     mapped = EventMapper().map(_event("tool_call", sender="plan_recorder", recipient="m", tool_calls=calls))
-    assert mapped[0] == ("agent.tool_call", {"agent": "plan_recorder", "tool": "record_plan",
-                                             "arguments": {"n": 2}, "call_id": "c1"})  # fmt: skip
+    assert mapped[0] == (
+        "agent.tool_call",
+        {"agent": "plan_recorder", "tool": "record_plan", "arguments": {"n": 2}, "call_id": "c1"},
+    )
     assert mapped[1][1]["arguments"] == "{not json"
     for kind, data in mapped:
         validate_payload(kind, data)
@@ -113,10 +114,12 @@ def test_code_blocks_without_language_or_filename() -> None:
 def test_cost_recorder_totals_and_events() -> None:
     emitted: list[tuple[str, dict[str, Any]]] = []
     recorder = CostRecorder(lambda kind, data: emitted.append((kind, data)))
-    recorder.record({"Agent": "researcher", "Model": "gpt-4.1", "Cost": 0.5, "Prompt Tokens": 10,
-                     "Completion Tokens": 2})  # fmt: skip
-    recorder.record({"Agent": "control", "Model": "o3-mini", "Cost": 0.25, "Prompt Tokens": 5,
-                     "Completion Tokens": 1})  # fmt: skip
+    recorder.record(
+        {"Agent": "researcher", "Model": "gpt-4.1", "Cost": 0.5, "Prompt Tokens": 10, "Completion Tokens": 2}
+    )
+    recorder.record(
+        {"Agent": "control", "Model": "o3-mini", "Cost": 0.25, "Prompt Tokens": 5, "Completion Tokens": 1}
+    )
     assert [data["agent"] for _, data in emitted] == ["researcher", "control"]
     assert emitted[1][1]["total_cost_usd"] == 0.75
     for kind, data in emitted:
@@ -133,19 +136,36 @@ class _Agent:
     """Mimics the AG2 fork: after each call, a row with the client's running totals."""
 
     def __init__(self) -> None:
-        self.cost_dict: dict[str, list[Any]] = {"Agent": [], "Model": [], "Cost": [], "Prompt Tokens": [],
-                                                "Completion Tokens": [], "Total Tokens": []}  # fmt: skip
+        self.cost_dict: dict[str, list[Any]] = {
+            "Agent": [],
+            "Model": [],
+            "Cost": [],
+            "Prompt Tokens": [],
+            "Completion Tokens": [],
+            "Total Tokens": [],
+        }
 
     def _generate_oai_reply_from_client(self, llm_client: _Client, messages: Any, cache: Any) -> str:
-        usage = llm_client.actual_usage_summary or {"total_cost": 0.0, "m": {"prompt_tokens": 0,
-                                                                          "completion_tokens": 0}}  # fmt: skip
-        usage = {"total_cost": usage["total_cost"] + 0.01, "m": {
-            "prompt_tokens": usage["m"]["prompt_tokens"] + 100,
-            "completion_tokens": usage["m"]["completion_tokens"] + 10}}  # fmt: skip
+        usage = llm_client.actual_usage_summary or {
+            "total_cost": 0.0,
+            "m": {"prompt_tokens": 0, "completion_tokens": 0},
+        }
+        usage = {
+            "total_cost": usage["total_cost"] + 0.01,
+            "m": {
+                "prompt_tokens": usage["m"]["prompt_tokens"] + 100,
+                "completion_tokens": usage["m"]["completion_tokens"] + 10,
+            },
+        }
         llm_client.actual_usage_summary = usage
-        for column, value in (("Agent", "researcher"), ("Model", "m"), ("Cost", usage["total_cost"]),
-                              ("Prompt Tokens", usage["m"]["prompt_tokens"]),
-                              ("Completion Tokens", usage["m"]["completion_tokens"]), ("Total Tokens", 0)):  # fmt: skip
+        for column, value in (
+            ("Agent", "researcher"),
+            ("Model", "m"),
+            ("Cost", usage["total_cost"]),
+            ("Prompt Tokens", usage["m"]["prompt_tokens"]),
+            ("Completion Tokens", usage["m"]["completion_tokens"]),
+            ("Total Tokens", 0),
+        ):
             self.cost_dict[column].append(value)
         return "reply"
 

@@ -10,6 +10,7 @@ because it clears the directory it is given.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -101,9 +102,8 @@ def _cwd(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _recording(costs: CostRecorder) -> Iterator[None]:
-    from autogen import ConversableAgent
-
-    undo = costs.install(ConversableAgent)
+    # Imported late and by name: the library is an optional extra.
+    undo = costs.install(importlib.import_module("autogen").ConversableAgent)
     try:
         yield
     finally:
@@ -112,10 +112,9 @@ def _recording(costs: CostRecorder) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _stream(stream: TaskIOStream) -> Iterator[None]:
-    from autogen.io.base import IOStream
-
+    io_stream = importlib.import_module("autogen.io.base").IOStream
     # Scoped for this thread; also the global default, because a context
     # variable does not follow threads the library may start.
-    IOStream.set_global_default(stream)
-    with IOStream.set_default(stream):
+    io_stream.set_global_default(stream)
+    with io_stream.set_default(stream):
         yield
