@@ -1,10 +1,11 @@
 /* The session's events rendered for reading: task lifecycle, plans, steps,
  * agent messages with the agent's name, code, tool calls, approvals, errors.
  * Output lines live in each task's output panel instead. */
+import { memo } from "react";
 import type { Event, PlanStep } from "../api/protocol";
 import { ApprovalCard } from "../components/ApprovalCard";
 import { CodeBlock, RichText } from "../components/CodeBlock";
-import type { SessionStore } from "../state/sessionStore";
+import type { ApprovalState, SessionStore } from "../state/sessionStore";
 
 type Data = Record<string, unknown>;
 const str = (v: unknown) => (v === undefined || v === null ? "" : String(v));
@@ -15,11 +16,14 @@ export function Timeline({ store }: { store: SessionStore; version: number }) {
       <h2>Activity</h2>
       {store.timeline.length === 0 && <p className="muted">No events yet. Run a task to start.</p>}
       <ol>
-        {store.timeline.map((event) => (
-          <li key={event.seq} className={`ev ev-${event.type.replace(/\./g, "-")}`} data-seq={event.seq}>
-            <EventItem event={event} store={store} />
-          </li>
-        ))}
+        {store.timeline.map((event) => {
+          const approval = event.type === "approval.requested" ? store.approvals.get(str(event.data?.approval_id)) : undefined;
+          return (
+            <li key={event.seq} className={`ev ev-${event.type.replace(/\./g, "-")}`} data-seq={event.seq}>
+              <Item event={event} approval={approval} approvalKey={approval ? `${approval.status}|${approval.resolvedBy ?? ""}` : ""} />
+            </li>
+          );
+        })}
       </ol>
     </section>
   );
@@ -33,7 +37,17 @@ function Stamp({ event }: { event: Event }) {
   );
 }
 
-function EventItem({ event, store }: { event: Event; store: SessionStore }) {
+interface ItemProps {
+  event: Event;
+  approval?: ApprovalState;
+  /** changes when the (mutable) approval does, so the memo below re-renders it */
+  approvalKey: string;
+}
+
+// Events never change once stored: re-render an item only when its approval does.
+const Item = memo(EventItem);
+
+function EventItem({ event, approval }: ItemProps) {
   const d = (event.data ?? {}) as Data;
   const task = event.task_id ? <code className="muted">{event.task_id.slice(0, 8)}</code> : null;
   switch (event.type) {
@@ -123,10 +137,8 @@ function EventItem({ event, store }: { event: Event; store: SessionStore }) {
           <CodeBlock source={str(d.source)} language={str(d.language) || undefined} title={str(d.filename) || undefined} />
         </div>
       );
-    case "approval.requested": {
-      const approval = store.approvals.get(str(d.approval_id));
-      return approval ? <ApprovalCard approval={approval} /> : null;
-    }
+    case "approval.requested":
+      return approval ? <ApprovalCard approval={{ ...approval }} /> : null;
     case "file.created":
       return (
         <p>
