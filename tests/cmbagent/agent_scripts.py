@@ -85,8 +85,10 @@ class AgentScript:
         return Scripted(text=body)
 
     def _researcher_response_formatter(self, messages: list[dict[str, Any]]) -> Scripted:
-        turn = _count_from(messages, "researcher_response_formatter") + 1
         notes = _last_from(messages, "researcher") or self.research_text
+        # The formatter sees only the last message, so the turn comes from the notes' heading.
+        heading = re.search(r"Research notes (\d+)", notes)
+        turn = int(heading.group(1)) if heading else 1
         return Scripted(json_value={"markdown_block": notes, "filename": f"research_notes_{turn}.md"})
 
     def _researcher_executor(self, messages: list[dict[str, Any]]) -> Scripted:
