@@ -33,6 +33,17 @@ test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated
   const task = page.locator("article.task").first();
   await expect(task.getByTestId("step-label")).toHaveText(`Step 2 of ${STEPS}`, { timeout: 60_000 });
 
+  // record every state the badge goes through from here on
+  await page.evaluate(() => {
+    const badge = document.querySelector(".conn")!;
+    const seen: string[] = [badge.getAttribute("data-state") ?? ""];
+    (window as unknown as { seenStates: string[] }).seenStates = seen;
+    new MutationObserver(() => {
+      const state = badge.getAttribute("data-state") ?? "";
+      if (seen[seen.length - 1] !== state) seen.push(state);
+    }).observe(badge, { attributes: true, attributeFilter: ["data-state"] });
+  });
+  const killedAt = Date.now();
   await gateway.kill9();
   const badge = page.locator(".conn");
   await expect(badge).toHaveAttribute("data-state", "reconnecting");
@@ -43,6 +54,11 @@ test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated
   await expect(task.getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 90_000 });
   await expect(badge).toHaveAttribute("data-state", "connected");
   await expect(task.getByTestId("step-label")).toHaveText(`Step ${STEPS} of ${STEPS}`);
+  const seen = await page.evaluate(() => (window as unknown as { seenStates: string[] }).seenStates);
+  console.log(`figure: badge states after kill -9: ${seen.join(" -> ")}; task done ${Date.now() - killedAt} ms after the kill`);
+  expect(seen[0]).toBe("connected");
+  expect(seen).toContain("reconnecting");
+  expect(seen[seen.length - 1]).toBe("connected");
 
   // Count the lines the page holds, via its own download of the output.
   const downloading = page.waitForEvent("download");
@@ -58,6 +74,22 @@ test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated
   // and the reading view holds each step exactly once
   await expect(page.locator(".ev-step-completed")).toHaveCount(STEPS);
   await expect(page.locator(".ev-task-succeeded")).toHaveCount(1);
+
+  // A fresh load replays the stored history, and says so while it does.
+  await page.addInitScript(() => {
+    const seen: string[] = [];
+    (window as unknown as { seenStates: string[] }).seenStates = seen;
+    new MutationObserver(() => {
+      const state = document.querySelector(".conn")?.getAttribute("data-state");
+      if (state && seen[seen.length - 1] !== state) seen.push(state);
+    }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"] });
+  });
+  await page.reload();
+  await expect(task.getByTestId("output-count")).toHaveText(`${(STEPS * LINES).toLocaleString("en-US")} lines`);
+  await expect(badge).toHaveAttribute("data-state", "connected");
+  const replayed = await page.evaluate(() => (window as unknown as { seenStates: string[] }).seenStates);
+  expect(replayed).toContain("replaying");
+  expect(replayed[replayed.length - 1]).toBe("connected");
 });
 
 test("the session list says when the gateway is unreachable, and when it is back", async ({ page }) => {
