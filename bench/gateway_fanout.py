@@ -310,11 +310,11 @@ async def _drive_phases(run: _Drive) -> None:
     spread = 1.0 / load.rate / max(1, len(publishers))
     with run.profiled("paced"):
         run.cpu.start()
-        began = time.monotonic()
+        paced_started = time.time()
         await asyncio.gather(*(p.paced(load.paced, load.rate, i * spread) for i, p in enumerate(publishers)))
-        round_.windows_s["paced"] = time.monotonic() - began
         await asyncio.gather(*(p.settle() for p in publishers))
         round_.cpu_s["paced"] = run.cpu.stop()
+        paced_settled = time.time()
     await asyncio.sleep(0.5)
     with run.profiled("burst"):
         run.cpu.start()
@@ -327,8 +327,14 @@ async def _drive_phases(run: _Drive) -> None:
     round_.phases = result["phases"]
     round_.misrouted, round_.errors = result["misrouted"], result["errors"]
     round_.first_errors = round_.first_errors or result["first_errors"]
+    # Windows run from the first send to the last delivery, so a server that
+    # falls behind shows a lower rate instead of the publishers' rate.
     last = round_.phases.get("burst", {}).get("last_recv", 0.0)
     round_.windows_s["burst"] = max(0.0, last - burst_started)
+    last = round_.phases.get("paced", {}).get("last_recv", 0.0)
+    round_.windows_s["paced"] = max(0.0, last - paced_started)
+    # CPU was metered until the acks were in, not until the last delivery.
+    round_.windows_s["paced-cpu"] = paced_settled - paced_started
 
 
 def _split(clients: int, channels: int) -> list[int]:
@@ -413,7 +419,7 @@ def _latency(round_: Round, phase: str) -> str:
 
 
 def _cores(round_: Round, phase: str) -> str:
-    window = round_.windows_s.get(phase, 0.0)
+    window = round_.windows_s.get(f"{phase}-cpu", round_.windows_s.get(phase, 0.0))
     used = round_.cpu_s.get(phase, {})
     if window <= 0:
         return "n/a"
@@ -491,7 +497,7 @@ def report(rounds: list[Round]) -> None:
         print_table(f"{round_.name}: {round_.clients} clients", _rows(round_))
         _print_profiles(round_)
     gateway, raw = rounds[0], next((r for r in rounds[1:] if r.clients == rounds[0].clients), None)
-    summary = [("command", command_line())]
+    summary = [("command", command_line()), ("load average before / after", _LOAD.describe())]
     if raw is not None and raw.deliveries_per_s("burst") > 0:
         ratio = gateway.deliveries_per_s("burst") / raw.deliveries_per_s("burst")
         summary.append(("gateway / raw deliveries/s (burst)", f"{ratio:.2f}"))
@@ -502,6 +508,19 @@ def report(rounds: list[Round]) -> None:
     if paced:
         summary.append(("gateway paced latency mean", ms(statistics.fmean(paced))))
     print_table("summary", summary)
+
+
+class _LoadAverage:
+    """The machine's 1-minute load before and after: other work skews every figure."""
+
+    def __init__(self) -> None:
+        self.before = os.getloadavg()[0]
+
+    def describe(self) -> str:
+        return f"{self.before:.2f} / {os.getloadavg()[0]:.2f}  ({os.cpu_count()} cores)"
+
+
+_LOAD = _LoadAverage()
 
 
 def _parser() -> argparse.ArgumentParser:
