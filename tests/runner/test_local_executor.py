@@ -17,6 +17,8 @@ import pytest
 from cmbtask_gateway.executors.base import ExecutorError, LaunchRequest
 from cmbtask_gateway.executors.local import LocalExecutor
 
+from tests.runner.runner_fakegw import TOKEN, FakeGateway, wait_for
+
 # Stands in for the runner: records its environment, starts a grandchild, and
 # on SIGTERM writes the exit file the real runner writes, then exits 2.
 FAKE_RUNNER = textwrap.dedent(
@@ -193,3 +195,72 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def test_forked_runners_run_tasks_and_report(gw: FakeGateway, tmp_path: Path) -> None:
+    executor = LocalExecutor(tmp_path / "data", [sys.executable, "-m", "cmbtask_runner"], extra_env=NO_PROXY)
+    assert executor.prefork
+    await executor.start()
+    try:
+        records = [
+            gw.add_task("demo", {"steps": 2, "step_delay_s": 0.05, "checkpoint": False}) for _ in range(3)
+        ]
+        handles = [await executor.launch(_gw_request(gw, record.spec.id)) for record in records]
+        server_pid = json.loads((tmp_path / "data" / "forkserver.json").read_text())["pid"]
+        for handle in handles:
+            runner = psutil.Process(int(handle.split(":")[0]))
+            assert runner.ppid() == server_pid and os.getsid(runner.pid) == runner.pid
+        for record in records:
+            await wait_for(lambda record=record: record.final() is not None, what="final event")
+        for handle in handles:
+            for _ in range(100):
+                status = await executor.inspect(handle)
+                if not status.alive:
+                    break
+                await asyncio.sleep(0.05)
+            assert status.exit_code == 0 and status.reason == "runner succeeded (exit code 0)"
+        outputs = [record.output("stdout") for record in records]
+        for record, output in zip(records, outputs, strict=True):
+            assert output.count(f"[{record.spec.id}]") == 6 and output.count("[") == 6, "no shared output"
+    finally:
+        await executor.close()
+    assert not _running(server_pid), "the fork server stops with the executor"
+
+
+async def test_forked_runner_cancel_and_kill(gw: FakeGateway, tmp_path: Path) -> None:
+    executor = LocalExecutor(tmp_path / "data", [sys.executable, "-m", "cmbtask_runner"], extra_env=NO_PROXY)
+    await executor.start()
+    try:
+        polite, killed = gw.add_task("demo", {"steps": 100}), gw.add_task("demo", {"steps": 100})
+        first = await executor.launch(_gw_request(gw, polite.spec.id))
+        second = await executor.launch(_gw_request(gw, killed.spec.id))
+        await wait_for(lambda: "step.started" in polite.types() and "step.started" in killed.types())
+        await executor.cancel(first, grace_s=10)
+        status = await executor.inspect(first)
+        assert not status.alive and status.exit_code == 2 and polite.final()["event_type"] == "task.cancelled"
+        os.kill(int(second.split(":")[0]), signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        status = await executor.inspect(second)
+        assert not status.alive and status.reason == "runner exited without a final event (killed?)"
+    finally:
+        await executor.close()
+
+
+def test_only_the_standard_command_is_forked(tmp_path: Path) -> None:
+    assert not LocalExecutor(tmp_path, ["/usr/bin/env", "python", "-m", "cmbtask_runner"]).prefork
+    assert not LocalExecutor(tmp_path, [sys.executable, "-m", "cmbtask_runner"], prefork=False).prefork
+
+
+NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+
+
+def _gw_request(gw: FakeGateway, task_id: str) -> LaunchRequest:
+    return LaunchRequest(
+        task_id=task_id,
+        session_id="s-" + task_id,
+        owner="alice",
+        engine="demo",
+        mode="one-shot",
+        gateway_url=gw.url,
+        token=TOKEN,
+    )

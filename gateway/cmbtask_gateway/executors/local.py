@@ -6,9 +6,16 @@ in the gateway's terminal — does not take running tasks down. The handle is
 ``"<pid>:<create time>"``: a pid alone could be reused by an unrelated process
 after a reboot or a long uptime; the pair never is.
 
+With the standard runner command the runners are forked from a warm fork
+server (``cmbtask_runner.forkserver``), which saves each task the
+interpreter start and imports — most of its time to first event when many
+tasks start at once. Each runner is still a process of its own that never
+ran another task's code.
+
 Exit codes come from this gateway's own children when it started them, or
-from the ``exit.json`` a runner writes at exit when a previous gateway did.
-The concurrency limit and the queue belong to the dispatcher, not here.
+from the ``exit.json`` a runner writes at exit otherwise (forked runners, or
+runners a previous gateway started). The concurrency limit and the queue
+belong to the dispatcher, not here.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -57,17 +67,28 @@ class LocalExecutor:
     name: str = "local"
 
     def __init__(
-        self, data_dir: Path, runner_command: Sequence[str], extra_env: Mapping[str, str] | None = None
+        self,
+        data_dir: Path,
+        runner_command: Sequence[str],
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        prefork: bool | None = None,
     ) -> None:
+        """``prefork``: fork runners from a warm server (None: whenever the command
+        is the standard ``PYTHON -m cmbtask_runner``, which the server runs too)."""
         if not runner_command:
             raise ValueError("runner_command must not be empty")
-        self.tasks_dir = Path(data_dir) / "tasks"
+        self.data_dir = Path(data_dir)
+        self.tasks_dir = self.data_dir / "tasks"
         self.runner_command = list(runner_command)
         self.extra_env = dict(extra_env or {})
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # handle → our own child
         self._exit_codes: dict[str, int] = {}
         self._work_dirs: dict[str, Path] = {}  # handle → work dir
         self._reaper: asyncio.Task[None] | None = None
+        standard = _is_standard_runner(self.runner_command)
+        self.prefork = standard if prefork is None else prefork and standard
+        self._forkserver: _ForkServer | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -75,14 +96,29 @@ class LocalExecutor:
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever(), name="local-executor-reaper")
+        if self.prefork and self._forkserver is None:
+            await self._start_forkserver()
 
     async def close(self) -> None:
-        """Stop reaping; the runners keep running (they outlive the gateway)."""
+        """Stop reaping and the fork server; the runners keep running (they outlive the gateway)."""
         if self._reaper is not None:
             self._reaper.cancel()
             with suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
+        if self._forkserver is not None:
+            await asyncio.to_thread(self._forkserver.stop)
+            self._forkserver = None
+
+    async def _start_forkserver(self) -> None:
+        env = self._base_env()
+        try:
+            self._forkserver = await asyncio.to_thread(
+                _ForkServer.start, self.runner_command[0], env, self.data_dir
+            )
+        except (OSError, ExecutorError) as exc:
+            # Slower, not broken: every runner then starts as a fresh interpreter.
+            log.warning("forkserver.unavailable", error=str(exc))
 
     # ---- the Executor interface -------------------------------------------------------------
 
@@ -91,11 +127,10 @@ class LocalExecutor:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / EXIT_FILE).unlink(missing_ok=True)  # a relaunch must not read an old exit
         try:
-            child = await asyncio.to_thread(self._spawn, request, work_dir)
-            handle = f"{child.pid}:{psutil.Process(child.pid).create_time():.2f}"
+            pid = await self._start_runner(request, work_dir)
+            handle = f"{pid}:{psutil.Process(pid).create_time():.2f}"
         except (OSError, psutil.Error) as exc:
             raise ExecutorError(f"could not start the runner: {exc}") from exc
-        self._children[handle] = child
         self._work_dirs[handle] = work_dir
         launch = {"task_id": request.task_id, "handle": handle, "time": time.time()}
         (work_dir / LAUNCH_FILE).write_text(json.dumps(launch), encoding="utf-8")
@@ -133,6 +168,21 @@ class LocalExecutor:
 
     # ---- launching ----------------------------------------------------------------------------
 
+    async def _start_runner(self, request: LaunchRequest, work_dir: Path) -> int:
+        """The new runner's pid: forked by the warm server if there is one."""
+        server = self._forkserver
+        if server is not None:
+            env, out = self._env(request, work_dir), str(work_dir / RUNNER_OUT)
+            try:
+                return await asyncio.to_thread(server.spawn, env, str(work_dir), out)
+            except (OSError, ValueError, ExecutorError) as exc:
+                log.warning("forkserver.failed", task_id=request.task_id, error=str(exc))
+                self._forkserver = None
+                await asyncio.to_thread(server.stop)
+        child = await asyncio.to_thread(self._spawn, request, work_dir)
+        self._children[f"{child.pid}:{psutil.Process(child.pid).create_time():.2f}"] = child
+        return child.pid
+
     def _spawn(self, request: LaunchRequest, work_dir: Path) -> subprocess.Popen[bytes]:
         with (work_dir / RUNNER_OUT).open("ab") as out:
             return subprocess.Popen(
@@ -146,10 +196,14 @@ class LocalExecutor:
                 close_fds=True,
             )
 
-    def _env(self, request: LaunchRequest, work_dir: Path) -> dict[str, str]:
+    def _base_env(self) -> dict[str, str]:
         # The gateway's own settings (database URL, secrets) are not the runner's business.
         env = {key: value for key, value in os.environ.items() if not key.startswith("CMBTASK_")}
         env.update(self.extra_env)
+        return env
+
+    def _env(self, request: LaunchRequest, work_dir: Path) -> dict[str, str]:
+        env = self._base_env()
         env.update(
             {
                 "CMBTASK_TASK_ID": request.task_id,
@@ -272,3 +326,95 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def _is_standard_runner(command: Sequence[str]) -> bool:
+    return len(command) == 3 and command[1:] == ["-m", "cmbtask_runner"]
+
+
+class _ForkServer:
+    """The gateway's handle on ``python -m cmbtask_runner.forkserver``.
+
+    Runners it forks are not this gateway's children: like runners adopted
+    after a restart, their end is read from ``exit.json``. The server's pid is
+    kept in ``forkserver.json`` so that a gateway restarted after a crash can
+    stop the one its predecessor left behind.
+    """
+
+    STATE_FILE = "forkserver.json"
+    START_TIMEOUT_S = 30.0
+
+    def __init__(self, process: subprocess.Popen[bytes], socket_dir: Path) -> None:
+        self.process = process
+        self.socket_dir = socket_dir
+        self.socket_path = socket_dir / "fork.sock"
+
+    @classmethod
+    def start(cls, python: str, env: dict[str, str], data_dir: Path) -> _ForkServer:
+        state = data_dir / cls.STATE_FILE
+        cls._stop_stale(state)
+        # A short private directory: Unix socket paths are limited to ~107 bytes.
+        socket_dir = Path(tempfile.mkdtemp(prefix="cmbtask-fork-"))
+        with (data_dir / "forkserver.out").open("ab") as out:
+            process = subprocess.Popen(
+                [python, "-m", "cmbtask_runner.forkserver", str(socket_dir / "fork.sock")],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        server = cls(process, socket_dir)
+        server._await_ready()
+        ctime = psutil.Process(process.pid).create_time()
+        state.write_text(json.dumps({"pid": process.pid, "ctime": ctime}), encoding="utf-8")
+        log.info("forkserver.started", pid=process.pid)
+        return server
+
+    def _await_ready(self) -> None:
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            with suppress(OSError, ValueError, ExecutorError):
+                if self._call({"op": "ping"}).get("pong"):
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise ExecutorError("the runner fork server did not start")
+
+    def spawn(self, env: dict[str, str], cwd: str, out: str) -> int:
+        reply = self._call({"op": "spawn", "env": env, "cwd": cwd, "out": out})
+        if "pid" not in reply:
+            raise ExecutorError(f"the fork server refused: {reply.get('error', reply)}")
+        return int(reply["pid"])
+
+    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(str(self.socket_path))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            reply: dict[str, Any] = json.loads(conn.makefile("rb").readline(1024 * 1024))
+        return reply
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with suppress(OSError, ValueError):
+                self._call({"op": "exit"})
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    @staticmethod
+    def _stop_stale(state: Path) -> None:
+        try:
+            record = json.loads(state.read_text(encoding="utf-8"))
+            proc = psutil.Process(int(record["pid"]))
+            if abs(proc.create_time() - float(record["ctime"])) <= _CTIME_TOLERANCE_S:
+                proc.terminate()  # only the server: its runners are in sessions of their own
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return
