@@ -126,9 +126,12 @@ def test_planning_control_shows_plan_for_approval_then_runs_it(
 
 def test_rejected_plan_fails_the_task_without_running_it(client: httpx.Client) -> None:
     run = run_task(
-        client, "planning-control", PROMPT, {"max_plan_steps": 1, "n_plan_reviews": 0},
+        client,
+        "planning-control",
+        PROMPT,
+        {"max_plan_steps": 1, "n_plan_reviews": 0},
         answer=lambda _a: ("reject", None),
-    )  # fmt: skip
+    )
     assert run.final["type"] == "task.failed"
     assert "plan rejected" in run.final["data"]["reason"]
     assert not run.of("step.started")
