@@ -52,6 +52,23 @@ test("a second user cannot see the first user's sessions", async ({ browser }) =
   await expect(bob.locator(".conn")).toHaveAttribute("data-state", "not_found");
   await expect(bob.getByText("Alice's private analysis")).toHaveCount(0);
 
+  // alice's pending approval shows in her dock, never in bob's
+  const submitted = await alice.request.post(`${gateway.url}/api/sessions/${decodeURIComponent(aliceSessionUrl.split("/").pop()!)}/tasks`, {
+    headers: { Authorization: `Bearer ${tokens.alice}` },
+    data: { engine: "demo", mode: "one-shot", params: { steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true } },
+  });
+  expect(submitted.status()).toBe(201);
+  await alice.goto(gateway.url);
+  await expect(alice.getByRole("complementary", { name: "Pending approvals" })).toBeVisible();
+  await bob.goto(gateway.url);
+  await expect(bob.getByText("No sessions yet.")).toBeVisible();
+  await bob.waitForTimeout(3500); // one more poll of the approvals dock
+  await expect(bob.getByRole("complementary", { name: "Pending approvals" })).toHaveCount(0);
+  const dock = alice.getByRole("complementary", { name: "Pending approvals" });
+  await dock.getByRole("button", { name: "Reject" }).click();
+  await expect(dock.getByRole("status")).toHaveText("Rejected by alice");
+  await expect(dock).toHaveCount(0, { timeout: 10_000 });
+
   // alice still sees hers after a reload (the token is kept)
   await alice.goto(gateway.url);
   await expect(alice.getByRole("link", { name: "Alice's private analysis" })).toBeVisible();

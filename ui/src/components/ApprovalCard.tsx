@@ -2,7 +2,7 @@
  * answer where allowed, a countdown to expiry, and once decided, by whom. */
 import { useState } from "react";
 import { api, ApiError } from "../api/http";
-import type { Decision } from "../api/protocol";
+import type { ApprovalView, Decision } from "../api/protocol";
 import { useNow } from "../hooks";
 import type { ApprovalState } from "../state/sessionStore";
 
@@ -39,7 +39,13 @@ export function countdown(expiresAt: string | null, now: number): string | null 
   return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
 }
 
-export function ApprovalCard({ approval, compact = false }: { approval: ApprovalState; compact?: boolean }) {
+export function ApprovalCard({ approval: given, compact = false }: { approval: ApprovalState; compact?: boolean }) {
+  // The gateway's answer to our own decision, shown until the stream or poll catches up.
+  const [answer, setAnswer] = useState<ApprovalView | null>(null);
+  const approval: ApprovalState =
+    answer && given.status === "pending"
+      ? { ...given, status: answer.status, decision: answer.decision ?? null, text: answer.response ?? null, resolvedBy: answer.resolved_by ?? null }
+      : given;
   const [text, setText] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -52,7 +58,7 @@ export function ApprovalCard({ approval, compact = false }: { approval: Approval
     setBusy(true);
     setError(null);
     try {
-      await api.resolveApproval(approval.id, decision, text || null);
+      setAnswer(await api.resolveApproval(approval.id, decision, text || null));
     } catch (err) {
       setError(err instanceof ApiError ? err.message : String(err));
     } finally {

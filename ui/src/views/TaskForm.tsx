@@ -12,7 +12,10 @@ const DEFAULT_PARAMS: Record<string, string> = {
 
 export function TaskForm({ sessionId, modes, defaultMode, disabled }: { sessionId: string; modes: ModeInfo[]; defaultMode: string; disabled: boolean }) {
   const [mode, setMode] = useState(defaultMode);
-  const engines = modes.find((m) => m.name === mode)?.engines ?? ["demo", "script"];
+  const modeInfo = modes.find((m) => m.name === mode);
+  const engines = modeInfo?.engines ?? ["demo", "script"];
+  // an unavailable mode lacks its real engine (cmbagent); demo and script take any mode
+  const engineUsable = (name: string) => modeInfo?.available !== false || name === "demo" || name === "script";
   const [engine, setEngine] = useState("demo");
   const [prompt, setPrompt] = useState("");
   const [params, setParams] = useState(DEFAULT_PARAMS.demo);
@@ -71,8 +74,9 @@ export function TaskForm({ sessionId, modes, defaultMode, disabled }: { sessionI
           <span>Engine</span>
           <select value={engine} onChange={(e) => chooseEngine(e.target.value)}>
             {engines.map((name) => (
-              <option key={name} value={name}>
+              <option key={name} value={name} disabled={!engineUsable(name)}>
                 {name}
+                {engineUsable(name) ? "" : " (unavailable)"}
               </option>
             ))}
           </select>
@@ -82,6 +86,12 @@ export function TaskForm({ sessionId, modes, defaultMode, disabled }: { sessionI
           <input type="number" min={1} inputMode="numeric" value={timeout} onChange={(e) => setTimeoutS(e.target.value)} placeholder="none" />
         </label>
       </div>
+      {modeInfo && (
+        <p className="muted mode-info">
+          {modeInfo.description}
+          {modeInfo.available === false && modeInfo.unavailable_reason ? ` — ${modeInfo.unavailable_reason}` : ""}
+        </p>
+      )}
       <label className="field">
         <span>Prompt</span>
         <textarea rows={3} value={prompt} onChange={(e) => setPrompt(e.target.value)} placeholder="What should the agents do?" />
