@@ -29,6 +29,10 @@ that templates and tests agree on them.
 {{- printf "%s-operator" (include "cmbtask.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "cmbtask.runner.fullname" -}}
+{{- printf "%s-runner" (include "cmbtask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "cmbtask.signingKeySecretName" -}}
 {{- default (printf "%s-signing-key" (include "cmbtask.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
