@@ -96,19 +96,24 @@ async def patch_from_fresh(kube: Kube, namespace: str, name: str, compute: Any) 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Attach every handler to ``registry``, bound to ``config``."""
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="connect", registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _configure_kopf(settings, config)
         memo["kube"] = Kube(await connect())
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A private registry gets none of kopf's default login handlers.
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(memo: kopf.Memo, **_: Any) -> None:
         kube = memo.get("kube")
         if kube is not None:
             await kube.close()
 
-    @kopf.on.resume(*_CMBTASKS, registry=registry)
-    @kopf.on.create(*_CMBTASKS, registry=registry)
+    @kopf.on.resume(*_CMBTASKS, id="launch", registry=registry)
+    @kopf.on.create(*_CMBTASKS, id="launch", registry=registry)
     async def launch(
         name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
         meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any,
@@ -135,7 +140,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         )  # fmt: skip
         patch.status.update(_launched(status, pod["metadata"]["name"], task_id_of(uid, task)))
 
-    @kopf.on.event("v1", "pods", labels={LABEL_MANAGED_BY: OPERATOR_NAME}, registry=registry)
+    @kopf.on.event("v1", "pods", id="mirror", labels={LABEL_MANAGED_BY: OPERATOR_NAME}, registry=registry)
     async def mirror_pod(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         owner, namespace = _owner(body), body.metadata.namespace
         if owner is None or namespace is None:
@@ -161,7 +166,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                     message=report.message or "",
                 )
 
-    @kopf.on.field(*_CMBTASKS, field="spec.cancel", new=True, registry=registry)
+    @kopf.on.field(*_CMBTASKS, id="cancel", field="spec.cancel", new=True, registry=registry)
     async def cancel(name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         def cancelled(status: Mapping[str, Any]) -> dict[str, Any] | None:
             if is_final(status.get("phase")):
@@ -175,7 +180,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         log.info("cmbtask.cancelled", cmbtask=name, namespace=namespace)
 
     @kopf.timer(
-        *_CMBTASKS, interval=config.ttl_check_interval_s, registry=registry,
+        *_CMBTASKS, id="ttl", interval=config.ttl_check_interval_s, registry=registry,
         when=lambda status, **_: is_final(status.get("phase")),
     )  # fmt: skip
     async def expire(

@@ -264,10 +264,12 @@ class NodeAgent:
         await self.kill(meta["uid"], grace_s=meta.get("deletionGracePeriodSeconds") or 0)
         # As a kubelet does: once the containers are gone, remove the pod for good.
         with contextlib.suppress(ApiException):
+            # (with a body, the API server reads the grace period from it, not the query)
             await self.core.delete_namespaced_pod(
-                meta["name"], meta["namespace"], grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}},
-            )  # fmt: skip
+                meta["name"],
+                meta["namespace"],
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            )
 
     async def shutdown(self) -> None:
         for uid in list(self.processes):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.cluster import ControlPlane, Kubectl, Process, cmbtask, secret, wait_for
-from tests.e2e.conftest import operator_process
+from tests.e2e.conftest import PEERING, operator_process
 from tests.support.gateway import GatewayProcess
 
 pytestmark = [pytest.mark.k8s, pytest.mark.usefixtures("operator")]
@@ -161,11 +161,18 @@ def test_operator_restart_mid_task_makes_no_second_pod(
     standby.env["CMBTASK_OPERATOR_PRIORITY"] = "1"
     standby.start()
     try:
-        wait_for(lambda: "Pausing operations" in standby.log(), 30, "the standby replica to pause")
+
+        def standby_listed() -> bool:
+            peering = kubectl.get("clusterkopfpeering", PEERING, "default") or {}
+            return any(peer.get("priority") == 1 for peer in (peering.get("status") or {}).values())
+
+        wait_for(standby_listed, 30, "the standby replica to join the peering")
         kubectl.apply(cmbtask("after", engine="quantum"), namespace=namespace)
         wait_phase(kubectl, "after", namespace, {"failed"})
         events = wait_for(lambda: events_for(kubectl, "after", namespace), 20, "the Warning event")
-        assert len([e for e in events if e["reason"] == "UnknownEngine"]) == 1
         assert sum(e.get("count", 1) for e in events if e["reason"] == "UnknownEngine") == 1
+        # kopf starts paused and a lower priority never resumes while the other lives
+        assert "Resuming operations" not in standby.log()
+        assert "Handler 'launch'" not in standby.log()
     finally:
         standby.stop()
