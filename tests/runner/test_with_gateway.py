@@ -7,6 +7,7 @@ end to end: REST in, events out, processes checked with psutil.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import textwrap
@@ -100,10 +101,12 @@ async def test_gateway_sigkill_and_restart_mid_task(local_gateway: GatewayProces
     await watcher.read_until(lambda c: bool(c.of_type("step.completed")))
     cursor = watcher.last_seq
     pids = [runner_pid(get_task(local_gateway.client(), task["id"])) for task in tasks]
+    forkserver = json.loads((local_gateway.data_dir / "forkserver.json").read_text())["pid"]
     local_gateway.kill()
     await watcher.close()
     await asyncio.sleep(1.5)  # runners keep working and buffering meanwhile
     assert not any(gone(pid) for pid in pids), "runners outlive the gateway"
+    assert await wait_gone([forkserver], 5), "the dead gateway's fork server leaves"
     local_gateway.start()
     for task in tasks:
         assert (await wait_phase(local_gateway, task["id"], timeout_s=90))["phase"] == "succeeded"
