@@ -24,6 +24,7 @@ for arg in "$@"; do
   case "$arg" in
     --check)
       npm run check:types
+      npm run check:format
       npm test
       ;;
     --e2e)

@@ -41,13 +41,17 @@ for (const theme of ["light", "dark"] as const) {
     await form.getByLabel("Title").fill(`Accessible ${theme}`);
     await form.getByRole("button", { name: "Create session" }).click();
     await expect(page.locator(".conn")).toHaveAttribute("data-state", "connected");
-    await page.getByLabel("Parameters (JSON)").fill(JSON.stringify({ steps: 2, step_delay_s: 0, lines_per_step: 3, approve_plan: true }));
+    await page
+      .getByLabel("Parameters (JSON)")
+      .fill(JSON.stringify({ steps: 2, step_delay_s: 0, lines_per_step: 3, approve_plan: true }));
     await page.getByRole("button", { name: "Run task" }).click();
     await expect(page.locator(".timeline article.approval").getByRole("button", { name: "Approve" })).toBeVisible();
     expect(await seriousViolations(page)).toEqual([]);
 
     await page.locator(".timeline article.approval").getByRole("button", { name: "Approve" }).click();
-    await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
+    await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", {
+      timeout: 60_000,
+    });
     expect(await seriousViolations(page)).toEqual([]);
 
     await page.goto(gateway.url);

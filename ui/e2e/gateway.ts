@@ -114,7 +114,11 @@ export class Gateway {
   }
 
   token(user: string): string {
-    return execFileSync(CMBTASK, ["token", "create", user], { env: this.env(), encoding: "utf-8" }).trim().split("\n").pop()!.trim();
+    return execFileSync(CMBTASK, ["token", "create", user], { env: this.env(), encoding: "utf-8" })
+      .trim()
+      .split("\n")
+      .pop()!
+      .trim();
   }
 
   log(): string {

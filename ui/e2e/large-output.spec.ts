@@ -23,7 +23,10 @@ test("100,000 lines of output stay virtualised and smooth", async ({ page }) => 
 
   await page.getByLabel("Engine").selectOption("script");
   await page.getByLabel("Parameters (JSON)").fill(
-    JSON.stringify({ code: `for i in range(${LINES}):\n    print(f"row {i + 1}")`, max_output_lines_per_s: 1_000_000 }),
+    JSON.stringify({
+      code: `for i in range(${LINES}):\n    print(f"row {i + 1}")`,
+      max_output_lines_per_s: 1_000_000,
+    }),
   );
   const started = Date.now();
   await page.getByRole("button", { name: "Run task" }).click();

@@ -19,16 +19,18 @@ test.afterAll(async () => {
 const STEPS = 6;
 const LINES = 25;
 
-test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated or missing lines", async ({ page }) => {
+test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated or missing lines", async ({
+  page,
+}) => {
   await page.goto(gateway.url);
   const form = page.getByRole("form", { name: "New session" });
   await form.getByLabel("Title").fill("Survives a restart");
   await form.getByRole("button", { name: "Create session" }).click();
   await expect(page.locator(".conn")).toHaveAttribute("data-state", "connected");
 
-  await page.getByLabel("Parameters (JSON)").fill(
-    JSON.stringify({ steps: STEPS, step_delay_s: 1.5, lines_per_step: LINES, approve_plan: false }),
-  );
+  await page
+    .getByLabel("Parameters (JSON)")
+    .fill(JSON.stringify({ steps: STEPS, step_delay_s: 1.5, lines_per_step: LINES, approve_plan: false }));
   await page.getByRole("button", { name: "Run task" }).click();
   const task = page.locator("article.task").first();
   await expect(task.getByTestId("step-label")).toHaveText(`Step 2 of ${STEPS}`, { timeout: 60_000 });
@@ -55,7 +57,9 @@ test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated
   await expect(badge).toHaveAttribute("data-state", "connected");
   await expect(task.getByTestId("step-label")).toHaveText(`Step ${STEPS} of ${STEPS}`);
   const seen = await page.evaluate(() => (window as unknown as { seenStates: string[] }).seenStates);
-  console.log(`figure: badge states after kill -9: ${seen.join(" -> ")}; task done ${Date.now() - killedAt} ms after the kill`);
+  console.log(
+    `figure: badge states after kill -9: ${seen.join(" -> ")}; task done ${Date.now() - killedAt} ms after the kill`,
+  );
   expect(seen[0]).toBe("connected");
   expect(seen).toContain("reconnecting");
   expect(seen[seen.length - 1]).toBe("connected");
@@ -64,9 +68,12 @@ test("kill -9 and restart the gateway mid-task: reconnecting, then no duplicated
   const downloading = page.waitForEvent("download");
   await task.getByRole("button", { name: "Download" }).click();
   const file = await (await downloading).path();
-  const lines = readFileSync(file, "utf-8").split("\n").filter((l) => / step \d+\/\d+ line \d+\/\d+$/.test(l));
+  const lines = readFileSync(file, "utf-8")
+    .split("\n")
+    .filter((l) => / step \d+\/\d+ line \d+\/\d+$/.test(l));
   const expected: string[] = [];
-  for (let s = 1; s <= STEPS; s++) for (let l = 1; l <= LINES; l++) expected.push(`step ${s}/${STEPS} line ${l}/${LINES}`);
+  for (let s = 1; s <= STEPS; s++)
+    for (let l = 1; l <= LINES; l++) expected.push(`step ${s}/${STEPS} line ${l}/${LINES}`);
   expect(lines.length).toBe(STEPS * LINES);
   expect(new Set(lines).size).toBe(STEPS * LINES);
   expect(lines.map((l) => l.replace(/^\[[^\]]+\] /, ""))).toEqual(expected);

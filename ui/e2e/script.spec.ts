@@ -61,7 +61,9 @@ test("a script asks for free text, shows code and costs, and an image file appea
   await expect(task.getByRole("log", { name: "Task output" })).toContainText("answer: Planck 2018 TT");
   await expect(task.getByLabel("Costs")).toHaveText("Tokens: 1,234 in · 56 out · Cost: $0.0123");
   await expect(page.locator(".ev-agent-message .agent")).toHaveText("analyst");
-  await expect(page.locator(".ev-agent-message code[data-language='python'] .hljs-keyword").first()).toHaveText("import");
+  await expect(page.locator(".ev-agent-message code[data-language='python'] .hljs-keyword").first()).toHaveText(
+    "import",
+  );
 
   const image = task.getByRole("img", { name: "spectrum.png" });
   await expect(image).toBeVisible();

@@ -53,10 +53,17 @@ test("a second user cannot see the first user's sessions", async ({ browser }) =
   await expect(bob.getByText("Alice's private analysis")).toHaveCount(0);
 
   // alice's pending approval shows in her dock, never in bob's
-  const submitted = await alice.request.post(`${gateway.url}/api/sessions/${decodeURIComponent(aliceSessionUrl.split("/").pop()!)}/tasks`, {
-    headers: { Authorization: `Bearer ${tokens.alice}` },
-    data: { engine: "demo", mode: "one-shot", params: { steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true } },
-  });
+  const submitted = await alice.request.post(
+    `${gateway.url}/api/sessions/${decodeURIComponent(aliceSessionUrl.split("/").pop()!)}/tasks`,
+    {
+      headers: { Authorization: `Bearer ${tokens.alice}` },
+      data: {
+        engine: "demo",
+        mode: "one-shot",
+        params: { steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true },
+      },
+    },
+  );
   expect(submitted.status()).toBe(201);
   await alice.goto(gateway.url);
   await expect(alice.getByRole("complementary", { name: "Pending approvals" })).toBeVisible();

@@ -87,7 +87,9 @@ test("two tabs: resolving an approval in one updates the other", async ({ browse
   await expect(cardB.getByRole("status")).toHaveText("Approved by local");
   await expect(cardB.getByRole("button", { name: "Approve" })).toHaveCount(0);
   await expect(tabB.getByRole("complementary", { name: "Pending approvals" })).toBeHidden();
-  await expect(tabB.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
+  await expect(tabB.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", {
+    timeout: 60_000,
+  });
   await context.close();
 });
 
@@ -141,7 +143,9 @@ test("the session list filters, renames, suspends, resumes and deletes with conf
 
 test("the session list pages through sessions, newest first", async ({ page, request }) => {
   for (let i = 1; i <= 23; i++) {
-    const response = await request.post(`${gateway.url}/api/sessions`, { data: { title: `Batch ${String(i).padStart(2, "0")}` } });
+    const response = await request.post(`${gateway.url}/api/sessions`, {
+      data: { title: `Batch ${String(i).padStart(2, "0")}` },
+    });
     expect(response.status()).toBe(201);
   }
   await page.goto(gateway.url);
@@ -166,7 +170,9 @@ test("keyboard only: create a session, run a task, approve it", async ({ page })
   await expect(page.getByRole("heading", { level: 1, name: "Keyboard session" })).toBeVisible();
   await expect(page.locator(".conn")).toHaveAttribute("data-state", "connected");
 
-  await page.getByLabel("Parameters (JSON)").fill(JSON.stringify({ steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true }));
+  await page
+    .getByLabel("Parameters (JSON)")
+    .fill(JSON.stringify({ steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true }));
   await page.keyboard.press("Tab"); // to "Run task"
   await expect(page.getByRole("button", { name: "Run task" })).toBeFocused();
   await page.keyboard.press("Enter");
@@ -181,13 +187,21 @@ test("keyboard only: create a session, run a task, approve it", async ({ page })
   }
   expect(reached).toBe(true);
   await page.keyboard.press("Enter");
-  await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", { timeout: 60_000 });
+  await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded", {
+    timeout: 60_000,
+  });
 });
 
 test("an approval resolved elsewhere says who resolved it", async ({ page, request }) => {
-  const session = await (await request.post(`${gateway.url}/api/sessions`, { data: { title: "Stale approval" } })).json();
+  const session = await (
+    await request.post(`${gateway.url}/api/sessions`, { data: { title: "Stale approval" } })
+  ).json();
   const task = await request.post(`${gateway.url}/api/sessions/${session.id}/tasks`, {
-    data: { engine: "demo", mode: "one-shot", params: { steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true } },
+    data: {
+      engine: "demo",
+      mode: "one-shot",
+      params: { steps: 1, step_delay_s: 0, lines_per_step: 1, approve_plan: true },
+    },
   });
   expect(task.status()).toBe(201);
 
@@ -206,8 +220,12 @@ test("an approval resolved elsewhere says who resolved it", async ({ page, reque
   const dock = page.getByRole("complementary", { name: "Pending approvals" });
   await expect(dock.getByRole("button", { name: "Approve" })).toBeVisible({ timeout: 30_000 });
 
-  const pending = await (await request.get(`${gateway.url}/api/approvals?status=pending&session_id=${session.id}`)).json();
-  const resolved = await request.post(`${gateway.url}/api/approvals/${pending.items[0].id}/resolve`, { data: { decision: "reject" } });
+  const pending = await (
+    await request.get(`${gateway.url}/api/approvals?status=pending&session_id=${session.id}`)
+  ).json();
+  const resolved = await request.post(`${gateway.url}/api/approvals/${pending.items[0].id}/resolve`, {
+    data: { decision: "reject" },
+  });
   expect(resolved.status()).toBe(200);
 
   await dock.getByRole("button", { name: "Approve" }).click();

@@ -1,3 +1,4 @@
+// Entry point: mounts the app into index.html's #root.
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";

@@ -32,10 +32,16 @@ describe("api", () => {
   });
 
   it("turns an ErrorBody into an ApiError", async () => {
-    fetchMock.mockResolvedValue(reply(409, { code: "already_resolved", message: "approval already approved by alice" }));
+    fetchMock.mockResolvedValue(
+      reply(409, { code: "already_resolved", message: "approval already approved by alice" }),
+    );
     const error = await api.resolveApproval("a1", "approve", null).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ApiError);
-    expect(error).toMatchObject({ status: 409, code: "already_resolved", message: "approval already approved by alice" });
+    expect(error).toMatchObject({
+      status: 409,
+      code: "already_resolved",
+      message: "approval already approved by alice",
+    });
     const [, init] = fetchMock.mock.calls[0] as [URL, RequestInit];
     expect(JSON.parse(String(init.body))).toEqual({ decision: "approve", text: null });
   });

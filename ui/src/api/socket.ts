@@ -13,14 +13,7 @@
 import type { Event, WsHello } from "./protocol";
 
 export type ConnectionState =
-  | "idle"
-  | "connecting"
-  | "replaying"
-  | "connected"
-  | "reconnecting"
-  | "unauthorized"
-  | "not_found"
-  | "closed";
+  "idle" | "connecting" | "replaying" | "connected" | "reconnecting" | "unauthorized" | "not_found" | "closed";
 
 /** The part of the browser's WebSocket this module uses (tests pass a fake). */
 export interface SocketLike {

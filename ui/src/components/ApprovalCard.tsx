@@ -44,7 +44,13 @@ export function ApprovalCard({ approval: given, compact = false }: { approval: A
   const [answer, setAnswer] = useState<ApprovalView | null>(null);
   const approval: ApprovalState =
     answer && given.status === "pending"
-      ? { ...given, status: answer.status, decision: answer.decision ?? null, text: answer.response ?? null, resolvedBy: answer.resolved_by ?? null }
+      ? {
+          ...given,
+          status: answer.status,
+          decision: answer.decision ?? null,
+          text: answer.response ?? null,
+          resolvedBy: answer.resolved_by ?? null,
+        }
       : given;
   const [text, setText] = useState("");
   const [busy, setBusy] = useState(false);

@@ -31,7 +31,10 @@ export function fromView(view: ApprovalView): ApprovalState {
 }
 
 /** Polled pending approvals, minus those the live stream knows are settled. */
-export function mergePending(polled: ApprovalView[], live: ApprovalState[]): { approval: ApprovalState; sessionId: string }[] {
+export function mergePending(
+  polled: ApprovalView[],
+  live: ApprovalState[],
+): { approval: ApprovalState; sessionId: string }[] {
   const liveById = new Map(live.map((a) => [a.id, a]));
   const merged = polled
     .filter((v) => (liveById.get(v.id)?.status ?? "pending") === "pending")
@@ -46,7 +49,8 @@ export function mergePending(polled: ApprovalView[], live: ApprovalState[]): { a
 /** Pages without a session socket show whether the gateway answers the poll. */
 function reachable(ok: boolean): void {
   const { state } = connection.get();
-  if (state === "online" || state === "offline") connection.set({ state: ok ? "online" : "offline", info: { attempt: 0 } });
+  if (state === "online" || state === "offline")
+    connection.set({ state: ok ? "online" : "offline", info: { attempt: 0 } });
 }
 
 export function ApprovalsDock() {

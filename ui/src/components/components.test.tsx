@@ -114,7 +114,10 @@ describe("mergePending", () => {
   });
 
   it("drops polled approvals the live stream has seen resolved, adds live ones not yet polled", () => {
-    const merged = mergePending([view("a1"), view("a2")], [approval({ id: "a1", status: "approved" }), approval({ id: "a3" })]);
+    const merged = mergePending(
+      [view("a1"), view("a2")],
+      [approval({ id: "a1", status: "approved" }), approval({ id: "a3" })],
+    );
     expect(merged.map((m) => m.approval.id)).toEqual(["a2", "a3"]);
     expect(merged[0].sessionId).toBe("s1");
   });

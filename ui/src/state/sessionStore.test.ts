@@ -5,7 +5,15 @@ import { progressOf, SessionStore } from "./sessionStore";
 let seq = 0;
 function ev(type: string, data: Record<string, unknown> = {}, task = "t1"): Event {
   seq += 1;
-  return { v: 1, seq, session_id: "s1", task_id: task, type, ts: `2026-01-01T00:00:${String(seq % 60).padStart(2, "0")}Z`, data };
+  return {
+    v: 1,
+    seq,
+    session_id: "s1",
+    task_id: task,
+    type,
+    ts: `2026-01-01T00:00:${String(seq % 60).padStart(2, "0")}Z`,
+    data,
+  };
 }
 
 function demoRun(): Event[] {
@@ -48,7 +56,11 @@ describe("SessionStore", () => {
 
   it("splits output into lines and ignores events it has seen", () => {
     const store = new SessionStore();
-    const events = [...demoRun(), ev("output", { stream: "stdout", text: "a\nb\n" }), ev("output", { stream: "stderr", text: "c" })];
+    const events = [
+      ...demoRun(),
+      ev("output", { stream: "stdout", text: "a\nb\n" }),
+      ev("output", { stream: "stderr", text: "c" }),
+    ];
     store.apply(events);
     store.apply(events); // a replay after reconnect
     const lines = store.tasks.get("t1")!.output;
@@ -76,7 +88,10 @@ describe("SessionStore", () => {
     let calls = 0;
     store.subscribe(() => (calls += 1));
     store.apply(demoRun());
-    store.apply([ev("approval.expired", { approval_id: "a1", on_timeout: "reject" }), ev("task.cancelled", { reason: "user" })]);
+    store.apply([
+      ev("approval.expired", { approval_id: "a1", on_timeout: "reject" }),
+      ev("task.cancelled", { reason: "user" }),
+    ]);
     expect(calls).toBe(2);
     expect(store.approvals.get("a1")!.status).toBe("expired");
     expect(store.tasks.get("t1")!.phase).toBe("cancelled");
@@ -85,7 +100,11 @@ describe("SessionStore", () => {
 
   it("keeps a readable timeline without output lines", () => {
     const store = new SessionStore();
-    store.apply([...demoRun(), ev("output", { stream: "stdout", text: "x" }), ev("agent.message", { agent: "planner", content: "hi" })]);
+    store.apply([
+      ...demoRun(),
+      ev("output", { stream: "stdout", text: "x" }),
+      ev("agent.message", { agent: "planner", content: "hi" }),
+    ]);
     expect(store.timeline.map((e) => e.type)).toEqual([
       "task.queued",
       "task.started",

@@ -168,7 +168,12 @@ function NewSession({ modes, onCreated }: { modes: ModeInfo[]; onCreated: (s: Se
       <div className="row-fields">
         <label className="field">
           <span>Title</span>
-          <input value={title} maxLength={200} onChange={(e) => setTitle(e.target.value)} placeholder="Untitled session" />
+          <input
+            value={title}
+            maxLength={200}
+            onChange={(e) => setTitle(e.target.value)}
+            placeholder="Untitled session"
+          />
         </label>
         <label className="field">
           <span>Mode</span>
@@ -245,12 +250,22 @@ function SessionRow({ session, onRename, onSuspend, onResume, onDelete }: RowPro
           Rename
         </button>
         {session.status === "active" && (
-          <button type="button" className="small" onClick={() => void onSuspend()} aria-label={`Suspend ${session.title}`}>
+          <button
+            type="button"
+            className="small"
+            onClick={() => void onSuspend()}
+            aria-label={`Suspend ${session.title}`}
+          >
             Suspend
           </button>
         )}
         {session.status === "suspended" && (
-          <button type="button" className="small" onClick={() => void onResume()} aria-label={`Resume ${session.title}`}>
+          <button
+            type="button"
+            className="small"
+            onClick={() => void onResume()}
+            aria-label={`Resume ${session.title}`}
+          >
             Resume
           </button>
         )}

@@ -8,7 +8,15 @@ import { TaskForm } from "./TaskForm";
 import { Timeline } from "./Timeline";
 import { useSessionStream } from "./useSessionStream";
 
-export function SessionPage({ id, modes, onUnauthorized }: { id: string; modes: ModeInfo[]; onUnauthorized: () => void }) {
+export function SessionPage({
+  id,
+  modes,
+  onUnauthorized,
+}: {
+  id: string;
+  modes: ModeInfo[];
+  onUnauthorized: () => void;
+}) {
   const [session, setSession] = useState<SessionView | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [actionError, setActionError] = useState<string | null>(null);
@@ -80,8 +88,12 @@ export function SessionPage({ id, modes, onUnauthorized }: { id: string; modes: 
       )}
       <div className="columns">
         <div className="col">
-          {session && <TaskForm sessionId={id} modes={modes} defaultMode={session.mode} disabled={session.status !== "active"} />}
-          {session && session.status !== "active" && <p className="muted">This session is {session.status}; resume it to run tasks.</p>}
+          {session && (
+            <TaskForm sessionId={id} modes={modes} defaultMode={session.mode} disabled={session.status !== "active"} />
+          )}
+          {session && session.status !== "active" && (
+            <p className="muted">This session is {session.status}; resume it to run tasks.</p>
+          )}
           <section aria-label="Tasks">
             {tasks.map((task) => (
               <TaskCard key={task.id} task={task} version={version} />

@@ -76,8 +76,8 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
       )}
       {(task.promptTokens > 0 || task.costUsd > 0) && (
         <p className="costs" aria-label="Costs">
-          Tokens: {task.promptTokens.toLocaleString("en-US")} in · {task.completionTokens.toLocaleString("en-US")} out · Cost: $
-          {task.costUsd.toFixed(4)}
+          Tokens: {task.promptTokens.toLocaleString("en-US")} in · {task.completionTokens.toLocaleString("en-US")} out ·
+          Cost: ${task.costUsd.toFixed(4)}
         </p>
       )}
       {task.files.length > 0 && <Files taskId={task.id} files={task.files} />}

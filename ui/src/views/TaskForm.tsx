@@ -10,7 +10,17 @@ const DEFAULT_PARAMS: Record<string, string> = {
   cmbagent: "{}",
 };
 
-export function TaskForm({ sessionId, modes, defaultMode, disabled }: { sessionId: string; modes: ModeInfo[]; defaultMode: string; disabled: boolean }) {
+export function TaskForm({
+  sessionId,
+  modes,
+  defaultMode,
+  disabled,
+}: {
+  sessionId: string;
+  modes: ModeInfo[];
+  defaultMode: string;
+  disabled: boolean;
+}) {
   const [mode, setMode] = useState(defaultMode);
   const modeInfo = modes.find((m) => m.name === mode);
   const engines = modeInfo?.engines ?? ["demo", "script"];
@@ -83,7 +93,14 @@ export function TaskForm({ sessionId, modes, defaultMode, disabled }: { sessionI
         </label>
         <label className="field">
           <span>Timeout (s)</span>
-          <input type="number" min={1} inputMode="numeric" value={timeout} onChange={(e) => setTimeoutS(e.target.value)} placeholder="none" />
+          <input
+            type="number"
+            min={1}
+            inputMode="numeric"
+            value={timeout}
+            onChange={(e) => setTimeoutS(e.target.value)}
+            placeholder="none"
+          />
         </label>
       </div>
       {modeInfo && (
@@ -94,11 +111,22 @@ export function TaskForm({ sessionId, modes, defaultMode, disabled }: { sessionI
       )}
       <label className="field">
         <span>Prompt</span>
-        <textarea rows={3} value={prompt} onChange={(e) => setPrompt(e.target.value)} placeholder="What should the agents do?" />
+        <textarea
+          rows={3}
+          value={prompt}
+          onChange={(e) => setPrompt(e.target.value)}
+          placeholder="What should the agents do?"
+        />
       </label>
       <label className="field">
         <span>Parameters (JSON)</span>
-        <textarea className="mono" rows={5} value={params} spellCheck={false} onChange={(e) => setParams(e.target.value)} />
+        <textarea
+          className="mono"
+          rows={5}
+          value={params}
+          spellCheck={false}
+          onChange={(e) => setParams(e.target.value)}
+        />
       </label>
       {error && (
         <p className="error" role="alert">

@@ -17,10 +17,15 @@ export function Timeline({ store }: { store: SessionStore; version: number }) {
       {store.timeline.length === 0 && <p className="muted">No events yet. Run a task to start.</p>}
       <ol>
         {store.timeline.map((event) => {
-          const approval = event.type === "approval.requested" ? store.approvals.get(str(event.data?.approval_id)) : undefined;
+          const approval =
+            event.type === "approval.requested" ? store.approvals.get(str(event.data?.approval_id)) : undefined;
           return (
             <li key={event.seq} className={`ev ev-${event.type.replace(/\./g, "-")}`} data-seq={event.seq}>
-              <Item event={event} approval={approval} approvalKey={approval ? `${approval.status}|${approval.resolvedBy ?? ""}` : ""} />
+              <Item
+                event={event}
+                approval={approval}
+                approvalKey={approval ? `${approval.status}|${approval.resolvedBy ?? ""}` : ""}
+              />
             </li>
           );
         })}
@@ -125,7 +130,10 @@ function EventItem({ event, approval }: ItemProps) {
           <summary>
             <Stamp event={event} /> <span className="agent">{str(d.agent)}</span> called <code>{str(d.tool)}</code>
           </summary>
-          <CodeBlock source={typeof d.arguments === "string" ? d.arguments : JSON.stringify(d.arguments ?? {}, null, 2)} language="json" />
+          <CodeBlock
+            source={typeof d.arguments === "string" ? d.arguments : JSON.stringify(d.arguments ?? {}, null, 2)}
+            language="json"
+          />
         </details>
       );
     case "code":
@@ -134,7 +142,11 @@ function EventItem({ event, approval }: ItemProps) {
           <p>
             <Stamp event={event} /> {d.agent ? <span className="agent">{str(d.agent)}</span> : null} code
           </p>
-          <CodeBlock source={str(d.source)} language={str(d.language) || undefined} title={str(d.filename) || undefined} />
+          <CodeBlock
+            source={str(d.source)}
+            language={str(d.language) || undefined}
+            title={str(d.filename) || undefined}
+          />
         </div>
       );
     case "approval.requested":

@@ -11,7 +11,10 @@ import { connection, liveApprovals } from "../state/shared";
 // and they must keep up too (another tab may resolve an approval).
 const FLUSH_MS = 30;
 
-export function useSessionStream(sessionId: string, onUnauthorized: () => void): { store: SessionStore; version: number } {
+export function useSessionStream(
+  sessionId: string,
+  onUnauthorized: () => void,
+): { store: SessionStore; version: number } {
   const store = useMemo(() => new SessionStore(), [sessionId]);
   const version = useSyncExternalStore(store.subscribe, store.getVersion);
 
