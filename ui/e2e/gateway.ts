@@ -33,7 +33,10 @@ export class Gateway {
   private proc: ChildProcess | null = null;
   private starts = 0;
 
-  constructor(private readonly authMode: "none" | "token" = "none") {}
+  constructor(
+    private readonly authMode: "none" | "token" = "none",
+    private readonly extraEnv: Record<string, string> = {},
+  ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -46,6 +49,7 @@ export class Gateway {
       CMBTASK_AUTH_MODE: this.authMode,
       CMBTASK_UI_DIR: join(REPO, "ui", "dist"),
       CMBTASK_LOG_FORMAT: "json",
+      ...this.extraEnv,
     };
   }
 
@@ -84,7 +88,13 @@ export class Gateway {
     await exited;
   }
 
+  /** SIGSTOP / SIGCONT: the gateway's sockets stay open but go silent. */
+  freeze(frozen: boolean): void {
+    this.proc?.kill(frozen ? "SIGSTOP" : "SIGCONT");
+  }
+
   async stop(): Promise<void> {
+    this.freeze(false);
     const proc = this.proc;
     if (proc && proc.exitCode === null && proc.signalCode === null) {
       const exited = new Promise((ok) => proc.once("exit", ok));

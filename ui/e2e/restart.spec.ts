@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Gateway, SCREENSHOTS } from "./gateway";
 
-const gateway = new Gateway("none");
+// Heartbeats every second, so a silent socket is declared dead after 2.5 s.
+const gateway = new Gateway("none", { CMBTASK_HEARTBEAT_S: "1" });
 
 test.beforeAll(async () => {
   await gateway.start();
@@ -110,4 +111,21 @@ test("the session list says when the gateway is unreachable, and when it is back
   await gateway.start();
   await expect(badge).toHaveAttribute("data-state", "online", { timeout: 15_000 });
   await expect(page.getByRole("link", { name: "Survives a restart" })).toBeVisible();
+});
+
+test("a frozen gateway (open but silent socket) is detected by the heartbeat timeout", async ({ page }) => {
+  await page.goto(gateway.url);
+  await page.getByRole("link", { name: "Survives a restart" }).click();
+  const badge = page.locator(".conn");
+  await expect(badge).toHaveAttribute("data-state", "connected");
+  const frozenAt = Date.now();
+  gateway.freeze(true);
+  try {
+    await expect(badge).toHaveAttribute("data-state", "reconnecting", { timeout: 15_000 });
+    console.log(`figure: silent socket detected after ${Date.now() - frozenAt} ms (heartbeat 1 s)`);
+  } finally {
+    gateway.freeze(false);
+  }
+  await expect(badge).toHaveAttribute("data-state", "connected", { timeout: 30_000 });
+  await expect(page.locator("article.task").first().getByTestId("task-phase")).toHaveText("Succeeded");
 });
