@@ -14,6 +14,11 @@ cd "$(dirname "$0")/../ui"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 export npm_config_fund=false npm_config_audit=false
 
+# Vite 8 and jsdom need Node 20.19+ (Debian 12's own nodejs is 18: use NodeSource or nvm).
+node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+  if (!(a > 22 || (a === 22 && b >= 13) || (a === 20 && b >= 19))) {
+    console.error(`ui: Node ${process.versions.node} is too old; need ^20.19 or >=22.13`); process.exit(1); }'
+
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-progress
 fi
