@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import sys
 import threading
 import time
@@ -85,6 +86,10 @@ class OutputCapture:
         }
         self._cv = threading.Condition()
         self._readers: list[threading.Thread] = []
+        #: open read ends of the pipes; a lock each, so that reading a chunk and
+        #: feeding it is one step, whether the reader thread or ``flush`` does it
+        self._pipes: dict[str, int] = {}
+        self._read_locks = {name: threading.Lock() for name in ("stdout", "stderr")}
         self._flusher: threading.Thread | None = None
         self._stopping = False
         self._handler: _CaptureLogHandler | None = None
@@ -102,6 +107,8 @@ class OutputCapture:
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)  # inheritable: child processes write here too
             os.close(write_end)
+            os.set_blocking(read_end, False)  # the read end only: writers still block when it is full
+            self._pipes[name] = read_end
             reader = threading.Thread(
                 target=self._read, args=(read_end, name), name=f"capture-{name}", daemon=True
             )
@@ -140,17 +147,46 @@ class OutputCapture:
 
     def _read(self, fd: int, name: str) -> None:
         try:
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except InterruptedError:
-                    continue
-                if not chunk:
-                    break
-                self._feed(name, chunk)
+            open_ = True
+            while open_:
+                select.select([fd], [], [], 0.5)
+                with self._read_locks[name]:
+                    open_ = self._drain(fd, name)
         finally:
-            os.close(fd)
+            with self._read_locks[name]:
+                self._pipes.pop(name, None)
+                os.close(fd)
             self._feed(name, b"", final=True)
+
+    def _drain(self, fd: int, name: str) -> bool:
+        """Read and feed all the pipe holds now (lock held); False at end of file."""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return True
+            if not chunk:
+                return False
+            self._feed(name, chunk)
+
+    def flush(self) -> None:
+        """Send every complete line written so far, now.
+
+        Called before each structured event, so that a step's printed output
+        is not overtaken by the ``step.progress`` that follows it.
+        """
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        for name, lock in self._read_locks.items():
+            with lock:
+                fd = self._pipes.get(name)
+                if fd is not None:
+                    self._drain(fd, name)
+        with self._cv:
+            for stream in self._streams.values():
+                if stream.batch:
+                    self._flush_batch(stream)
 
     def _feed(self, name: str, chunk: bytes, *, final: bool = False) -> None:
         with self._cv:

@@ -23,6 +23,7 @@ import structlog
 from cmbtask_protocol import (
     ApprovalStatus,
     Decision,
+    EventType,
     OnTimeout,
     RunnerApprovalDecision,
     RunnerStateResult,
@@ -70,6 +71,8 @@ class RunnerContext:
         self._pending_saves: dict[int, _PendingSave] = {}
         self._state_results: dict[int, RunnerStateResult] = {}
         self._pattern = re.compile(EVENT_TYPE_PATTERN)
+        #: sends captured output written so far (set once capture runs)
+        self.flush_output: Callable[[], None] | None = None
         #: called once on cancel, from the cancelling thread (an engine stops its child process)
         self.cancel_hooks: list[Callable[[], None]] = []
 
@@ -84,6 +87,9 @@ class RunnerContext:
         if len(event_type) > 64 or not self._pattern.match(event_type):
             raise ValueError(f"bad event type {event_type!r}: use dotted lower-case names")
         payload = validate_payload(event_type, dict(data))
+        flush = self.flush_output
+        if flush is not None and event_type != EventType.OUTPUT:
+            flush()  # output printed before this event is sent before it
         return self._outbox.put({"type": "event", "event_type": event_type, "data": payload, "ts": _now()})
 
     # ---- approvals ------------------------------------------------------------------

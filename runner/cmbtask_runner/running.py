@@ -230,6 +230,7 @@ async def _run_engine(
         timer = loop.call_later(task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, TIMEOUT_REASON)
     capture = OutputCapture(ctx.emit, max_lines_per_s=_lines_cap(task.params))
     capture.start()
+    ctx.flush_output = capture.flush
     sink.retarget(capture.saved_stderr)
     outcome = _EngineResult()
     done = loop.create_future()
@@ -249,6 +250,7 @@ async def _run_engine(
     finally:
         if timer is not None:
             timer.cancel()
+        ctx.flush_output = None
         await asyncio.to_thread(capture.stop)
     if link_task.done():
         return None, {}

@@ -92,3 +92,33 @@ def test_flood_is_dropped_with_one_notice(tmp_path: Path) -> None:
     assert "dropped" in notices[0]["text"] and notices[0]["stream"] == "log"
     assert {notice["dropped_stream"] for notice in notices} == {"stdout", "stderr", "log"}
     assert len(notices) <= 6, "one notice per stream and flood, not one per line"
+
+
+FLUSH_PROGRAM = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    from cmbtask_runner.capture import OutputCapture
+
+    events = []
+    capture = OutputCapture(lambda kind, data: events.append(data["text"]), coalesce_s=10.0)
+    capture.start()
+    for n in range(50):
+        print("line", n)
+        subprocess.run([sys.executable, "-c", f"print('child', {n})"], check=True)
+        capture.flush()
+        events.append(f"EVENT {n}")
+    capture.stop()
+    with open(sys.argv[1], "w") as out:
+        json.dump(events, out)
+    """
+)
+
+
+def test_flush_sends_what_was_written_before_the_next_event(tmp_path: Path) -> None:
+    out = tmp_path / "events.json"
+    subprocess.run([sys.executable, "-c", FLUSH_PROGRAM, str(out)], check=True, timeout=120)
+    events: list[str] = json.loads(out.read_text())
+    texts = "".join(e if not e.startswith("EVENT") else f"<{e}>" for e in events)
+    for n in range(50):
+        before, _, _ = texts.partition(f"<EVENT {n}>")
+        assert before.endswith(f"line {n}\nchild {n}\n"), f"output of round {n} came after its event"

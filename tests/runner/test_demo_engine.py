@@ -31,6 +31,9 @@ async def test_a_full_run_in_the_documented_order(gw: FakeGateway, tmp_path: Pat
     assert record.output("stdout").splitlines() == [
         f"[{record.spec.id}] step {s}/2 line {n}/2" for s in (1, 2) for n in (1, 2)
     ]
+    order = [(e["event_type"], e["data"].get("text", "")) for e in record.events]
+    first_progress = order.index(("step.progress", ""))
+    assert any("step 1/2 line 2/2" in text for _, text in order[:first_progress]), "output precedes progress"
     assert gw.state == {"completed_steps": 2, "total_steps": 2, "engine": "demo"} and gw.state_version == 2
     exit_record = json.loads((tmp_path / "exit.json").read_text())
     assert exit_record["exit_code"] == 0 and exit_record["final_event"] == "task.succeeded"
