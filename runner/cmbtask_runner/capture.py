@@ -158,9 +158,9 @@ class OutputCapture:
                 os.close(fd)
             self._feed(name, b"", final=True)
 
-    def _drain(self, fd: int, name: str) -> bool:
-        """Read and feed all the pipe holds now (lock held); False at end of file."""
-        while True:
+    def _drain(self, fd: int, name: str, max_chunks: int = 1_000_000) -> bool:
+        """Read and feed what the pipe holds now (lock held); False at end of file."""
+        for _ in range(max_chunks):
             try:
                 chunk = os.read(fd, 65536)
             except (BlockingIOError, InterruptedError):
@@ -168,6 +168,7 @@ class OutputCapture:
             if not chunk:
                 return False
             self._feed(name, chunk)
+        return True
 
     def flush(self) -> None:
         """Send every complete line written so far, now.
@@ -182,7 +183,8 @@ class OutputCapture:
             with lock:
                 fd = self._pipes.get(name)
                 if fd is not None:
-                    self._drain(fd, name)
+                    # Bounded: a child that writes without pause must not hold up the engine.
+                    self._drain(fd, name, max_chunks=16)
         with self._cv:
             for stream in self._streams.values():
                 if stream.batch:
