@@ -62,7 +62,7 @@ mkdir -p "$PIP_CACHE_DIR"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV" >&2
 fi
-PIP=("$VENV/bin/python" -m pip install -q --prefer-binary)
+PIP=("$VENV/bin/python" -m pip install -q --prefer-binary --no-warn-conflicts)
 # nice: the install competes with everything else on small machines.
 nice -n 10 "${PIP[@]}" -e "$ROOT[dev]" >&2
 nice -n 10 "${PIP[@]}" --no-deps "${CORE[@]}" >&2

@@ -13,8 +13,8 @@ import httpx
 __all__ = ["FINAL", "Answer", "TaskRun", "run_task"]
 
 FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
-#: decides an approval: (approval view) → (decision, text)
-Answer = Callable[[dict[str, Any]], tuple[str, str | None]]
+#: decides an approval: (approval view) → (decision, text), or None to leave it open
+Answer = Callable[[dict[str, Any]], tuple[str, str | None] | None]
 
 
 @dataclass
@@ -67,8 +67,12 @@ def _answer_pending(client: httpx.Client, run: TaskRun, answer: Answer, answered
     for approval in pending.json()["items"]:
         if approval["id"] in answered or approval["task_id"] != run.task_id:
             continue
-        decision, text = answer(approval)
         answered.add(approval["id"])
+        chosen = answer(approval)
+        if chosen is None:
+            run.approvals.append({**approval, "answer": None, "answer_text": None})
+            continue
+        decision, text = chosen
         run.approvals.append({**approval, "answer": decision, "answer_text": text})
         body = {"decision": decision, "text": text}
         client.post(f"/api/approvals/{approval['id']}/resolve", json=body).raise_for_status()

@@ -10,8 +10,8 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 
-from .conftest import task_dir
-from .driving import TaskRun, run_task
+from .conftest import DUMMY_KEY, task_dir
+from .driving import TaskRun, follow, run_task, submit
 from .openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.cmbagent
@@ -67,6 +67,13 @@ def test_one_shot_researcher_runs_to_completion(
     assert "2.7255 K" in saved.read_text()
     served = client.get(f"/api/tasks/{run.task_id}/files/{notes[0]}")
     assert served.status_code == 200 and "2.7255 K" in served.text
+
+    # The API key reached the provider (the fake saw it) but no event, log or file.
+    assert {c["api_key_suffix"] for c in _billed(fake, before)} == {DUMMY_KEY[-6:]}
+    assert DUMMY_KEY not in str(run.events)
+    runner_files = [p for p in task_dir(cmb_gateway, run.task_id).rglob("*") if p.is_file()]
+    assert any(p.name == "runner.log" and "cmbagent.run" in p.read_text() for p in runner_files)
+    assert not [p for p in runner_files if DUMMY_KEY.encode() in p.read_bytes()]
 
 
 def test_hitl_interactive_asks_takes_instructions_then_exit(
@@ -142,3 +149,33 @@ def test_missing_plan_for_control_fails_at_once(client: httpx.Client) -> None:
     assert run.final["type"] == "task.failed"
     assert "params.plan" in run.final["data"]["reason"]
     assert not run.of("agent.message")
+
+
+def test_plan_sent_back_with_changes_is_planned_again(client: httpx.Client) -> None:
+    answers = iter([("modify", "Cite the FIRAS measurement."), ("approve", None)])
+    run = run_task(
+        client,
+        "planning-control",
+        PROMPT,
+        {"max_plan_steps": 1, "n_plan_reviews": 0},
+        answer=lambda _a: next(answers),
+    )
+    assert run.final["type"] == "task.succeeded", run.final
+    assert len(run.of("plan.proposed")) == 2
+    assert [a["answer"] for a in run.approvals] == ["modify", "approve"]
+    paths = {e["data"]["path"] for e in run.of("file.created")}
+    assert {"cmbagent/planning/final_plan.json", "cmbagent/planning_1/final_plan.json"} <= paths
+    assert [e["data"]["step"] for e in run.of("step.completed")] == [1]
+
+
+def test_cancel_while_waiting_for_human_input(client: httpx.Client) -> None:
+    run = submit(client, "hitl-interactive", PROMPT, {"agent": "researcher"})
+
+    def cancel(_approval: dict[str, Any]) -> None:
+        client.post(f"/api/tasks/{run.task_id}/cancel").raise_for_status()
+
+    follow(client, run, cancel, timeout_s=120)
+    assert run.final["type"] == "task.cancelled", run.final
+    assert len(run.of("approval.requested")) == 1
+    pending = client.get("/api/approvals", params={"status": "pending", "session_id": run.session_id})
+    assert pending.json()["items"] == []
