@@ -91,7 +91,7 @@ def installed(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         world = Installed(plane, kubectl, helm, root)
         world.helm_run(
             "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(PRODUCTION_VALUES),
-            "--wait-for-jobs", "--timeout", "120s",
+            "--timeout", "120s",
         )  # fmt: skip
         yield world
     finally:
