@@ -158,8 +158,9 @@ class OutputCapture:
                 os.close(fd)
             self._feed(name, b"", final=True)
 
-    def _drain(self, fd: int, name: str, max_chunks: int = 1_000_000) -> bool:
-        """Read and feed what the pipe holds now (lock held); False at end of file."""
+    def _drain(self, fd: int, name: str, max_chunks: int = 16) -> bool:
+        """Read and feed what the pipe holds now, up to ``max_chunks`` reads so that
+        the lock is never held for long (lock held); False at end of file."""
         for _ in range(max_chunks):
             try:
                 chunk = os.read(fd, 65536)
@@ -183,8 +184,7 @@ class OutputCapture:
             with lock:
                 fd = self._pipes.get(name)
                 if fd is not None:
-                    # Bounded: a child that writes without pause must not hold up the engine.
-                    self._drain(fd, name, max_chunks=16)
+                    self._drain(fd, name)  # bounded: a flooding child must not hold up the engine
         with self._cv:
             for stream in self._streams.values():
                 if stream.batch:
