@@ -193,3 +193,31 @@ def test_control_mode_runs_the_given_plan(tmp_path: Path) -> None:
 def test_on_timeout_policy_outcome_is_what_the_plan_gate_reads() -> None:
     expired = ApprovalOutcome(ApprovalStatus.EXPIRED, None, None, None, on_timeout=OnTimeout.APPROVE)
     assert expired.approved
+
+
+class _Event:
+    def __init__(self, dumped: dict[str, Any]) -> None:
+        self.dumped = dumped
+
+    def model_dump(self, mode: str = "python") -> dict[str, Any]:
+        return self.dumped
+
+
+def test_io_stream_emits_events_and_asks_humans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cmbtask_runner.engines.base import TaskCancelled
+    from cmbtask_runner.engines.cmbagent.streaming import TaskIOStream
+
+    ctx = _Ctx(tmp_path, None)
+    stream = TaskIOStream(ctx, EventMapper())  # type: ignore[arg-type]
+    stream.send(
+        _Event({"type": "text", "content": {"content": "hi", "sender": "researcher", "recipient": "x"}})
+    )
+    stream.send(_Event({"type": "group_chat_run_chat", "content": {"speaker": "researcher"}}))
+    assert [kind for kind, _ in ctx.events] == ["agent.message"]
+    stream.print("library", "says", end="!\n")
+    assert capsys.readouterr().out == "library says!\n"
+    assert stream.input("Type your suggestion:") == ""  # the stand-in context approves: continue
+    assert "Type your suggestion:" in ctx.approvals[0] and "exit" in ctx.approvals[0]
+    ctx.cancelled.set()
+    with pytest.raises(TaskCancelled):
+        stream.send(_Event({"type": "text", "content": {"content": "late", "sender": "a", "recipient": "b"}}))

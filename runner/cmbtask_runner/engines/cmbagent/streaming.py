@@ -72,10 +72,8 @@ class TaskIOStream:
 
     def send(self, message: Any) -> None:
         self._check_cancelled()
-        try:
-            dumped = message.model_dump(mode="json")
-        except Exception:  # an event AG2 cannot serialise is not worth failing the task for
-            log.warning("cmbagent.event_unserialisable", event=type(message).__name__)
+        dumped = _dump(message)
+        if dumped is None:
             return
         for event_type, data in self.mapper.map(dumped):
             if event_type == "agent.message":
@@ -103,3 +101,15 @@ class TaskIOStream:
         answer = answer_for(outcome.status, outcome.decision, outcome.text, outcome.approved)
         log.info("cmbagent.human_input", turn=self.inputs, ends_chat=answer == EXIT, empty=answer == "")
         return answer
+
+
+def _dump(message: Any) -> dict[str, Any] | None:
+    """The event as plain data; JSON mode first, Python mode if a field resists."""
+    for mode in ("json", "python"):
+        try:
+            dumped: dict[str, Any] = message.model_dump(mode=mode)
+            return dumped
+        except Exception:  # an event AG2 cannot serialise is not worth failing the task for
+            continue
+    log.warning("cmbagent.event_unserialisable", event=type(message).__name__)
+    return None
