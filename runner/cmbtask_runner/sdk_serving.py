@@ -36,8 +36,7 @@ class SdkServer:
         self.ctx = ctx
         self.failure: str | None = None
         self.abort = threading.Event()
-        # A short private path: Unix socket paths are limited to ~107 bytes.
-        self._dir = Path(tempfile.mkdtemp(prefix="cmbtask-sdk-"))
+        self._dir = _socket_dir(ctx.work_dir)
         self.path = self._dir / "sdk.sock"
         self._server = _Server(str(self.path), _Handler)
         self._server.sdk = self
@@ -97,6 +96,17 @@ class SdkServer:
             "resolved_by": outcome.resolved_by,
             "on_timeout": outcome.on_timeout.value if outcome.on_timeout else None,
         }
+
+
+def _socket_dir(work_dir: Path) -> Path:
+    """A private directory for the socket: in the work directory (writable even in
+    a pod with a read-only root), unless that path is too long for a Unix socket
+    (~107 bytes), then a fresh one under the temporary directory."""
+    inside = work_dir / ".sdk"
+    if len(str(inside / "sdk.sock")) < 100:
+        inside.mkdir(mode=0o700, exist_ok=True)
+        return inside
+    return Path(tempfile.mkdtemp(prefix="cmbtask-sdk-"))
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
