@@ -67,8 +67,9 @@ class _ClientSocket:
                 break
             for item in page:
                 await self.ws.send_text(json.dumps(item, separators=(",", ":")))
+                # Per event: a sender cancelled mid-page still knows its cursor.
+                self.last_sent = item["seq"]
             self.gateway.metrics.events_out.inc(len(page))
-            self.last_sent = page[-1]["seq"]
 
     async def pump(self, subscriber: Subscriber) -> None:
         """Live events in order; fill any gap from the database."""
@@ -207,6 +208,9 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
         ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if subscriber.overflowed.is_set():
+            # Stop the sender first: an event it was still writing would
+            # otherwise follow the cursor named in the close reason.
+            await _cancel(tasks)
             log.warning("ws.slow_consumer", last_sent=client.last_sent)
             await ws.close(CLOSE_SLOW_CONSUMER, f"too slow; reconnect with after={client.last_sent}")
         for task in done:
@@ -216,8 +220,12 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sent after close)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await _cancel(tasks)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
