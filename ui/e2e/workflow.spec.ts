@@ -110,6 +110,10 @@ test("the session list filters, renames, suspends, resumes and deletes with conf
   // newest first
   await expect(rows.first().locator(".session-title")).toHaveText("One shot fit");
   await page.screenshot({ path: join(SCREENSHOTS, "sessions.png"), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await expect(rows.first().getByRole("button", { name: "Delete One shot fit" })).toBeInViewport();
+  await page.screenshot({ path: join(SCREENSHOTS, "sessions-phone.png") });
+  await page.setViewportSize({ width: 1280, height: 860 });
 
   await page.getByRole("search").getByLabel("Mode").selectOption("idea-generation");
   await expect(rows).toHaveCount(1);
