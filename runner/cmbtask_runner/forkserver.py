@@ -97,8 +97,12 @@ def _handle(conn: socket.socket, server: socket.socket) -> str:
 def _spawn(request: dict[str, Any], server: socket.socket, conn: socket.socket) -> int:
     env = {str(key): str(value) for key, value in dict(request["env"]).items()}
     cwd, out = str(request["cwd"]), str(request["out"])
+    # A SIGTERM that reaches the child before it resets this server's handler
+    # would be swallowed by that handler: hold it back until the reset is done.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return pid
     # The child: from here on it is a runner and nothing else.
     code = 70
@@ -106,6 +110,7 @@ def _spawn(request: dict[str, Any], server: socket.socket, conn: socket.socket) 
         server.close()
         conn.close()
         _become_runner(env, cwd, out)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         code = runner_main([])
         sys.stdout.flush()
         sys.stderr.flush()

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -203,10 +204,11 @@ async def test_forked_runners_run_tasks_and_report(gw: FakeGateway, tmp_path: Pa
     await executor.start()
     try:
         records = [
-            gw.add_task("demo", {"steps": 2, "step_delay_s": 0.05, "checkpoint": False}) for _ in range(3)
+            gw.add_task("demo", {"steps": 2, "step_delay_s": 0.5, "checkpoint": False}) for _ in range(3)
         ]
         handles = [await executor.launch(_gw_request(gw, record.spec.id)) for record in records]
         server_pid = json.loads((tmp_path / "data" / "forkserver.json").read_text())["pid"]
+        await wait_for(lambda: all(record.events for record in records), what="every runner started")
         for handle in handles:
             runner = psutil.Process(int(handle.split(":")[0]))
             assert runner.ppid() == server_pid and os.getsid(runner.pid) == runner.pid
@@ -264,3 +266,17 @@ def _gw_request(gw: FakeGateway, task_id: str) -> LaunchRequest:
         gateway_url=gw.url,
         token=TOKEN,
     )
+
+
+async def test_sigterm_right_after_a_fork_is_not_lost(tmp_path: Path) -> None:
+    executor = LocalExecutor(tmp_path / "data", [sys.executable, "-m", "cmbtask_runner"], extra_env=NO_PROXY)
+    await executor.start()
+    try:
+        requests = [_request(f"t{n}") for n in range(10)]  # the gateway URL is dead: they would retry
+        handles = [await executor.launch(request) for request in requests]
+        began = time.monotonic()
+        await asyncio.gather(*(executor.cancel(handle, grace_s=8) for handle in handles))
+        assert time.monotonic() - began < 7, "every runner obeyed SIGTERM; none needed SIGKILL"
+        assert not any([(await executor.inspect(handle)).alive for handle in handles])
+    finally:
+        await executor.close()

@@ -309,8 +309,14 @@ class LocalExecutor:
     @staticmethod
     def _signal_group(pid: int, signum: signal.Signals) -> None:
         # The runner leads its own process group: signal it and whatever it started.
-        with suppress(ProcessLookupError, PermissionError):
+        # A runner forked a moment ago may not have its own group yet: signal it alone.
+        try:
             os.killpg(pid, signum)
+        except ProcessLookupError:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        except PermissionError:
+            pass
 
 
 def _parse(handle: str) -> tuple[int, float]:
