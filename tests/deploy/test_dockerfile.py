@@ -8,6 +8,7 @@ Docker that must succeed and produce what the final stages copy.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
 import shutil
@@ -163,6 +164,21 @@ def test_replayed_server_environment_runs_gateway_and_operator(
         check=True,
     )
     assert "gateway" in usage.stdout and "db" in usage.stdout
+    # The gateway pod's init container runs this: the migrations must be in the wheel.
+    # As in the chart's SQLite mode: no URL, a mounted (existing) data directory.
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "CMBTASK_DATABASE_URL"}
+    migrated = subprocess.run(
+        [str(python), "-m", "cmbtask_gateway.cli", "db", "upgrade", "--data-dir", str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert (data / "cmbtask.db").stat().st_size > 0
 
 
 def test_replayed_runner_environment_imports_the_runner(
