@@ -4,6 +4,7 @@ the gateway."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -81,12 +82,13 @@ async def test_submitted_task_runs_in_a_pod_and_streams_to_a_websocket(
 def test_cmbtask_applied_with_kubectl_runs_and_appears_in_the_gateway(
     gateway: GatewayProcess, kubectl: Kubectl
 ) -> None:
-    manifest = cmbtask("from-kubectl", engine="demo", mode="one-shot", prompt="hello", params=QUICK_DEMO)
+    name = f"from-kubectl-{uuid.uuid4().hex[:6]}"
+    manifest = cmbtask(name, engine="demo", mode="one-shot", prompt="hello", params=QUICK_DEMO)
     kubectl.apply(manifest, namespace=GATEWAY_NAMESPACE)
     found = wait_for(
         lambda: (
-            (kubectl.get("cmbtask", "from-kubectl", GATEWAY_NAMESPACE) or {}).get("spec", {}).get("taskId")
-            and kubectl.get("cmbtask", "from-kubectl", GATEWAY_NAMESPACE)
+            (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("spec", {}).get("taskId")
+            and kubectl.get("cmbtask", name, GATEWAY_NAMESPACE)
         ),
         30,
         "the gateway to import the CmbTask",
@@ -99,8 +101,8 @@ def test_cmbtask_applied_with_kubectl_runs_and_appears_in_the_gateway(
         assert session_id in [s["id"] for s in sessions]
         events = http.get(f"/api/sessions/{session_id}/events", params={"after": 0}).json()["items"]
         assert [e["type"] for e in events][-1] == "task.succeeded"
-    assert len(runner_pods(kubectl, "from-kubectl")) == 1
-    table = kubectl.run("get", "cmbtasks", "-n", GATEWAY_NAMESPACE, "from-kubectl").stdout
+    assert len(runner_pods(kubectl, name)) == 1
+    table = kubectl.run("get", "cmbtasks", "-n", GATEWAY_NAMESPACE, name).stdout
     assert session_id in table
 
 
