@@ -33,7 +33,14 @@ def production_manifests(helm: Helm) -> Manifests:
     return helm.template(PRODUCTION_VALUES)
 
 
-@pytest.fixture(params=["default", "production"], scope="session")
+@pytest.fixture(scope="session")
+def clusterwide_manifests(helm: Helm) -> Manifests:
+    """An operator serving every namespace, two of them peering cluster-wide."""
+    sets = {"operator.clusterWide": "true", "operator.replicas": "2", "gateway.ingress.enabled": "true"}
+    return helm.template(sets=sets)
+
+
+@pytest.fixture(params=["default", "production", "clusterwide"], scope="session")
 def manifests(request: pytest.FixtureRequest) -> Manifests:
     rendered: Manifests = request.getfixturevalue(f"{request.param}_manifests")
     return rendered
