@@ -99,9 +99,9 @@ def run(count: int, run_s: float, work: Path, plane: ControlPlane) -> int:
     }, work).start()  # fmt: skip
     try:
         time.sleep(3)  # let the operator list, peer and start watching
-        manifests = []
-        for i in range(count):
-            manifests += [secret(f"bench-{i}-token", "x"), cmbtask(f"bench-{i}", engine="demo")]
+        # Token Secrets first, untimed: the figure is about the CmbTasks.
+        kubectl.apply(*[secret(f"bench-{i}-token", "x") for i in range(count)], namespace=namespace)
+        manifests = [cmbtask(f"bench-{i}", engine="demo") for i in range(count)]
         assert operator.process is not None
         with PeakRss(operator.process.pid) as rss:
             started = time.monotonic()
