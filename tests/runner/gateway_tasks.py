@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -101,3 +104,16 @@ async def wait_gone(pids: list[int], timeout_s: float = 15.0) -> bool:
             return True
         await asyncio.sleep(0.1)
     return all(gone(pid) for pid in pids)
+
+
+def kill_runners_under(root: Path) -> int:
+    """SIGKILL every process whose working directory is under ``root`` (a test's
+    leftover runners: they would otherwise retry a dead gateway for minutes)."""
+    killed = 0
+    for proc in psutil.process_iter(["pid", "cwd"]):
+        cwd = proc.info.get("cwd")
+        if proc.pid != os.getpid() and cwd and Path(cwd).is_relative_to(root):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                killed += 1
+    return killed

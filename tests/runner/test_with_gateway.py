@@ -12,7 +12,8 @@ import os
 import signal
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from tests.runner.gateway_tasks import (
     all_events,
     get_task,
     gone,
+    kill_runners_under,
     new_session,
     output_text,
     runner_pid,
@@ -61,8 +63,9 @@ APPROVAL_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture
-def local_gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
-    return gateway_factory(**LOCAL)
+def local_gateway(gateway_factory: Callable[..., GatewayProcess], tmp_path: Path) -> Iterator[GatewayProcess]:
+    yield gateway_factory(**LOCAL)
+    kill_runners_under(tmp_path)  # only a failed test leaves any
 
 
 async def test_isolation_five_tasks_each_line_once_and_unmixed(local_gateway: GatewayProcess) -> None:
