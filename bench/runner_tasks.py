@@ -95,7 +95,7 @@ async def _setup(gateway: GatewayProcess, args: argparse.Namespace) -> list[str]
 
 
 async def _submit_all(
-    gateway: GatewayProcess, sessions: list[str], args: argparse.Namespace
+    gateway: GatewayProcess, sessions: list[str], args: argparse.Namespace, answered: list[float]
 ) -> tuple[dict[str, str], dict[str, float]]:
     params = {"steps": args.steps, "step_delay_s": args.step_delay_s, "lines_per_step": args.lines_per_step}
 
@@ -105,6 +105,7 @@ async def _submit_all(
             f"/api/sessions/{session_id}/tasks", json={"engine": "demo", "params": params}
         )
         response.raise_for_status()
+        answered.append(time.time() - began)
         return session_id, response.json()["id"], began
 
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
@@ -218,7 +219,8 @@ async def _measure(
         await asyncio.sleep(0.1)
     with PeakRss(gateway.process.pid, children=True) as rss:
         started = time.time()
-        ids, submitted = await _submit_all(gateway, sessions, args)
+        answered: list[float] = []
+        ids, submitted = await _submit_all(gateway, sessions, args, answered)
         task_ids.update(ids)
         by_task.update({ids[session_id]: began for session_id, began in submitted.items()})
         phases = await _wait_finished(gateway, task_ids)
@@ -227,7 +229,13 @@ async def _measure(
         await _drain(watchers, stored)
     stop.set()
     await asyncio.gather(*clients, return_exceptions=True)
-    return _rows(watchers, stored, submitted, phases, run_s, rss, args)
+    rows = _rows(watchers, stored, submitted, phases, run_s, rss, args)
+    answer = percentile(answered, 0.5), percentile(answered, 0.99)
+    return [
+        *rows[:3],
+        ("  submit → POST answered p50 / p99", f"{ms(answer[0])} / {ms(answer[1])}"),
+        *rows[3:],
+    ]
 
 
 def _rows(
