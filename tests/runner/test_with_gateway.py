@@ -237,3 +237,22 @@ async def test_bad_input_gets_clear_errors_and_the_gateway_carries_on(local_gate
     with httpx.Client(base_url=local_gateway.url, timeout=10) as http:
         assert http.get("/healthz").status_code == 200
         assert http.get(f"/api/sessions/{session_id}").status_code == 200
+
+
+async def test_demo_with_plan_approval_end_to_end(local_gateway: GatewayProcess) -> None:
+    params = {"steps": 2, "step_delay_s": 0.1, "approve_plan": True}
+    with local_gateway.client() as http:
+        session_id = new_session(http)
+        task = submit(http, session_id, engine="demo", params=params)
+        (requested,) = await wait_event(local_gateway, session_id, "approval.requested")
+        assert requested["data"]["kind"] == "plan" and len(requested["data"]["context"]["steps"]) == 2
+        approval_id = requested["data"]["approval_id"]
+        assert (
+            http.post(f"/api/approvals/{approval_id}/resolve", json={"decision": "approve"}).status_code
+            == 200
+        )
+    assert (await wait_phase(local_gateway, task["id"]))["phase"] == "succeeded"
+    types = [e["type"] for e in all_events(local_gateway, session_id)]
+    for expected in ("plan.proposed", "approval.resolved", "agent.message", "code", "output", "state.saved"):
+        assert expected in types, expected
+    assert types.index("approval.resolved") < types.index("step.started") < types.index("task.succeeded")
