@@ -87,8 +87,11 @@ class Dispatcher:
         free = self._settings.max_concurrent_tasks - active
         if free <= 0:
             return
-        for task in await self._tasks.queued(free):
-            await self._launch(task)
+        # Launch side by side: one after the other, each launch waited for its
+        # database writes behind the running tasks' events, and 50 tasks
+        # submitted at once took 16 s to all have a process instead of 2.5 s.
+        queued = await self._tasks.queued(free)
+        await asyncio.gather(*(self._launch(task) for task in queued))
 
     async def _launch(self, task: Task) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)
