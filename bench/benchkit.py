@@ -7,6 +7,7 @@ path, so they import this module by its plain name.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shlex
@@ -23,7 +24,18 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "CpuMeter", "PeakRss", "PySpy", "command_line", "mb", "ms", "percentile", "print_table"]
+__all__ = [
+    "ROOT",
+    "CpuMeter",
+    "PeakRss",
+    "PySpy",
+    "command_line",
+    "mb",
+    "ms",
+    "percentile",
+    "print_profile",
+    "print_table",
+]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -55,6 +67,10 @@ class PeakRss:
         self.peak = 0
         self.current = 0
         self.children_peaks: dict[int, int] = {}
+        #: each child's start (``time.time()`` scale), for start-up breakdowns
+        self.children_started: dict[int, float] = {}
+        #: each child's CPU seconds (user + system) when last seen
+        self.children_cpu: dict[int, float] = {}
         self._children = children
         self._interval_s = interval_s
         self._stop = threading.Event()
@@ -77,8 +93,13 @@ class PeakRss:
         for child in children:
             try:
                 rss = child.memory_info().rss
+                times = child.cpu_times()
             except psutil.Error:
                 continue
+            self.children_cpu[child.pid] = times.user + times.system
+            if child.pid not in self.children_peaks:
+                with contextlib.suppress(psutil.Error):
+                    self.children_started[child.pid] = child.create_time()
             self.children_peaks[child.pid] = max(self.children_peaks.get(child.pid, 0), rss)
 
     def _run(self) -> None:
@@ -96,32 +117,47 @@ class PeakRss:
 
 
 class CpuMeter:
-    """CPU seconds (user + system) that named processes spend between two points.
+    """CPU seconds that named processes use, and wait for, between two points.
 
-    Divided by the wall time in between, it says who was the bottleneck: a
-    process near 1.0 was using a whole core.
+    Divided by the wall time in between, "used" says who was the bottleneck
+    (near 1.0: a whole core). "Waited" is the time their threads were ready
+    to run but sat in the kernel's run queue (``/proc/PID/task/*/schedstat``):
+    on a shared machine it shows how much of a latency is other work's doing.
     """
 
     def __init__(self, **pids: int) -> None:
         self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self._start: dict[str, float] = {}
+        self._start: dict[str, tuple[float, float]] = {}
 
-    def _now(self) -> dict[str, float]:
-        seconds: dict[str, float] = {}
+    @staticmethod
+    def _waited(pid: int) -> float:
+        total = 0
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(stat.read_text().split()[1])
+        return total / 1e9
+
+    def _now(self) -> dict[str, tuple[float, float]]:
+        seconds: dict[str, tuple[float, float]] = {}
         for name, process in self._processes.items():
             try:
                 times = process.cpu_times()
             except psutil.Error:
                 continue
-            seconds[name] = times.user + times.system
+            seconds[name] = (times.user + times.system, self._waited(process.pid))
         return seconds
 
     def start(self) -> None:
         self._start = self._now()
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds per process since ``start``."""
-        return {name: value - self._start.get(name, 0.0) for name, value in self._now().items()}
+        """CPU seconds used per process since ``start``, and ``NAME.waited`` seconds."""
+        spent: dict[str, float] = {}
+        for name, (used, waited) in self._now().items():
+            used_before, waited_before = self._start.get(name, (0.0, 0.0))
+            spent[name] = used - used_before
+            spent[f"{name}.waited"] = waited - waited_before
+        return spent
 
 
 class PySpy:
@@ -212,3 +248,15 @@ def print_table(title: str, rows: Iterable[tuple[str, str]]) -> None:
     print("-" * len(title))
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
+
+
+def print_profile(spy: PySpy, label: str, package: str = "cmbtask_gateway") -> None:
+    """Where a py-spy'd process spent its samples: own time, then inclusive time in ``package``."""
+    own, _ = spy.top(15)
+    print_table(f"{label}: own time (leaf frames), {spy.path}", _shares(own))
+    ours = [(name, share) for name, share in spy.top(400)[1] if package in name][:15]
+    print_table(f"{label}: inclusive time in {package}", _shares(ours))
+
+
+def _shares(rows: list[tuple[str, float]]) -> list[tuple[str, str]]:
+    return [(f"{share * 100:5.1f}%", name) for name, share in rows] or [("-", "no samples")]

@@ -44,7 +44,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchkit import ROOT, CpuMeter, PeakRss, PySpy, command_line, mb, ms, percentile, print_table
+from benchkit import (
+    ROOT,
+    CpuMeter,
+    PeakRss,
+    PySpy,
+    command_line,
+    mb,
+    ms,
+    percentile,
+    print_profile,
+    print_table,
+)
 from fleet import FleetSpec, run_fleet
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -423,7 +434,23 @@ def _cores(round_: Round, phase: str) -> str:
     used = round_.cpu_s.get(phase, {})
     if window <= 0:
         return "n/a"
-    return "  ".join(f"{name} {seconds / window:.2f}" for name, seconds in used.items())
+    return "  ".join(
+        f"{name} {seconds / window:.2f} (+{used.get(f'{name}.waited', 0.0) / window:.2f} waiting)"
+        for name, seconds in used.items()
+        if not name.endswith(".waited")
+    )
+
+
+def cpu_per_delivery(round_: Round, phase: str) -> float:
+    """Server CPU seconds per message delivered: unlike latencies, barely moved by other load."""
+    received = round_.phases.get(phase, {}).get("received", 0)
+    seconds = round_.cpu_s.get(phase, {}).get("server")
+    return float("nan") if seconds is None or not received else float(seconds / received)
+
+
+def _per_delivery(round_: Round) -> str:
+    paced, burst = cpu_per_delivery(round_, "paced"), cpu_per_delivery(round_, "burst")
+    return f"{paced * 1e6:.1f} µs / {burst * 1e6:.1f} µs  (one free core: {1 / burst:,.0f} deliveries/s)"
 
 
 def _rows(round_: Round) -> list[tuple[str, str]]:
@@ -447,6 +474,7 @@ def _rows(round_: Round) -> list[tuple[str, str]]:
             f"{round_.deliveries_per_s('burst'):,.0f}  ({burst:,} in {burst_s:.2f} s)",
         ),
         ("burst cores used", _cores(round_, "burst")),
+        ("server CPU per delivery: paced / burst", _per_delivery(round_)),
         ("lost / duplicated / misrouted", f"{round_.lost()} / {round_.duplicated()} / {round_.misrouted}"),
         (
             "client errors",
@@ -482,14 +510,7 @@ async def run(args: argparse.Namespace) -> list[Round]:
 
 def _print_profiles(round_: Round) -> None:
     for phase, spy in round_.profiles.items():
-        own, _ = spy.top(15)
-        print_table(f"gateway profile, {phase} phase: own time (leaf frames), {spy.path}", _shares(own))
-        ours = [(name, share) for name, share in spy.top(400)[1] if "cmbtask_gateway" in name][:15]
-        print_table(f"gateway profile, {phase} phase: inclusive time in cmbtask_gateway", _shares(ours))
-
-
-def _shares(rows: list[tuple[str, float]]) -> list[tuple[str, str]]:
-    return [(f"{share * 100:5.1f}%", name) for name, share in rows] or [("-", "no samples")]
+        print_profile(spy, f"gateway profile, {phase} phase")
 
 
 def report(rounds: list[Round]) -> None:
@@ -501,6 +522,8 @@ def report(rounds: list[Round]) -> None:
     if raw is not None and raw.deliveries_per_s("burst") > 0:
         ratio = gateway.deliveries_per_s("burst") / raw.deliveries_per_s("burst")
         summary.append(("gateway / raw deliveries/s (burst)", f"{ratio:.2f}"))
+        efficiency = cpu_per_delivery(raw, "burst") / cpu_per_delivery(gateway, "burst")
+        summary.append(("gateway / raw deliveries per CPU second (burst)", f"{efficiency:.2f}"))
     paced = gateway.latencies("paced")
     summary.append(("gateway paced p99 < 100 ms", "yes" if percentile(paced, 0.99) < 0.1 else "NO"))
     clean = gateway.lost() == gateway.misrouted == gateway.duplicated() == 0

@@ -40,13 +40,25 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from benchkit import ROOT, PeakRss, command_line, mb, ms, percentile, print_table
+from benchkit import (
+    ROOT,
+    CpuMeter,
+    PeakRss,
+    PySpy,
+    command_line,
+    mb,
+    ms,
+    percentile,
+    print_profile,
+    print_table,
+)
 from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(ROOT))
@@ -74,8 +86,8 @@ class Watcher:
     #: task id -> (step, line) -> times seen
     lines: dict[str, Counter[tuple[int, int]]] = field(default_factory=dict)
     unparsed_lines: int = 0
-    #: pids the runners announced in ``task.started``
-    runner_pids: set[int] = field(default_factory=set)
+    #: task id -> pid its runner announced in ``task.started``
+    task_pids: dict[str, int] = field(default_factory=dict)
     misrouted: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     ws: ClientConnection | None = None
@@ -107,8 +119,8 @@ class Watcher:
         self.latencies.append(now - _ts(frame["ts"]))
         if frame["type"] == "output":
             self._count_lines(frame["data"].get("text", ""))
-        elif frame["type"] == "task.started" and frame["data"].get("pid"):
-            self.runner_pids.add(int(frame["data"]["pid"]))
+        elif frame["type"] == "task.started" and frame["data"].get("pid") and frame.get("task_id"):
+            self.task_pids[frame["task_id"]] = int(frame["data"]["pid"])
         if frame["type"] in FINAL:
             self.finished.set()
 
@@ -144,8 +156,12 @@ class Outcome:
     phases: dict[str, str]
     gateway_rss: PeakRss
     wall_s: float
+    gateway_cpu_s: float
+    #: time the gateway's threads were ready to run but waited for a CPU
+    gateway_waited_s: float
     alone_first_event_s: float
     interpreter_start_s: float
+    profile: PySpy | None
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -224,17 +240,36 @@ async def _wave(gateway: GatewayProcess, http: httpx.AsyncClient, args: argparse
     await asyncio.gather(*(watcher.connect() for watcher in watchers))
     readers = [asyncio.create_task(watcher.run()) for watcher in watchers]
     assert gateway.process is not None
-    with PeakRss(gateway.process.pid, children=True, interval_s=0.1) as rss:
+    profile = PySpy(gateway.process.pid, args.profile / "gateway-tasks.txt") if args.profile else None
+    cpu = CpuMeter(gateway=gateway.process.pid)
+    with PeakRss(gateway.process.pid, children=True, interval_s=0.1) as rss, profile or nullcontext():
+        cpu.start()
         began = time.monotonic()
         params = _params(args)
         submitted = await asyncio.gather(*(_submit(http, session_id, params) for session_id in sessions))
         await asyncio.wait_for(asyncio.gather(*(w.finished.wait() for w in watchers)), args.timeout_s)
         wall_s = time.monotonic() - began
+        spent = cpu.stop()
+        gateway_cpu_s = spent.get("gateway", float("nan"))
+        gateway_waited_s = spent.get("gateway.waited", float("nan"))
     stored = {session_id: await _stored_seqs(http, session_id) for session_id in sessions}
     phases = {s.task_id: (await http.get(f"/api/tasks/{s.task_id}")).json()["phase"] for s in submitted}
     await asyncio.gather(*(watcher.close() for watcher in watchers))
     await asyncio.gather(*readers)
-    return Outcome(args, watchers, submitted, stored, phases, rss, wall_s, float("nan"), float("nan"))
+    return Outcome(
+        args,
+        watchers,
+        submitted,
+        stored,
+        phases,
+        rss,
+        wall_s,
+        gateway_cpu_s,
+        gateway_waited_s,
+        float("nan"),
+        float("nan"),
+        profile,
+    )
 
 
 async def run(args: argparse.Namespace) -> Outcome:
@@ -296,17 +331,44 @@ def _first_events(outcome: Outcome) -> list[float]:
     return delays
 
 
+def _start_breakdown(outcome: Outcome) -> tuple[list[float], list[float]]:
+    """Per task: submit → its runner process was created, and from then → first event."""
+    first_watcher: dict[str, Watcher] = {}
+    for watcher in outcome.watchers:
+        first_watcher.setdefault(watcher.session_id, watcher)
+    started = outcome.gateway_rss.children_started
+    to_spawn, to_event = [], []
+    for submitted in outcome.submitted:
+        watcher = first_watcher[submitted.session_id]
+        pid = _runner_pid(watcher, submitted.task_id)
+        seen = _first_runner_event(watcher, submitted.task_id)
+        if pid is None or pid not in started or seen is None:
+            continue
+        to_spawn.append(started[pid] - submitted.at)
+        to_event.append(seen - started[pid])
+    return to_spawn, to_event
+
+
+def _runner_pid(watcher: Watcher, task_id: str) -> int | None:
+    return watcher.task_pids.get(task_id)
+
+
 def rows(outcome: Outcome) -> list[tuple[str, str]]:
     args, watchers = outcome.args, outcome.watchers
     first = _first_events(outcome)
+    to_spawn, to_event = _start_breakdown(outcome)
     latencies = [value for watcher in watchers for value in watcher.latencies]
     delivered = sum(len(watcher.arrivals) for watcher in watchers)
     stored = sum(len(seqs) for seqs in outcome.stored.values())
     lost, duplicated = _event_checks(outcome)
     mixed, lines_lost, lines_duplicated = _line_checks(outcome)
-    pids = {pid for watcher in watchers for pid in watcher.runner_pids}
+    pids = {pid for watcher in watchers for pid in watcher.task_pids.values()}
     peaks = outcome.gateway_rss.children_peaks
     runner_peaks = sorted(peaks[pid] for pid in pids if pid in peaks) or [0]
+    runner_cpu = sorted(outcome.gateway_rss.children_cpu[pid] for pid in pids if pid in peaks) or [0.0]
+    first_submit = min(submitted.at for submitted in outcome.submitted)
+    created = sorted(outcome.gateway_rss.children_started[pid] - first_submit for pid in pids if pid in peaks)
+    spawn_first, spawn_last = (created[0], created[-1]) if created else (float("nan"), float("nan"))
     succeeded = sum(phase == "succeeded" for phase in outcome.phases.values())
     errors = [watcher.error for watcher in watchers if watcher.error]
     return [
@@ -320,6 +382,14 @@ def rows(outcome: Outcome) -> list[tuple[str, str]]:
             "submit → first runner event p50 / p99",
             f"{ms(percentile(first, 0.5))} / {ms(percentile(first, 0.99))}"
             f"  (max {ms(max(first, default=0))})",
+        ),
+        (
+            "  submit → runner process exists p50 / p99",
+            f"{ms(percentile(to_spawn, 0.5))} / {ms(percentile(to_spawn, 0.99))}",
+        ),
+        (
+            "  process exists → first event p50 / p99",
+            f"{ms(percentile(to_event, 0.5))} / {ms(percentile(to_event, 0.99))}",
         ),
         ("  the same, one task alone", ms(outcome.alone_first_event_s)),
         ("  python + import cmbtask_runner, cold", ms(outcome.interpreter_start_s)),
@@ -338,6 +408,19 @@ def rows(outcome: Outcome) -> list[tuple[str, str]]:
         ),
         ("output lines mixed / lost / duplicated", f"{mixed} / {lines_lost} / {lines_duplicated}"),
         ("client errors", str(len(errors)) + (f"  e.g. {errors[0]}" if errors else "")),
+        (
+            "runner processes created",
+            f"{spawn_first:.2f} s to {spawn_last:.2f} s after the first submit",
+        ),
+        (
+            "gateway CPU used / waited for, in the wave",
+            f"{outcome.gateway_cpu_s:.1f} s ({outcome.gateway_cpu_s / outcome.wall_s:.2f} cores)"
+            f" / {outcome.gateway_waited_s:.1f} s",
+        ),
+        (
+            "runner CPU each: median / largest",
+            f"{runner_cpu[len(runner_cpu) // 2]:.2f} s / {runner_cpu[-1]:.2f} s",
+        ),
         ("gateway RSS peak", mb(outcome.gateway_rss.peak)),
         (
             "runner RSS peak: largest / median",
@@ -359,9 +442,14 @@ def main() -> int:
     parser.add_argument("--step-delay-s", type=float, default=0.5)
     parser.add_argument("--lines-per-step", type=int, default=20)
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on the whole wave")
+    parser.add_argument("--profile", type=Path, help="py-spy the gateway during the wave; the file goes here")
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     outcome = asyncio.run(run(args))
     print_table("local executor: concurrent demo tasks, one runner process each", rows(outcome))
+    if outcome.profile is not None:
+        print_profile(outcome.profile, "gateway profile during the wave")
     lost, duplicated = _event_checks(outcome)
     mixed, lines_lost, lines_duplicated = _line_checks(outcome)
     clean = lost == duplicated == mixed == lines_lost == lines_duplicated == 0
