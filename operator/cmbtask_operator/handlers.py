@@ -9,6 +9,7 @@ from a fresh read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,10 @@ from cmbtask_protocol import (
     task_id_of,
     token_secret_name,
 )
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from .expiry import expire_forever
 from .kube import Kube, connect
 from .pods import PodInput, build_pod, pod_name
 from .settings import OperatorSettings
@@ -100,6 +103,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _configure_kopf(settings, config)
         memo["kube"] = Kube(await connect())
+        memo["expiry"] = asyncio.create_task(expire_forever(memo["kube"], config), name="expiry")
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -108,6 +112,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+        if "expiry" in memo:
+            memo["expiry"].cancel()
         kube = memo.get("kube")
         if kube is not None:
             await kube.close()
@@ -120,20 +126,26 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     ) -> None:  # fmt: skip
         if is_final(status.get("phase")):
             return
-        task = CmbTaskSpec.model_validate(dict(spec))
+        try:
+            task = CmbTaskSpec.model_validate(dict(spec))
+        except ValidationError as error:  # what the schema cannot say; retrying would not help
+            _refuse(patch, status, body, (TaskPhase.FAILED, "InvalidSpec", str(error)[:4000]))
+            return
         problem = await _problem(memo["kube"], _namespaced(namespace), name, task, meta, config)
         if problem is not None:
-            patch.status.update(final_patch(status, problem[0], problem[1], problem[2], _now()))
-            if problem[0] is TaskPhase.FAILED:
-                kopf.warn(body, reason=problem[1], message=problem[2])
-            log.warning(
-                "cmbtask.not_launched", cmbtask=name, task_id=task_id_of(uid, task), reason=problem[1]
-            )
+            _refuse(patch, status, body, problem)
             return
         pod = build_pod(
             PodInput(name=name, namespace=_namespaced(namespace), uid=uid, spec=task, settings=config)
         )
-        created = await memo["kube"].create_pod(namespace, pod)
+        try:
+            created = await memo["kube"].create_pod(namespace, pod)
+        except ApiException as error:
+            if error.status not in (400, 403, 422):
+                raise  # kopf retries the transient ones
+            message = f"pod not created: {error.reason}: {error.body!s}"[:4000]
+            _refuse(patch, status, body, (TaskPhase.FAILED, "PodRefused", message))
+            return
         log.info(
             "cmbtask.pod_created" if created else "cmbtask.pod_exists",
             cmbtask=name, task_id=task_id_of(uid, task), pod=pod["metadata"]["name"],
@@ -178,20 +190,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             kopf.info(body, reason="Cancelled", message="cancelled on request; deleting the runner pod")
         await memo["kube"].delete_pod(_namespaced(namespace), pod_name(name), grace_s=config.pod_grace_s)
         log.info("cmbtask.cancelled", cmbtask=name, namespace=namespace)
-
-    @kopf.timer(
-        *_CMBTASKS, id="ttl", interval=config.ttl_check_interval_s, registry=registry,
-        when=lambda status, **_: is_final(status.get("phase")),
-    )  # fmt: skip
-    async def expire(
-        name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
-    ) -> None:
-        ttl = spec.get("ttlSecondsAfterFinished")
-        ttl = config.ttl_seconds_after_finished if ttl is None else ttl
-        finished = _parse_time(status.get("finishTime"))
-        if finished is not None and finished + timedelta(seconds=ttl) <= _now():
-            await memo["kube"].delete_cmbtask(_namespaced(namespace), name)
-            log.info("cmbtask.expired", cmbtask=name, namespace=namespace, ttl_s=ttl)
 
 
 def _configure_kopf(settings: kopf.OperatorSettings, operator: OperatorSettings) -> None:
@@ -254,6 +252,17 @@ async def _pod_deleted(kube: Kube, namespace: str, owner: str) -> None:
         return final_patch(status, TaskPhase.FAILED, "PodDeleted", "the runner pod was deleted", _now())
 
     await patch_from_fresh(kube, namespace, owner, lost)
+
+
+def _refuse(
+    patch: kopf.Patch, status: Mapping[str, Any], body: kopf.Body, problem: tuple[TaskPhase, str, str]
+) -> None:
+    """End the task without a pod: final status and, for failures, a Warning Event."""
+    phase, reason, message = problem
+    patch.status.update(final_patch(status, phase, reason, message, _now()))
+    if phase is TaskPhase.FAILED:
+        kopf.warn(body, reason=reason, message=message)
+    log.warning("cmbtask.not_launched", cmbtask=body.metadata.name, reason=reason)
 
 
 def _launched(status: Mapping[str, Any], pod: str, task_id: str) -> dict[str, Any]:

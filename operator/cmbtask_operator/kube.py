@@ -93,6 +93,19 @@ class Kube:
             raise
         return True
 
+    async def list_cmbtasks(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every CmbTask, cluster-wide or in ``namespaces``."""
+        if not namespaces:
+            found = await self.custom.list_cluster_custom_object(CRD_GROUP, CRD_VERSION, CRD_PLURAL)
+            return list(found["items"])
+        items: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            found = await self.custom.list_namespaced_custom_object(
+                CRD_GROUP, CRD_VERSION, namespace, CRD_PLURAL
+            )
+            items += found["items"]
+        return items
+
     async def delete_cmbtask(self, namespace: str, name: str) -> bool:
         try:
             await self.custom.delete_namespaced_custom_object(
