@@ -201,9 +201,35 @@ async def _run_engine(
 ) -> tuple[str | None, dict[str, Any]]:
     """Run the engine in a worker thread; return the final event to send (None: link lost)."""
     loop = asyncio.get_running_loop()
-    task = ctx.task
     if ctx.cancelled.is_set():  # cancelled while queued or starting: do not start at all
         return _final_event(ctx, _EngineResult(), finished=False)
+    _announce(ctx)
+    cancel_seen = _cancel_event(loop, ctx)
+    timer = None
+    if ctx.task.timeout_s is not None:
+        timer = loop.call_later(ctx.task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, TIMEOUT_REASON)
+    capture = OutputCapture(ctx.emit, max_lines_per_s=_lines_cap(ctx.task.params))
+    capture.start()
+    ctx.flush_output = capture.flush
+    sink.retarget(capture.saved_stderr)
+    outcome = _EngineResult()
+    done = loop.create_future()
+    args = (ctx, outcome, loop, done)
+    threading.Thread(target=_engine_thread, args=args, name="engine", daemon=True).start()
+    try:
+        await _await_engine(config, ctx, done, link_task, cancel_seen)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        ctx.flush_output = None
+        await asyncio.to_thread(capture.stop)
+    if link_task.done():
+        return None, {}
+    return _final_event(ctx, outcome, finished=done.done())
+
+
+def _announce(ctx: RunnerContext) -> None:
+    task = ctx.task
     ctx.emit(
         EventType.TASK_STARTED,
         {
@@ -217,44 +243,38 @@ async def _run_engine(
     log.info(
         "task.started", engine=task.engine, mode=task.mode, resumed_from_version=ctx.started_from_version
     )
-    cancel_seen = asyncio.Event()
+
+
+def _cancel_event(loop: asyncio.AbstractEventLoop, ctx: RunnerContext) -> asyncio.Event:
+    """An event-loop view of ``ctx.cancelled`` (which engines set from any thread)."""
+    seen = asyncio.Event()
 
     def on_cancel() -> None:
-        loop.call_soon_threadsafe(cancel_seen.set)
+        loop.call_soon_threadsafe(seen.set)
 
     ctx.cancel_hooks.append(on_cancel)
     if ctx.cancelled.is_set():  # cancelled before the hook was in place
-        cancel_seen.set()
-    timer = None
-    if task.timeout_s is not None:
-        timer = loop.call_later(task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, TIMEOUT_REASON)
-    capture = OutputCapture(ctx.emit, max_lines_per_s=_lines_cap(task.params))
-    capture.start()
-    ctx.flush_output = capture.flush
-    sink.retarget(capture.saved_stderr)
-    outcome = _EngineResult()
-    done = loop.create_future()
-    thread = threading.Thread(
-        target=_engine_thread, args=(ctx, outcome, loop, done), name="engine", daemon=True
-    )
-    thread.start()
-    try:
-        waiter = asyncio.create_task(cancel_seen.wait())
-        await asyncio.wait({done, link_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if link_task.done():
-            # Nobody can hear the task any more: stop the engine (and its children).
-            ctx.cancel("link lost")
-        if ctx.cancelled.is_set() and not done.done():
-            await asyncio.wait({done}, timeout=config.cancel_grace_s)
-    finally:
-        if timer is not None:
-            timer.cancel()
-        ctx.flush_output = None
-        await asyncio.to_thread(capture.stop)
+        seen.set()
+    return seen
+
+
+async def _await_engine(
+    config: RunnerConfig,
+    ctx: RunnerContext,
+    done: asyncio.Future[None],
+    link_task: asyncio.Task[None],
+    cancel_seen: asyncio.Event,
+) -> None:
+    """Until the engine returns; on cancel, a grace to stop; on a dead link, stop it."""
+    waiter = asyncio.create_task(cancel_seen.wait())
+    watched: set[asyncio.Future[Any]] = {done, link_task, waiter}
+    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
     if link_task.done():
-        return None, {}
-    return _final_event(ctx, outcome, finished=done.done())
+        # Nobody can hear the task any more: stop the engine (and its children).
+        ctx.cancel("link lost")
+    if ctx.cancelled.is_set() and not done.done():
+        await asyncio.wait({done}, timeout=config.cancel_grace_s)
 
 
 def _lines_cap(params: dict[str, Any]) -> int:
