@@ -49,9 +49,12 @@ DEPS=(
   "Py-BOBYQA==1.5.0" "RapidFuzz==3.14.6" "tqdm==4.70.1"
 )
 
+# What the cmbagent tests need besides the project (not all of [dev]: no linters here).
+TEST_TOOLS=("pytest>=8" "pytest-asyncio>=0.24" "pytest-timeout>=2.3")
+
 # Skip the network entirely when nothing this script installs has changed.
 STAMP="$VENV/.cmbtask-cmbagent.stamp"
-WANT=$(cat "${BASH_SOURCE[0]}" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+WANT=$(cat "${BASH_SOURCE[0]}" "$ROOT/pyproject.toml" "$ROOT"/constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then
   echo "$VENV/bin/python"
   exit 0
@@ -63,12 +66,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV" >&2
 fi
 PIP=("$VENV/bin/python" -m pip install -q --prefer-binary --no-warn-conflicts)
+# The project's own pins, so this venv runs the same gateway and runner as .venv.
+CONSTRAINTS=()
+[ -f "$ROOT/constraints.txt" ] && CONSTRAINTS=(-c "$ROOT/constraints.txt")
 # nice: the install competes with everything else on small machines.
-nice -n 10 "${PIP[@]}" -e "$ROOT[dev]" >&2
+nice -n 10 "${PIP[@]}" "${CONSTRAINTS[@]}" -e "$ROOT" "${TEST_TOOLS[@]}" >&2
 nice -n 10 "${PIP[@]}" --no-deps "${CORE[@]}" >&2
-nice -n 10 "${PIP[@]}" "${DEPS[@]}" >&2
-# Fail here, not in a test, if an import the workflows need is missing.
-( cd "$VENV" && OPENAI_API_KEY=sk-install-check CMBAGENT_DISABLE_DISPLAY=1 \
+nice -n 10 "${PIP[@]}" "${CONSTRAINTS[@]}" "${DEPS[@]}" >&2
+# Fail here, not in a test, if an import the workflows need is missing. (Importing
+# cmbagent creates ./cmbagent_output, hence the scratch directory.)
+CHECK_DIR=$(mktemp -d)
+( cd "$CHECK_DIR" && OPENAI_API_KEY=sk-install-check CMBAGENT_DISABLE_DISPLAY=1 \
     "$VENV/bin/python" -c "import cmbagent, cmbtask_runner" >/dev/null ) >&2
+rm -rf "$CHECK_DIR"
 echo "$WANT" > "$STAMP"
 echo "$VENV/bin/python"

@@ -179,3 +179,19 @@ def test_cancel_while_waiting_for_human_input(client: httpx.Client) -> None:
     assert len(run.of("approval.requested")) == 1
     pending = client.get("/api/approvals", params={"status": "pending", "session_id": run.session_id})
     assert pending.json()["items"] == []
+
+
+def test_unanswered_input_follows_the_timeout_policy(client: httpx.Client) -> None:
+    # on_timeout "reject": an expired prompt ends the chat, as typing "exit" would.
+    run = run_task(
+        client,
+        "hitl-interactive",
+        PROMPT,
+        {"agent": "researcher"},
+        approval_timeout_s=1,
+        on_timeout="reject",
+    )
+    assert run.final["type"] == "task.succeeded", run.final
+    assert len(run.of("approval.requested")) == 1
+    assert len(run.of("approval.expired")) == 1
+    assert len([m for m in run.of("agent.message") if m["data"]["agent"] == "researcher"]) == 1
