@@ -280,3 +280,17 @@ async def test_sigterm_right_after_a_fork_is_not_lost(tmp_path: Path) -> None:
         assert not any([(await executor.inspect(handle)).alive for handle in handles])
     finally:
         await executor.close()
+
+
+async def test_a_killed_runner_leaves_no_children(executor: LocalExecutor, tmp_path: Path) -> None:
+    handle = await executor.launch(_request())
+    info = await _env_of(tmp_path / "data" / "tasks" / "t1")
+    os.kill(int(handle.split(":")[0]), signal.SIGKILL)  # the runner alone, not its group
+    await asyncio.sleep(0.3)
+    assert _running(int(str(info["child"]))), "its child outlived it so far"
+    assert not (await executor.inspect(handle)).alive
+    for _ in range(50):
+        if not _running(int(str(info["child"]))):
+            break
+        await asyncio.sleep(0.05)
+    assert not _running(int(str(info["child"]))), "inspect cleared the dead runner's group"

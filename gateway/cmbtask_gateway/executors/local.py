@@ -157,6 +157,11 @@ class LocalExecutor:
         self._poll(handle)
         if self._is_alive(handle):
             return ExecutorStatus(handle=handle, alive=True)
+        # A runner killed on its own (OOM killer, kill -9) may leave children in its
+        # group, such as a script: they go too. The kernel never hands out a pid that
+        # is still a process group's id, so this group is the runner's and no one else's.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(_parse(handle)[0], signal.SIGKILL)
         return self._ended(handle)
 
     async def adopt(self, handles: Sequence[str]) -> list[ExecutorStatus]:
