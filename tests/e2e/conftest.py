@@ -89,6 +89,7 @@ def operator_process(
         "CMBTASK_OPERATOR_SECRET_WAIT_S": "10",
         "CMBTASK_OPERATOR_TTL_CHECK_INTERVAL_S": "1",
         "CMBTASK_OPERATOR_POD_GRACE_S": "5",
+        "CMBTASK_OPERATOR_DEADLINE_GRACE_S": "1",
         "CMBTASK_OPERATOR_ENGINES": '["demo", "script"]',
     }
     return Process(name, ["-m", "cmbtask_operator"], env, log_dir)

@@ -17,6 +17,7 @@ from tests.support.clients import SessionClient
 from tests.support.gateway import GatewayProcess
 
 pytestmark = [pytest.mark.k8s, pytest.mark.usefixtures("operator")]
+FINAL_PHASES = {"succeeded", "failed", "cancelled", "timed_out"}
 FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
 QUICK_DEMO = {"steps": 2, "step_delay_s": 0.1, "lines_per_step": 2}
 
@@ -133,3 +134,21 @@ def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kub
     wait_for(lambda: runner_pods(kubectl, name) == [], 60, "the runner pod to be deleted")
     status = (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("status", {})
     assert status.get("phase") == "cancelled"
+
+
+def test_gateway_restart_mid_task_adopts_the_running_pod(gateway: GatewayProcess, kubectl: Kubectl) -> None:
+    with gateway.client() as http:
+        session_id = new_session(http)
+        params = {"steps": 4, "step_delay_s": 1.0, "lines_per_step": 1}
+        task = submit(http, session_id, engine="demo", mode="one-shot", params=params)
+    name = cmbtask_name_for_task(task["id"])
+    with gateway.client() as http:
+        task_phase(http, task["id"], {"running"})
+    gateway.restart()  # SIGKILL, then the same data and port
+    with gateway.client() as http:
+        ended = task_phase(http, task["id"], FINAL_PHASES, timeout_s=120)
+        assert ended["phase"] == "succeeded", ended
+        events = http.get(f"/api/sessions/{session_id}/events", params={"after": 0}).json()["items"]
+    types = [e["type"] for e in events]
+    assert types.count("task.succeeded") == 1 and types.count("step.completed") == 4
+    assert len(runner_pods(kubectl, name)) == 1

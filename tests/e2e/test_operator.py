@@ -119,6 +119,17 @@ def test_cancel_via_spec_deletes_the_pod_and_ends_cancelled(kubectl: Kubectl, na
     assert phase_of(kubectl, "tocancel", namespace) == "cancelled"
 
 
+def test_pod_past_its_deadline_ends_timed_out(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(secret("slow-token", "x"), namespace=namespace)
+    kubectl.apply(
+        cmbtask("slow", engine="demo", gatewayUrl=UNREACHABLE, timeoutSeconds=2), namespace=namespace
+    )
+    [pod] = wait_for(lambda: pods(kubectl, namespace), 30, "the pod")
+    assert pod["spec"]["activeDeadlineSeconds"] == 3
+    found = wait_phase(kubectl, "slow", namespace, {"timed_out"}, timeout_s=60)
+    assert found["status"]["reason"] == "DeadlineExceeded"
+
+
 def test_deleting_the_cmbtask_garbage_collects_its_pod(kubectl: Kubectl, namespace: str) -> None:
     running_pod(kubectl, "todelete", namespace)
     kubectl.run("delete", "cmbtask", "todelete", "-n", namespace, "--wait=false")
