@@ -103,6 +103,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _configure_kopf(settings, config)
         memo["kube"] = Kube(await connect())
+        if not config.standalone:
+            await _ensure_peering(memo["kube"], config)
         memo["expiry"] = asyncio.create_task(expire_forever(memo["kube"], config), name="expiry")
 
     @kopf.on.login(id="login", registry=registry)
@@ -207,6 +209,14 @@ def _configure_kopf(settings: kopf.OperatorSettings, operator: OperatorSettings)
     settings.peering.clusterwide = not operator.namespaces
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
+
+
+async def _ensure_peering(kube: Kube, config: OperatorSettings) -> None:
+    # Peering is mandatory: without its object kopf would refuse to start.
+    namespaces: list[str | None] = list(config.namespaces) or [None]
+    for namespace in namespaces:
+        if not await kube.ensure_peering(config.peering_name, namespace):
+            log.warning("peering.crd_missing", peering=config.peering_name, hint="apply kopf's peering CRDs")
 
 
 def _namespaced(namespace: str | None) -> str:

@@ -15,6 +15,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from .peering import peering_object
+
 __all__ = ["Kube", "connect"]
 
 # CRDs take no strategic merge patch; say which patch this is.
@@ -112,6 +114,23 @@ class Kube:
                 CRD_GROUP, CRD_VERSION, namespace, CRD_PLURAL, name
             )
         except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def ensure_peering(self, name: str, namespace: str | None) -> bool:
+        """Create kopf's peering object if it is missing; False when its CRD is."""
+        body = peering_object(name, namespace)
+        plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
+        try:
+            if namespace:
+                await self.custom.create_namespaced_custom_object("kopf.dev", "v1", namespace, plural, body)
+            else:
+                await self.custom.create_cluster_custom_object("kopf.dev", "v1", plural, body)
+        except ApiException as error:
+            if error.status == 409:
+                return True
             if error.status == 404:
                 return False
             raise

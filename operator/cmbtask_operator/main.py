@@ -67,6 +67,7 @@ async def run_async(
         standalone=config.standalone,
         peering_name=config.peering_name,
         priority=config.priority,
+        liveness_endpoint=config.liveness_endpoint,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

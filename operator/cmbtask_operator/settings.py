@@ -53,3 +53,5 @@ class OperatorSettings(BaseSettings):
     #: run without peering (tests, a single replica by construction)
     standalone: bool = False
     priority: int = Field(default_factory=_random_priority)
+    #: kopf's liveness probe, e.g. ``http://0.0.0.0:8080/healthz``; none when unset
+    liveness_endpoint: str | None = None

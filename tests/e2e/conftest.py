@@ -4,6 +4,9 @@ One development control plane per test session (``scripts/control-plane.sh``;
 reused when ``CMBTASK_K8S_RUN_DIR`` names a running one), with the CmbTask
 CRD, kopf's peering CRDs, a node agent, a gateway using the kubernetes
 executor, and the real operator as a separate process.
+
+Start the control plane first (``eval "$(bash scripts/control-plane.sh start
+DIR)"``): a cold build of its binaries takes longer than one test may.
 """
 
 from __future__ import annotations
