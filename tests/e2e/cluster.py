@@ -52,7 +52,7 @@ class ControlPlane:
             check=True,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1800,
         )
         plane = cls(run_dir, owned=True)
         plane.env = _parse_exports(out.stdout)
