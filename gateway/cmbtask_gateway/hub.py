@@ -32,7 +32,8 @@ class Hub:
         self._subscribers: defaultdict[str, set[Subscriber]] = defaultdict(set)
 
     def subscribe(self, session_id: str) -> Subscriber:
-        subscriber = Subscriber(session_id, asyncio.Queue(self._queue_size))
+        # Unbounded for asyncio; ``publish`` enforces the bound per batch.
+        subscriber = Subscriber(session_id, asyncio.Queue())
         self._subscribers[session_id].add(subscriber)
         return subscriber
 
@@ -54,10 +55,12 @@ class Hub:
         for subscriber in tuple(self._subscribers.get(session_id, ())):
             if subscriber.overflowed.is_set():
                 continue
+            # A client is too slow when it has not taken what it was given,
+            # not when one stored batch (up to hundreds of events) is larger
+            # than the queue: the backlog stays under the size plus one batch.
+            if subscriber.queue.qsize() >= self._queue_size:
+                subscriber.overflowed.set()
+                self._metrics.slow_consumers.inc()
+                continue
             for item in events:
-                try:
-                    subscriber.queue.put_nowait(item)
-                except asyncio.QueueFull:
-                    subscriber.overflowed.set()
-                    self._metrics.slow_consumers.inc()
-                    break
+                subscriber.queue.put_nowait(item)

@@ -350,6 +350,28 @@ async def _slow_consumers(http: httpx.AsyncClient) -> float:
     raise AssertionError("cmbtask_slow_consumers_total missing from /metrics")
 
 
+async def test_a_burst_larger_than_the_queue_does_not_cut_off_readers(gateway_factory: Any) -> None:
+    # The gateway stores a runner's burst in batches of up to hundreds of
+    # events; a client that reads must not be taken for a slow one.
+    gateway = gateway_factory(CMBTASK_CLIENT_QUEUE_SIZE="16")
+    sid = _session(gateway)
+    task_id = _submit(gateway, sid)
+    readers = [await Watcher.open(gateway, sid) for _ in range(2)]
+    for reader in readers:
+        await reader.until(lambda f: f["type"] == "ws.replayed")
+    runner = TestRunner(gateway.ws_url, task_id)
+    await runner.connect()
+    for n in range(300):
+        await runner.send_event("output", {"stream": "stdout", "text": f"burst {n}"})
+    await runner.wait_acked(300, timeout_s=30)
+    for reader in readers:
+        assert _seqs(await reader.events_through(301)) == list(range(2, 302))
+        await reader.close()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        assert await _slow_consumers(http) == 0
+    await runner.close()
+
+
 async def test_slow_consumer_is_cut_off_and_replays_without_gaps(gateway_factory: Any) -> None:
     gateway = gateway_factory(CMBTASK_CLIENT_QUEUE_SIZE="16")
     sid = _session(gateway)
