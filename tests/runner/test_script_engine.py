@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,11 @@ async def test_flooding_script_is_capped_and_still_finishes(gw: FakeGateway, tmp
     kept = record.output("stdout").count("\n")
     assert kept + dropped == 200000 and dropped > 150000
     assert len(record.events) < 1000, "coalesced and capped: a few events, not 200000"
+
+
+async def test_the_sdk_works_from_another_python(gw: FakeGateway, tmp_path: Path) -> None:
+    code = "from cmbtask_runner import sdk; sdk.emit('agent.message', {'agent': 'sys', 'content': 'hi'})"
+    # -S: no site-packages, so nothing of the runner's environment but PYTHONPATH.
+    record = gw.add_task("script", {"command": [sys.executable, "-S", "-c", code]})
+    assert await finish(await start_runner(gw, record, tmp_path)) == 0, record.output()
+    assert any(e["event_type"] == "agent.message" and e["data"]["content"] == "hi" for e in record.events)

@@ -26,6 +26,8 @@ from .base import EngineContext, EngineError, TaskCancelled
 
 __all__ = ["ScriptEngine"]
 
+#: the directory holding the ``cmbtask_runner`` package (for the script's PYTHONPATH)
+_SDK_ROOT = str(Path(__file__).resolve().parents[2])
 #: how long a script gets between SIGTERM and SIGKILL when the task is cancelled
 STOP_GRACE_S = 3.0
 _POLL_S = 0.1
@@ -86,6 +88,9 @@ def _env(params: ScriptParams, ctx: EngineContext, socket_path: str) -> dict[str
             "CMBTASK_SESSION_ID": ctx.task.session_id,
             "CMBTASK_WORK_DIR": str(ctx.work_dir),
             "PYTHONUNBUFFERED": "1",  # output as it happens, not in 8 KB lumps
+            # The SDK needs only the standard library: make it importable from any
+            # Python a command may run, not just the runner's own interpreter.
+            "PYTHONPATH": os.pathsep.join(filter(None, [_SDK_ROOT, env.get("PYTHONPATH", "")])),
         }
     )
     return env
