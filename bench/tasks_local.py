@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from benchkit import (
     ROOT,
     CpuMeter,
@@ -336,7 +337,8 @@ def _start_breakdown(outcome: Outcome) -> tuple[list[float], list[float]]:
     first_watcher: dict[str, Watcher] = {}
     for watcher in outcome.watchers:
         first_watcher.setdefault(watcher.session_id, watcher)
-    started = outcome.gateway_rss.children_started
+    offset = _create_time_offset()
+    started = {pid: at - offset for pid, at in outcome.gateway_rss.children_started.items()}
     to_spawn, to_event = [], []
     for submitted in outcome.submitted:
         watcher = first_watcher[submitted.session_id]
@@ -347,6 +349,17 @@ def _start_breakdown(outcome: Outcome) -> tuple[list[float], list[float]]:
         to_spawn.append(started[pid] - submitted.at)
         to_event.append(seen - started[pid])
     return to_spawn, to_event
+
+
+def _create_time_offset() -> float:
+    """How far a process's create time (boot time, in whole seconds, plus
+    ticks) is off ``time.time()``: measured on a child started just now."""
+    before = time.time()
+    child = subprocess.Popen(["sleep", "0.2"])
+    try:
+        return float(psutil.Process(child.pid).create_time() - before)
+    finally:
+        child.wait(5)
 
 
 def _runner_pid(watcher: Watcher, task_id: str) -> int | None:
@@ -366,7 +379,7 @@ def rows(outcome: Outcome) -> list[tuple[str, str]]:
     peaks = outcome.gateway_rss.children_peaks
     runner_peaks = sorted(peaks[pid] for pid in pids if pid in peaks) or [0]
     runner_cpu = sorted(outcome.gateway_rss.children_cpu[pid] for pid in pids if pid in peaks) or [0.0]
-    first_submit = min(submitted.at for submitted in outcome.submitted)
+    first_submit = min(submitted.at for submitted in outcome.submitted) + _create_time_offset()
     created = sorted(outcome.gateway_rss.children_started[pid] - first_submit for pid in pids if pid in peaks)
     spawn_first, spawn_last = (created[0], created[-1]) if created else (float("nan"), float("nan"))
     succeeded = sum(phase == "succeeded" for phase in outcome.phases.values())
