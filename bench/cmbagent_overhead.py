@@ -27,6 +27,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -44,10 +45,13 @@ KEY = "sk-cmbtask-bench-000000000000"
 # (reassigning Claude-default agents, creating chats/); without them it fails.
 DIRECT = textwrap.dedent(
     """
-    import sys
+    import sys, time
+    started = time.perf_counter()
     from cmbtask_runner.engines.cmbagent.library import import_cmbagent
     cmbagent = import_cmbagent()
+    imported = time.perf_counter()
     cmbagent.one_shot(sys.argv[1], agent="researcher", work_dir=sys.argv[2])
+    print(f"BENCH import={imported - started:.3f} workflow={time.perf_counter() - imported:.3f}")
     """
 )
 
@@ -56,8 +60,8 @@ def _env(url: str) -> dict[str, str]:
     return {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url, "CMBAGENT_MODEL": "gpt-4.1-2025-04-14"}
 
 
-def run_direct(url: str, work: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one plain-Python run."""
+def run_direct(url: str, work: Path) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (bytes) and in-process workflow seconds of one plain-Python run."""
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **_env(url)}
     started = time.perf_counter()
@@ -68,7 +72,9 @@ def run_direct(url: str, work: Path) -> tuple[float, int]:
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"direct run failed: {(work / 'out.txt').read_text()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    output = (work / "out.txt").read_text()
+    workflow = float(output.split("BENCH import=")[1].split("workflow=")[1].split()[0])
+    return wall, usage.ru_maxrss * 1024, workflow
 
 
 class PeakRss:
@@ -101,8 +107,9 @@ class PeakRss:
                         self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), peak)
 
 
-def run_cmbtask(gateway: GatewayProcess) -> tuple[float, int]:
-    """Wall seconds from submit to ``task.succeeded``, and the runner's peak RSS."""
+def run_cmbtask(gateway: GatewayProcess) -> tuple[float, int, float]:
+    """Wall seconds from submit to ``task.succeeded``, the runner's peak RSS, and
+    seconds from ``task.started`` to the final event (the runner's own view)."""
     assert gateway.process is not None
     with gateway.client() as client, PeakRss(gateway.process.pid) as rss:
         started = time.perf_counter()
@@ -111,7 +118,13 @@ def run_cmbtask(gateway: GatewayProcess) -> tuple[float, int]:
         wall = time.perf_counter() - started
     if run.final["type"] != "task.succeeded":
         raise RuntimeError(f"cmbtask run ended {run.final}")
-    return wall, max(rss.peaks.values(), default=0)
+    inside = _seconds(run.of("task.started")[0]["ts"], run.final["ts"])
+    return wall, max(rss.peaks.values(), default=0), inside
+
+
+def _seconds(start: str, end: str) -> float:
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
 
 def main() -> None:
@@ -120,8 +133,8 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    direct: list[tuple[float, int]] = []
-    through: list[tuple[float, int]] = []
+    direct: list[tuple[float, int, float]] = []
+    through: list[tuple[float, int, float]] = []
     with (
         tempfile.TemporaryDirectory(prefix="cmbagent-bench-") as tmp,
         running_server(AgentScript()) as (url, _),
@@ -141,17 +154,20 @@ def main() -> None:
                     through.append(run_cmbtask(gateway))
         finally:
             gateway.stop()
-    direct_s = statistics.median(w for w, _ in direct)
-    through_s = statistics.median(w for w, _ in through)
+    direct_s = statistics.median(w for w, _, _ in direct)
+    through_s = statistics.median(w for w, _, _ in through)
     mib = 1024 * 1024
-    direct_rss = max(r for _, r in direct) / mib
-    runner_rss = max(r for _, r in through) / mib
+    direct_rss = max(r for _, r, _ in direct) / mib
+    runner_rss = max(r for _, r, _ in through) / mib
     print(f"cmbagent one-shot (researcher) against the fake OpenAI server, median of {args.repeat}")
     print(f"  direct (plain python):    {direct_s:7.2f} s   peak RSS {direct_rss:7.1f} MiB")
     print(f"  through cmbtask (runner): {through_s:7.2f} s   peak RSS {runner_rss:7.1f} MiB")
     print(f"  ratio cmbtask/direct:     {through_s / direct_s:7.2f}")
-    print(f"  runs direct:  {', '.join(f'{w:.2f}' for w, _ in direct)} s")
-    print(f"  runs cmbtask: {', '.join(f'{w:.2f}' for w, _ in through)} s")
+    print(f"  runs direct:  {', '.join(f'{w:.2f}' for w, _, _ in direct)} s")
+    print(f"  runs cmbtask: {', '.join(f'{w:.2f}' for w, _, _ in through)} s")
+    workflow = statistics.median(x for _, _, x in direct)
+    inside = statistics.median(x for _, _, x in through)
+    print(f"  direct: one_shot() alone {workflow:.2f} s; cmbtask: task.started to final event {inside:.2f} s")
 
 
 if __name__ == "__main__":
