@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support.gateway import GatewayProcess
+from tests.support.runner_client import TestRunner
 
 GATEWAY_ENV = {"CMBTASK_AUTH_MODE": "proxy"}
 
@@ -296,3 +297,79 @@ def test_read_and_cancel_a_queued_task(client: httpx.Client) -> None:
     assert len(client.get(f"/api/sessions/{sid}/events").json()["items"]) == len(events)
     _refusal(client.get(f"/api/tasks/{uuid.uuid4()}"), 404, "not_found")
     _refusal(client.post(f"/api/tasks/{uuid.uuid4()}/cancel"), 404, "not_found")
+
+
+def test_malformed_json_bodies_are_refused(client: httpx.Client) -> None:
+    sid = _create(client)["id"]
+    headers = {"Content-Type": "application/json"}
+    for path in ("/api/sessions", f"/api/sessions/{sid}/tasks"):
+        response = client.post(path, content=b'{"title": "unterminated', headers=headers)
+        body = _refusal(response, 422, "invalid_request")
+        assert "JSON" in body["message"]
+    _refusal(client.patch(f"/api/sessions/{sid}", content=b"[1, 2", headers=headers), 422, "invalid_request")
+    _refusal(client.post("/api/sessions", json=["not", "an", "object"]), 422, "invalid_request")
+    assert client.get("/api/sessions").json()["total"] == 1
+    assert client.get(f"/api/sessions/{sid}").json()["version"] == 1
+
+
+async def test_approvals_list_and_resolve(client: httpx.Client, shared_gateway: GatewayProcess) -> None:
+    sid = _create(client)["id"]
+    other_sid = _create(client)["id"]
+    task_id = _submit(client, sid).json()["id"]
+    other_task = _submit(client, other_sid).json()["id"]
+    # The runners share this event loop: talk to the gateway without blocking it.
+    http = httpx.AsyncClient(base_url=shared_gateway.url, headers=client.headers, timeout=30)
+    runner, other = TestRunner(shared_gateway.ws_url, task_id), TestRunner(shared_gateway.ws_url, other_task)
+    await runner.connect()
+    await other.connect()
+    _, plain = await runner.request_approval("Run it?", options=["approve", "reject"])
+    rseq, free = await runner.request_approval("Anything to add?", options=["answer"], allow_text=True)
+    await runner.wait_acked(rseq)
+    other_rseq, elsewhere = await other.request_approval("Other session?")
+    await other.wait_acked(other_rseq)
+
+    pending = (await http.get("/api/approvals", params={"status": "pending"})).json()["items"]
+    assert [a["id"] for a in pending] == [plain, free, elsewhere]
+    in_session = (await http.get("/api/approvals", params={"session_id": sid})).json()["items"]
+    assert [a["id"] for a in in_session] == [plain, free]
+    assert in_session[0]["prompt"] == "Run it?" and in_session[0]["options"] == ["approve", "reject"]
+    _refusal(await http.get("/api/approvals", params={"status": "maybe"}), 422, "invalid_request")
+
+    url = f"/api/approvals/{plain}/resolve"
+    not_offered = _refusal(
+        await http.post(url, json={"decision": "modify", "text": "x"}), 422, "invalid_decision"
+    )
+    assert "approve, reject" in not_offered["message"]
+    _refusal(await http.post(url, json={"decision": "approve", "text": "but"}), 422, "invalid_decision")
+    _refusal(await http.post(url, json={"decision": "perhaps"}), 422, "invalid_request")
+    _refusal(await http.post(url, json={}), 422, "invalid_request")
+    _refusal(
+        await http.post(f"/api/approvals/{uuid.uuid4().hex}/resolve", json={"decision": "approve"}),
+        404,
+        "not_found",
+    )
+    assert [
+        a["id"] for a in (await http.get("/api/approvals", params={"status": "pending"})).json()["items"]
+    ] == [
+        plain,
+        free,
+        elsewhere,
+    ]
+
+    answered = await http.post(
+        f"/api/approvals/{free}/resolve", json={"decision": "answer", "text": "use Planck"}
+    )
+    assert answered.status_code == 200
+    assert answered.json()["status"] == "answered" and answered.json()["response"] == "use Planck"
+    decision = await runner.receive("approval.decision", approval_id=free)
+    assert decision["status"] == "answered" and decision["text"] == "use Planck"
+    rejected = (await http.post(url, json={"decision": "reject"})).json()
+    assert rejected["status"] == "rejected" and rejected["resolved_by"] == http.headers["X-Forwarded-User"]
+    statuses = {a["id"]: a["status"] for a in (await http.get("/api/approvals")).json()["items"]}
+    assert statuses == {plain: "rejected", free: "answered", elsewhere: "pending"}
+    assert [
+        a["id"] for a in (await http.get("/api/approvals", params={"status": "rejected"})).json()["items"]
+    ] == [plain]
+    await runner.close()
+    await other.close()
+    await http.aclose()
