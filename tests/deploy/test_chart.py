@@ -254,12 +254,20 @@ def test_operator_replicas_elect_a_leader_through_kopf_peering(production_manife
     assert env["CMBTASK_OPERATOR_STANDALONE"] == "false"
     namespaces = json.loads(env["CMBTASK_OPERATOR_NAMESPACES"])
     assert namespaces == ["cmbtask", "cmbtask-tasks"]
-    peerings = production_manifests.of_kind("KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == namespaces
-    assert {p["metadata"]["name"] for p in peerings} == {env["CMBTASK_OPERATOR_PEERING_NAME"]}
-    # Created after the CRDs exist: Helm cannot map a kind whose CRD is in the same release.
-    assert all("post-install" in p["metadata"]["annotations"]["helm.sh/hook"] for p in peerings)
     assert production_manifests.get("CustomResourceDefinition", "kopfpeerings.kopf.dev")
+    # The operator creates its peering object in every served namespace when missing.
+    for namespace in namespaces:
+        rules = production_manifests.get("Role", OPERATOR, namespace)["rules"]
+        (peering,) = [rule for rule in rules if rule["apiGroups"] == ["kopf.dev"]]
+        assert peering["resources"] == ["kopfpeerings"] and {"create", "patch"} <= set(peering["verbs"])
+
+
+def test_operator_liveness_probe_asks_kopf(manifests: Manifests) -> None:
+    (operator,) = _pod(manifests, OPERATOR)["spec"]["containers"]
+    (port,) = operator["ports"]
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    endpoint = _env(operator, manifests)["CMBTASK_OPERATOR_LIVENESS_ENDPOINT"]
+    assert endpoint == f"http://0.0.0.0:{port['containerPort']}/healthz"
 
 
 def test_runner_pod_defaults_reach_the_operator(production_manifests: Manifests) -> None:

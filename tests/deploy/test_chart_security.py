@@ -27,8 +27,8 @@ ALLOWED_VERBS: dict[str, dict[tuple[str, str], set[str]]] = {
         ("", "secrets"): {"get"},
         ("", "events"): {"create"},
         ("events.k8s.io", "events"): {"create"},
-        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "create", "patch"},
+        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "create", "patch"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch"},
     },
@@ -140,8 +140,9 @@ def test_cluster_wide_operator_uses_one_cluster_role_with_the_same_rules(helm: H
         for resource in rule["resources"]
     }
     assert rules[("", "pods")] == {"get", "list", "watch", "create", "delete"}
-    assert rules[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
-    assert [p["kind"] for p in rendered.of_kind("ClusterKopfPeering")] == ["ClusterKopfPeering"]
+    assert rules[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "create", "patch"}
+    crds = [crd["metadata"]["name"] for crd in rendered.of_kind("CustomResourceDefinition")]
+    assert "clusterkopfpeerings.kopf.dev" in crds
 
 
 def _runner_policies(manifests: Manifests) -> list[dict[str, Any]]:
