@@ -124,12 +124,6 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{- define "cmbtask.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end -}}
 
 {{/* Gateway settings that come from Secrets: the signing key, the database URL. */}}
 {{- define "cmbtask.gateway.secretEnv" -}}
