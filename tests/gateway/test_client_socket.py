@@ -439,3 +439,62 @@ async def test_slow_consumer_is_cut_off_and_replays_without_gaps(gateway_factory
     await resumed.close()
     await runner.close()
     await fast.close()
+
+
+async def test_approval_resolved_by_a_second_client_after_the_first_left(
+    shared_gateway: GatewayProcess,
+) -> None:
+    sid = _session(shared_gateway)
+    task_id = _submit(shared_gateway, sid)
+    runner = TestRunner(shared_gateway.ws_url, task_id)
+    await runner.connect()
+    await runner.send_event("task.started", {"engine": "demo", "mode": "one-shot"})
+
+    first = await Watcher.open(shared_gateway, sid)
+    _, approval_id = await runner.request_approval("Ship it?")
+    requested = (await first.until(lambda f: f["type"] == "approval.requested"))[-1]
+    assert requested["data"]["approval_id"] == approval_id
+    await first.close()  # e.g. a closed laptop
+
+    second = await Watcher.open(shared_gateway, sid, f"?after={requested['seq']}")
+    await second.until(lambda f: f["type"] == "ws.replayed")
+    await second.send(
+        {"type": "resolve_approval", "id": "a", "approval_id": approval_id, "decision": "approve"}
+    )
+    frames = await second.until(lambda f: f["type"] == "ws.result")
+    assert frames[-1]["result"]["status"] == "approved"
+    resolved = [f for f in frames if f["type"] == "approval.resolved"] or await second.until(
+        lambda f: f["type"] == "approval.resolved"
+    )
+    assert resolved[-1]["data"]["approval_id"] == approval_id and resolved[-1]["seq"] == requested["seq"] + 1
+    decision = await runner.receive("approval.decision")
+    assert decision["approval_id"] == approval_id and decision["status"] == "approved"
+    await second.close()
+    await runner.close()
+
+
+async def test_racing_decisions_have_exactly_one_winner(shared_gateway: GatewayProcess) -> None:
+    sid = _session(shared_gateway)
+    task_id = _submit(shared_gateway, sid)
+    runner = TestRunner(shared_gateway.ws_url, task_id)
+    await runner.connect()
+    rseq, approval_id = await runner.request_approval("Which way?")
+    await runner.wait_acked(rseq)
+    url = f"/api/approvals/{approval_id}/resolve"
+    async with httpx.AsyncClient(base_url=shared_gateway.url, timeout=30) as http:
+        answers = await asyncio.gather(
+            *(http.post(url, json={"decision": "approve" if n % 2 else "reject"}) for n in range(12))
+        )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [200] + [409] * 11
+        winner = next(a.json() for a in answers if a.status_code == 200)
+        losers = [a.json() for a in answers if a.status_code == 409]
+        assert all(body["code"] == "already_resolved" for body in losers)
+        assert all(body["detail"]["status"] == winner["status"] for body in losers)
+        events = (await http.get(f"/api/sessions/{sid}/events")).json()["items"]
+    assert [e["type"] for e in events].count("approval.resolved") == 1
+    decision = await runner.receive("approval.decision")
+    assert decision["status"] == winner["status"]
+    with pytest.raises(TimeoutError):
+        await runner.receive("approval.decision", timeout_s=1)
+    await runner.close()
