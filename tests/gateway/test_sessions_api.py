@@ -373,3 +373,32 @@ async def test_approvals_list_and_resolve(client: httpx.Client, shared_gateway: 
     await runner.close()
     await other.close()
     await http.aclose()
+
+
+def test_task_files_stay_inside_the_work_directory(
+    client: httpx.Client, shared_gateway: GatewayProcess
+) -> None:
+    sid = _create(client)["id"]
+    task_id = _submit(client, sid).json()["id"]
+    work = shared_gateway.data_dir / "tasks" / task_id
+    (work / "plots").mkdir(parents=True)
+    (work / "plots" / "cl.txt").write_text("ell,cl\n2,1.0\n")
+    secret = shared_gateway.data_dir / f"private-{task_id}.txt"
+    secret.write_text("not for tasks")
+    (work / "escape").symlink_to(secret)
+
+    served = client.get(f"/api/tasks/{task_id}/files/plots/cl.txt")
+    assert served.status_code == 200 and served.text == "ell,cl\n2,1.0\n"
+    for path in (
+        "..%2F..%2F" + secret.name,
+        "%2E%2E/%2E%2E/" + secret.name,
+        "escape",
+        "plots",
+        "nothing.txt",
+    ):
+        refused = client.get(f"/api/tasks/{task_id}/files/{path}")
+        assert refused.status_code == 404, path
+        assert "not for tasks" not in refused.text
+        assert refused.json()["message"].startswith("file "), refused.text
+    with httpx.Client(base_url=shared_gateway.url, headers={"X-Forwarded-User": "someone-else"}) as stranger:
+        assert stranger.get(f"/api/tasks/{task_id}/files/plots/cl.txt").status_code == 404
