@@ -133,6 +133,12 @@ async def test_metrics_follow_what_happens(shared_gateway: GatewayProcess) -> No
     await _eventually(lambda: delta('cmbtask_ws_connections{kind="runner"}') == 0)
 
 
+def _complete_lines(path: Path) -> list[str]:
+    """Lines of a log another process is writing, without a half-written last one."""
+    text = path.read_text()
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 def test_logs_are_json_with_request_ids(shared_gateway: GatewayProcess) -> None:
     request_id = uuid.uuid4().hex[:16]
     with shared_gateway.client() as client:
@@ -144,7 +150,7 @@ def test_logs_are_json_with_request_ids(shared_gateway: GatewayProcess) -> None:
     deadline = time.monotonic() + 5
     records: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        lines = shared_gateway.log_path.read_text().splitlines()
+        lines = _complete_lines(shared_gateway.log_path)
         records = [json.loads(line) for line in lines if line.startswith("{")]
         # ``cmbtask up`` greets people on stdout (wrapped); everything else is a log record.
         banner = [line for line in lines if not line.startswith("{")]
@@ -174,7 +180,7 @@ async def test_runner_logs_carry_task_and_session_ids(shared_gateway: GatewayPro
     deadline = time.monotonic() + 5
     connected: list[dict[str, Any]] = []
     while not connected and time.monotonic() < deadline:
-        for line in shared_gateway.log_path.read_text().splitlines():
+        for line in _complete_lines(shared_gateway.log_path):
             if task_id in line:
                 record = json.loads(line)
                 if record["event"] == "runner.connected":
