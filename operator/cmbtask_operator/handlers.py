@@ -216,7 +216,7 @@ async def _ensure_peering(kube: Kube, config: OperatorSettings) -> None:
     namespaces: list[str | None] = list(config.namespaces) or [None]
     for namespace in namespaces:
         if not await kube.ensure_peering(config.peering_name, namespace):
-            log.warning("peering.crd_missing", peering=config.peering_name, hint="apply kopf's peering CRDs")
+            log.warning("peering.not_created", peering=config.peering_name, namespace=namespace)
 
 
 def _namespaced(namespace: str | None) -> str:

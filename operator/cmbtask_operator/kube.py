@@ -120,7 +120,7 @@ class Kube:
         return True
 
     async def ensure_peering(self, name: str, namespace: str | None) -> bool:
-        """Create kopf's peering object if it is missing; False when its CRD is."""
+        """Create kopf's peering object if it is missing; False when that cannot be done here."""
         body = peering_object(name, namespace)
         plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
         try:
@@ -131,7 +131,7 @@ class Kube:
         except ApiException as error:
             if error.status == 409:
                 return True
-            if error.status == 404:
+            if error.status in (403, 404):  # not allowed to, or no CRD: someone else's job
                 return False
             raise
         return True
