@@ -96,16 +96,19 @@ class AgentScript:
 
     def _control(self, messages: list[dict[str, Any]]) -> Scripted:
         system = _system(messages)
-        step = _int_after(system, "**Current step in plan:**", default=1)
+        step = max(1, _int_after(system, "**Current step in plan:**", default=1))
         agent = _word_after(system, "**Agent in charge:**") or self.plan_agent
         if agent not in {"engineer", "researcher", "idea_maker", "idea_hater"}:
             agent = self.plan_agent
-        done = _work_since_last_status(messages)
-        if done:
+        last = _last_status(messages)
+        if _work_since_last_status(messages):
             status = "completed"
+            step = int(last.get("current_plan_step_number", step)) if last else step
+        elif last and last.get("current_status") == "completed":
+            # the previous step is done: a real model moves on to the next one
+            status, step, agent = "in progress", int(last["current_plan_step_number"]) + 1, self.plan_agent
         else:
             status = "in progress"
-            step = max(step, 1)
         args = {
             "current_status": status,
             "current_plan_step_number": step,
@@ -242,6 +245,20 @@ def _work_since_last_status(messages: list[dict[str, Any]]) -> bool:
         if message.get("name") in workers:
             return True
     return False
+
+
+def _last_status(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Arguments of the control agent's latest record_status call."""
+    for message in reversed(messages):
+        for call in reversed(message.get("tool_calls") or []):
+            function = call.get("function", {})
+            if function.get("name") == "record_status":
+                try:
+                    arguments: dict[str, Any] = json.loads(function.get("arguments") or "{}")
+                except ValueError:
+                    return None
+                return arguments
+    return None
 
 
 def _is_status_call(message: dict[str, Any]) -> bool:

@@ -34,10 +34,19 @@ class TaskRun:
         return finals[0]
 
 
-def submit(client: httpx.Client, mode: str, prompt: str, params: dict[str, Any], **extra: Any) -> TaskRun:
-    session = client.post("/api/sessions", json={"title": f"cmbagent {mode}", "mode": mode})
-    session.raise_for_status()
-    session_id = session.json()["id"]
+def submit(
+    client: httpx.Client,
+    mode: str,
+    prompt: str,
+    params: dict[str, Any],
+    session_id: str | None = None,
+    **extra: Any,
+) -> TaskRun:
+    """Submit a task, in a new session unless ``session_id`` is given."""
+    if session_id is None:
+        session = client.post("/api/sessions", json={"title": f"cmbagent {mode}", "mode": mode})
+        session.raise_for_status()
+        session_id = session.json()["id"]
     body = {"engine": "cmbagent", "mode": mode, "prompt": prompt, "params": params, **extra}
     task = client.post(f"/api/sessions/{session_id}/tasks", json=body)
     task.raise_for_status()

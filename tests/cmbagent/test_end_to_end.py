@@ -195,3 +195,29 @@ def test_unanswered_input_follows_the_timeout_policy(client: httpx.Client) -> No
     assert len(run.of("approval.requested")) == 1
     assert len(run.of("approval.expired")) == 1
     assert len([m for m in run.of("agent.message") if m["data"]["agent"] == "researcher"]) == 1
+
+
+def test_planning_control_resumes_in_the_same_session(
+    client: httpx.Client, fake_openai: tuple[str, FakeOpenAI]
+) -> None:
+    _url, fake = fake_openai
+    fake.script.plan_steps = 2
+    try:
+        # Nine chat rounds finish step 1 of 2 (measured on 0.0.1.post30), then the chat stops.
+        params = {"max_plan_steps": 2, "n_plan_reviews": 0, "max_rounds": 9}
+        first = run_task(client, "planning-control", PROMPT, params, answer=lambda _a: ("approve", None))
+        assert first.final["type"] == "task.failed", first.final
+        assert "continues from step 2" in first.final["data"]["reason"]
+        assert [e["data"]["step"] for e in first.of("step.completed")] == [1]
+        assert len(first.of("state.saved")) == 2  # plan approved, step 1 completed
+
+        second = submit(client, "planning-control", PROMPT, {**params, "max_rounds": 50}, first.session_id)
+        follow(client, second, lambda _a: ("reject", None), timeout_s=240)
+    finally:
+        fake.script.plan_steps = 1
+    assert second.final["type"] == "task.succeeded", second.final
+    assert second.approvals == [] and not second.of("plan.proposed")  # approved once, not planned again
+    assert second.of("task.started")[0]["data"]["resumed_from_version"] is not None
+    assert [e["data"]["step"] for e in second.of("step.started")] == [2]
+    assert [(e["data"]["step"], e["data"]["total"]) for e in second.of("step.completed")] == [(2, 2)]
+    assert second.final["data"]["result"]["resumed_after_step"] == 1

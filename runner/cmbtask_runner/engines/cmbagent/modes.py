@@ -78,7 +78,9 @@ class CmbAgentParams(BaseModel):
 
     #: the agent that answers in one-shot and hitl-interactive
     agent: Literal["engineer", "researcher"] = "engineer"
+    #: chat rounds of a workflow (of the control phase in planning-control)
     max_rounds: int = Field(default=50, ge=1, le=1000)
+    max_rounds_planning: int = Field(default=50, ge=1, le=1000)
     max_n_attempts: int = Field(default=3, ge=1, le=20)
     max_plan_steps: int = Field(default=3, ge=1, le=20)
     n_plan_reviews: int = Field(default=1, ge=0, le=5)

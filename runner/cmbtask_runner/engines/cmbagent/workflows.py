@@ -88,9 +88,15 @@ def planning_control(run: Run) -> dict[str, Any]:
     try:
         _control(run, steps, offset=done)
     finally:
-        completed = done + len(run.mapper.completed_steps)
+        completed = min(done + len(run.mapper.completed_steps), len(steps))
         if completed > done:
-            _save(run, steps, min(completed, len(steps)), f"step {completed} completed")
+            _save(run, steps, completed, f"step {completed} completed")
+    if completed < len(steps):
+        # The chat ended (round limit, agents gave up) before the plan did.
+        raise EngineError(
+            f"the plan stopped after step {completed} of {len(steps)}; "
+            f"a new planning-control task in this session continues from step {completed + 1}"
+        )
     return {"steps": len(steps), "resumed_after_step": done}
 
 
@@ -135,7 +141,7 @@ def _plan(run: Run, instructions: str, revision: int) -> list[dict[str, Any]]:
     )
     agent.solve(
         run.prompt,
-        max_rounds=p.max_rounds,
+        max_rounds=p.max_rounds_planning,
         initial_agent="plan_setter",
         shared_context={
             "feedback_left": p.n_plan_reviews,
