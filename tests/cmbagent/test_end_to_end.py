@@ -221,3 +221,26 @@ def test_planning_control_resumes_in_the_same_session(
     assert [e["data"]["step"] for e in second.of("step.started")] == [2]
     assert [(e["data"]["step"], e["data"]["total"]) for e in second.of("step.completed")] == [(2, 2)]
     assert second.final["data"]["result"]["resumed_after_step"] == 1
+
+
+def test_one_shot_engineer_writes_and_runs_code(
+    client: httpx.Client, fake_openai: tuple[str, FakeOpenAI], cmb_gateway: GatewayProcess
+) -> None:
+    _url, fake = fake_openai
+    before = len(fake.ledger.snapshot())
+    run = run_task(client, "one-shot", PROMPT, {"agent": "engineer"})
+
+    assert run.final["type"] == "task.succeeded", run.final
+    code = [c["data"] for c in run.of("code") if c["data"]["language"] == "python"]
+    assert code and code[0]["filename"] == "codebase/summary.py" and "T_cmb" in code[0]["source"]
+    results = [m["data"] for m in run.of("agent.message") if m["data"].get("kind") == "execution_result"]
+    assert any("T_cmb = 2.7255 K" in r["content"] for r in results)
+    transfers = [
+        t["data"] for t in run.of("agent.tool_call") if t["data"]["tool"] == "post_execution_transfer"
+    ]
+    assert transfers and transfers[0]["arguments"]["execution_status"] == "success"
+    paths = {e["data"]["path"] for e in run.of("file.created")}
+    assert {"cmbagent/codebase/summary.py", "cmbagent/data/result.txt"} <= paths
+    result = task_dir(cmb_gateway, run.task_id) / "cmbagent" / "data" / "result.txt"
+    assert result.read_text() == "T_cmb = 2.7255 K\n"
+    _assert_costs_match(run, _billed(fake, before))
