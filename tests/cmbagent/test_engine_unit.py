@@ -38,7 +38,7 @@ def with_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("with_key")
 def test_validate_accepts_a_runnable_task() -> None:
-    CmbAgentEngine().validate(_task(agent="researcher"))
+    CmbAgentEngine().validate(_task(agent="researcher", max_output_lines_per_s=100))
 
 
 @pytest.mark.usefixtures("with_key")

@@ -96,6 +96,8 @@ class CmbAgentParams(BaseModel):
     plan: list[PlanStepSpec] | None = Field(default=None, min_length=1, max_length=20)
     #: files above this size are not announced as ``file.created``
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=0, le=1024**3)
+    #: read by the runner's output capture: lines per second above which output is dropped
+    max_output_lines_per_s: int = Field(default=5000, ge=1, le=1_000_000)
 
     def plan_dicts(self) -> list[dict[str, Any]]:
         return [step.model_dump() for step in self.plan or []]
