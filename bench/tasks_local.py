@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -289,9 +290,30 @@ async def run(args: argparse.Namespace) -> Outcome:
                 alone_s = await _run_alone(gateway, http, args)
                 outcome = await _wave(gateway, http, args)
         finally:
-            gateway.stop()
+            _stop_gateway_and_runners(gateway)
     outcome.alone_first_event_s, outcome.interpreter_start_s = alone_s, interpreter_s
     return outcome
+
+
+def _stop_gateway_and_runners(gateway: GatewayProcess) -> None:
+    """Stop the gateway, then any runner it leaves behind.
+
+    Runners outlive their gateway on purpose (they reconnect to the next
+    one); after a benchmark that gave up early nobody would come back.
+    """
+    descendants: list[psutil.Process] = []
+    if gateway.process is not None:
+        with contextlib.suppress(psutil.Error):
+            descendants = psutil.Process(gateway.process.pid).children(recursive=True)
+    gateway.stop()
+    alive = [process for process in descendants if process.is_running()]
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, still = psutil.wait_procs(alive, timeout=10)
+    for process in still:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def _line_checks(outcome: Outcome) -> tuple[int, int, int]:
@@ -321,7 +343,7 @@ def _event_checks(outcome: Outcome) -> tuple[int, int]:
 
 
 def _first_events(outcome: Outcome) -> list[float]:
-    first_watcher = {}
+    first_watcher: dict[str, Watcher] = {}
     for watcher in outcome.watchers:
         first_watcher.setdefault(watcher.session_id, watcher)
     delays = []
