@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from cmbtask_protocol import ConditionStatus, ConditionType, TaskPhase
+from cmbtask_protocol import ConditionStatus, ConditionType, TaskPhase, set_condition, timestamp
 
 __all__ = [
     "FAIL_FAST_REASONS",
@@ -59,10 +59,6 @@ class PodReport:
     finished_at: str | None = None
     #: the pod will never run; delete it rather than let it wait
     fail_fast: bool = False
-
-
-def timestamp(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_final(phase: str | None) -> bool:
@@ -145,31 +141,6 @@ def _fields(report: PodReport) -> dict[str, Any]:
 
 
 # ---- status patches ------------------------------------------------------------
-
-
-def set_condition(
-    conditions: Sequence[Mapping[str, Any]],
-    kind: ConditionType,
-    status: ConditionStatus,
-    now: datetime,
-    reason: str = "",
-    message: str = "",
-) -> list[dict[str, Any]]:
-    """``conditions`` with ``kind`` set; its transition time moves only when
-    its status changes."""
-    out = [dict(c) for c in conditions if c.get("type") != kind.value]
-    previous = next((c for c in conditions if c.get("type") == kind.value), None)
-    kept = previous if previous is not None and previous.get("status") == status.value else {}
-    out.append(
-        {
-            "type": kind.value,
-            "status": status.value,
-            "lastTransitionTime": kept.get("lastTransitionTime") or timestamp(now),
-            "reason": reason or kept.get("reason", ""),
-            "message": message or kept.get("message", ""),
-        }
-    )
-    return sorted(out, key=lambda c: str(c["type"]))
 
 
 def status_patch(report: PodReport, current: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
@@ -44,7 +45,9 @@ __all__ = [
     "cmbtask_name_for_task",
     "crd_manifest",
     "dns_label",
+    "set_condition",
     "task_id_of",
+    "timestamp",
     "token_secret_name",
 ]
 
@@ -190,6 +193,38 @@ def token_secret_name(name: str, spec: CmbTaskSpec) -> str:
 def task_id_of(uid: str, spec: CmbTaskSpec) -> str:
     """The gateway task id of an object: its spec's, else its uid (kubectl-made)."""
     return spec.task_id or uid
+
+
+# ---- conditions ---------------------------------------------------------------
+
+
+def timestamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    kind: ConditionType,
+    status: ConditionStatus,
+    now: datetime,
+    reason: str = "",
+    message: str = "",
+) -> list[dict[str, Any]]:
+    """``conditions`` with ``kind`` set; its transition time moves only when
+    its status changes."""
+    out = [dict(c) for c in conditions if c.get("type") != kind.value]
+    previous = next((c for c in conditions if c.get("type") == kind.value), None)
+    kept = previous if previous is not None and previous.get("status") == status.value else {}
+    out.append(
+        {
+            "type": kind.value,
+            "status": status.value,
+            "lastTransitionTime": kept.get("lastTransitionTime") or timestamp(now),
+            "reason": reason or kept.get("reason", ""),
+            "message": message or kept.get("message", ""),
+        }
+    )
+    return sorted(out, key=lambda c: str(c["type"]))
 
 
 # ---- CRD generation -----------------------------------------------------------

@@ -126,6 +126,10 @@ def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kub
         )
         table = kubectl.run("get", "cmbtasks", "-n", GATEWAY_NAMESPACE, name).stdout
         assert "waiting_approval" in table
+        status = (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("status", {})
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["AwaitingApproval"]["status"] == "True"
+        assert conditions["AwaitingApproval"]["message"] == status["pendingApproval"]
         assert len(runner_pods(kubectl, name)) == 1
         response = http.post(f"/api/tasks/{task['id']}/cancel")
         assert response.status_code in (200, 202), response.text

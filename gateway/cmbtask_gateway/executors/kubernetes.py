@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
@@ -35,11 +36,14 @@ from cmbtask_protocol import (
     TOKEN_SECRET_KEY,
     ApprovalStatus,
     CmbTaskSpec,
+    ConditionStatus,
+    ConditionType,
     SessionCreate,
     TaskCreate,
     TaskPhase,
     cmbtask_name_for_task,
     dns_label,
+    set_condition,
     token_secret_name,
 )
 from kubernetes_asyncio import client, config, watch
@@ -308,6 +312,8 @@ class KubernetesExecutor:
             wanted = {k: v for k, v in wanted.items() if k != "phase"}
         change = {k: (v.value if isinstance(v, TaskPhase) else v) for k, v in wanted.items()}
         change = {k: v for k, v in change.items() if status.get(k) != v}
+        if "pendingApproval" in change:
+            change["conditions"] = _approval_condition(status, change["pendingApproval"])
         if change:
             version = seen["metadata"]["resourceVersion"]
             await self._patch(name, {"metadata": {"resourceVersion": version}, "status": change}, status=True)
@@ -371,6 +377,15 @@ class _Records:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _approval_condition(status: dict[str, Any], prompt: str | None) -> list[dict[str, Any]]:
+    waiting = ConditionStatus.TRUE if prompt else ConditionStatus.FALSE
+    reason = "ApprovalPending" if prompt else "ApprovalResolved"
+    conditions = status.get("conditions") or []
+    return set_condition(
+        conditions, ConditionType.AWAITING_APPROVAL, waiting, datetime.now(UTC), reason, prompt or ""
+    )
 
 
 def _split(handle: str) -> tuple[str, str]:
