@@ -137,6 +137,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         if problem is not None:
             _refuse(patch, status, body, problem)
             return
+        if await _pod_lost(memo["kube"], _namespaced(namespace), status):
+            message = "the runner pod was deleted while the operator was away"
+            _refuse(patch, status, body, (TaskPhase.FAILED, "PodDeleted", message))
+            return
         pod = build_pod(
             PodInput(name=name, namespace=_namespaced(namespace), uid=uid, spec=task, settings=config)
         )
@@ -238,6 +242,13 @@ async def _problem(
         secret = token_secret_name(name, task)
         return TaskPhase.FAILED, "MissingSecret", f"Secret {secret!r} with the runner token not found"
     return None
+
+
+async def _pod_lost(kube: Kube, namespace: str, status: Mapping[str, Any]) -> bool:
+    """On resume: the pod this task ran in is gone (its deletion happened
+    unseen). Making another would run the task twice."""
+    pod = status.get("podName")
+    return bool(pod) and not await kube.pod_exists(namespace, str(pod))
 
 
 async def _secret_ready(

@@ -57,6 +57,15 @@ class Kube:
             raise
         return True
 
+    async def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            await self.core.read_namespaced_pod(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     async def secret_exists(self, namespace: str, name: str) -> bool:
         try:
             await self.core.read_namespaced_secret(name, namespace)

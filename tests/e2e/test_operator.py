@@ -152,16 +152,37 @@ def test_get_cmbtasks_shows_the_printer_columns(kubectl: Kubectl, namespace: str
     assert "ENGINE" in short and "demo" in short
 
 
+def restart(operator: Process, meanwhile: Any = None) -> None:
+    operator.kill()
+    if meanwhile is not None:
+        meanwhile()
+    # A replacement with a higher priority takes over at once; the dead
+    # one's peering entry would otherwise pause it until it expires.
+    priority = int(operator.env.get("CMBTASK_OPERATOR_PRIORITY", str(2**30))) + 1
+    operator.env["CMBTASK_OPERATOR_PRIORITY"] = str(priority)
+    operator.start()
+
+
+def test_pod_deleted_while_the_operator_is_down_fails_the_task_once_it_is_back(
+    kubectl: Kubectl, namespace: str, operator: Process
+) -> None:
+    pod = running_pod(kubectl, "orphan", namespace)
+
+    def delete_pod() -> None:
+        kubectl.run("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=true", "--timeout=30s")
+
+    restart(operator, delete_pod)
+    found = wait_phase(kubectl, "orphan", namespace, {"failed"}, timeout_s=60)
+    assert found["status"]["reason"] == "PodDeleted"
+    assert pods(kubectl, namespace) == []
+
+
 def test_operator_restart_mid_task_makes_no_second_pod(
     kubectl: Kubectl, namespace: str, operator: Process, control_plane: ControlPlane, gateway: GatewayProcess,
     tmp_path: Any,
 ) -> None:  # fmt: skip
     first = running_pod(kubectl, "restart", namespace)
-    operator.kill()
-    # A replacement with a higher priority takes over at once; the dead
-    # one's peering entry would otherwise pause it until it expires.
-    operator.env["CMBTASK_OPERATOR_PRIORITY"] = str(2**31)
-    operator.start()
+    restart(operator)
     kubectl.run(
         "patch", "cmbtask", "restart", "-n", namespace, "--type", "merge", "-p", '{"spec":{"cancel":true}}'
     )
