@@ -120,6 +120,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
                 path=request.url.path,
                 status=response.status_code,
                 duration_ms=elapsed_ms,
+                user=getattr(request.state, "user", None),
             )
         app.state.gateway.metrics.http_requests.labels(request.method, str(response.status_code)).inc()
         return response

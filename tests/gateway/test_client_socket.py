@@ -139,9 +139,12 @@ async def test_reconnect_after_n_gets_exactly_the_rest(shared_gateway: GatewayPr
     assert (await again.frame(5))["type"] == "ws.heartbeat"
     await again.close()
 
+    # A cursor past the end starts at the end: the next event is not swallowed.
     past_the_end = await Watcher.open(shared_gateway, sid, "?after=100")
-    assert (await past_the_end.frame())["after"] == 100
+    assert (await past_the_end.frame())["after"] == 8
     assert (await past_the_end.frame())["type"] == "ws.replayed"  # and no events before it
+    _submit(shared_gateway, sid)
+    assert _seqs(await past_the_end.events_through(9)) == [9]
     await past_the_end.close()
 
 

@@ -37,7 +37,9 @@ async def test_sixty_clients_twenty_sessions_exact_delivery(gateway: GatewayProc
     everyone = [client for group in clients.values() for client in group]
     await asyncio.gather(*(client.connect(after=0) for client in everyone))
     runners = [TestRunner(gateway.ws_url, task_id) for _, task_id in sessions]
-    await asyncio.gather(*(_publish(runner, session_id) for runner, (session_id, _) in zip(runners, sessions)))
+    await asyncio.gather(
+        *(_publish(runner, session_id) for runner, (session_id, _) in zip(runners, sessions, strict=False))
+    )
 
     def complete(client: SessionClient) -> bool:
         return len(client.of_type("output")) >= LINES

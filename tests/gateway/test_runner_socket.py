@@ -55,14 +55,16 @@ async def test_events_are_stored_once_even_when_resent(gateway: GatewayProcess) 
     assert lines == [f"line {n}" for n in range(20)]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events if e["type"].startswith("task.")] == [
-        "task.queued", "task.started", "task.succeeded"
+        "task.queued",
+        "task.started",
+        "task.succeeded",
     ]
     assert task["phase"] == "succeeded" and task["reason"] == "done"
 
 
 async def test_approval_round_trip_and_second_decision_refused(gateway: GatewayProcess) -> None:
     with gateway.client() as client:
-        session_id, task_id = _submit(client)
+        _session_id, task_id = _submit(client)
     runner = TestRunner(gateway.ws_url, task_id)
     await runner.connect()
     await runner.send_event("task.started", {"engine": "demo", "mode": "one-shot"})
@@ -119,10 +121,12 @@ async def test_state_save_uses_versions(gateway: GatewayProcess) -> None:
     with gateway.client() as client:
         session = client.get(f"/api/sessions/{session_id}").json()
         assert session["has_state"] and session["state_version"] == 1
-        _, second_task = _submit(client)
-    # A new task in another session starts without that state; the same session's next task gets it.
-    with gateway.client() as client:
+        _, other_session_task = _submit(client)
         created = client.post(f"/api/sessions/{session_id}/tasks", json={"engine": "demo"}).json()
+    # A task in another session starts without that state; the same session's next task gets it.
+    other = TestRunner(gateway.ws_url, other_session_task)
+    assert (await other.connect()).get("state") is None
+    await other.close()
     again = TestRunner(gateway.ws_url, created["id"])
     assert (await again.connect())["state"] == {"step": 1}
     await again.close()
@@ -147,7 +151,9 @@ async def test_cancel_reaches_a_connected_runner(gateway: GatewayProcess) -> Non
     ("token", "reason"),
     [(None, "missing runner token"), ("rt1.x.1.y", "invalid runner token"), ("garbage", "malformed")],
 )
-async def test_runner_socket_refuses_bad_tokens(gateway: GatewayProcess, token: str | None, reason: str) -> None:
+async def test_runner_socket_refuses_bad_tokens(
+    gateway: GatewayProcess, token: str | None, reason: str
+) -> None:
     with gateway.client() as client:
         _, task_id = _submit(client)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

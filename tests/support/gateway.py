@@ -52,8 +52,18 @@ class GatewayProcess:
         env = {**os.environ, **self.env, "CMBTASK_DATABASE_URL": self.database_url}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cmbtask_gateway.cli", "up", "--host", "127.0.0.1",
-             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "cmbtask_gateway.cli",
+                "up",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -96,7 +106,19 @@ class GatewayProcess:
     def create_token(self, user: str) -> str:
         env = {**os.environ, **self.env, "CMBTASK_DATABASE_URL": self.database_url}
         out = subprocess.run(
-            [sys.executable, "-m", "cmbtask_gateway.cli", "token", "create", user, "--data-dir", str(self.data_dir)],
-            env=env, check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "cmbtask_gateway.cli",
+                "token",
+                "create",
+                user,
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout.strip()

@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 import websockets
-
 from cmbtask_gateway.auth import RunnerTokens
 
 from .gateway import TEST_SECRET
@@ -43,7 +42,9 @@ class TestRunner:
         self.ws = await websockets.connect(
             self.url, additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=10
         )
-        await self.ws.send(json.dumps({"type": "hello", "pid": 1, "pending_approvals": pending_approvals or []}))
+        await self.ws.send(
+            json.dumps({"type": "hello", "pid": 1, "pending_approvals": pending_approvals or []})
+        )
         self.welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
         assert self.welcome["type"] == "welcome", self.welcome
         self.acked = self.welcome["acked_rseq"]
@@ -79,7 +80,13 @@ class TestRunner:
     async def request_approval(self, prompt: str, **fields: Any) -> tuple[int, str]:
         approval_id = fields.pop("approval_id", None) or uuid.uuid4().hex
         number = self._next()
-        frame = {"type": "approval.request", "rseq": number, "approval_id": approval_id, "prompt": prompt, **fields}
+        frame = {
+            "type": "approval.request",
+            "rseq": number,
+            "approval_id": approval_id,
+            "prompt": prompt,
+            **fields,
+        }
         await self._send_numbered(number, frame)
         return number, approval_id
 

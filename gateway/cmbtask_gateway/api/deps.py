@@ -34,7 +34,11 @@ async def user_for_connection(connection: HTTPConnection) -> str:
 
 
 async def _current_user(request: Request) -> str:
-    return await user_for_connection(request)
+    user = await user_for_connection(request)
+    # Routes run in a copy of the middleware's context: leave the user where
+    # the access log can read it.
+    request.state.user = user
+    return user
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]

@@ -189,7 +189,9 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
     subscriber = gateway.hub.subscribe(session_id)
     gateway.metrics.connections.labels("client").inc()
     try:
-        await _serve(client, subscriber, int(after_raw), session.last_seq)
+        # A cursor past the end (a stale or made-up one) starts at the end instead
+        # of silently swallowing the next events.
+        await _serve(client, subscriber, min(int(after_raw), session.last_seq), session.last_seq)
     finally:
         gateway.hub.unsubscribe(subscriber)
         gateway.metrics.connections.labels("client").dec()
