@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -231,8 +232,6 @@ class NodeAgent:
         return env
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
-        import base64
-
         try:
             secret = await self.core.read_namespaced_secret(name, namespace)
         except ApiException as error:
