@@ -83,6 +83,8 @@ def test_missing_secret_fails_after_a_bounded_wait(kubectl: Kubectl, namespace: 
     assert found["status"]["reason"] == "MissingSecret"
     assert "absent" in found["status"]["message"]
     assert pods(kubectl, namespace) == []
+    events = wait_for(lambda: events_for(kubectl, "nosecret", namespace), 20, "a Kubernetes Event")
+    assert [e["type"] for e in events if e["reason"] == "MissingSecret"] == ["Warning"]
 
 
 def test_image_that_never_pulls_fails_fast(kubectl: Kubectl, namespace: str) -> None:
@@ -92,6 +94,8 @@ def test_image_that_never_pulls_fails_fast(kubectl: Kubectl, namespace: str) -> 
     assert found["status"]["reason"] == "ErrImagePull"
     assert "nope:1" in found["status"]["message"]
     wait_for(lambda: pods(kubectl, namespace) == [], 30, "the stuck pod to be deleted")
+    events = wait_for(lambda: events_for(kubectl, "pull", namespace), 20, "a Kubernetes Event")
+    assert any(e["reason"] == "ErrImagePull" and e["type"] == "Warning" for e in events)
 
 
 def test_runner_exiting_non_zero_fails_the_task_with_its_exit_code(
