@@ -13,7 +13,7 @@
 # Environment:
 #   CMBTASK_CMBAGENT_VENV    venv path            (default: <repo>/.venv-cmbagent)
 #   CMBTASK_CMBAGENT_PYTHON  interpreter to use   (default: pyenv's 3.11, else python3.11)
-#   CMBTASK_CACHE_DIR        pip download cache   (default: ~/.cache/cmbtask)
+#   CMBTASK_CACHE_DIR        downloads cache      (default: ~/.cache/cmbtask; wheels in cmbagent-wheels/)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,8 +71,22 @@ CONSTRAINTS=()
 [ -f "$ROOT/constraints.txt" ] && CONSTRAINTS=(-c "$ROOT/constraints.txt")
 # nice: the install competes with everything else on small machines.
 nice -n 10 "${PIP[@]}" "${CONSTRAINTS[@]}" -e "$ROOT" "${TEST_TOOLS[@]}" >&2
-nice -n 10 "${PIP[@]}" --no-deps "${CORE[@]}" >&2
-nice -n 10 "${PIP[@]}" "${CONSTRAINTS[@]}" "${DEPS[@]}" >&2
+# cmbagent and its dependencies come from a wheelhouse in the cache: the index
+# serves files that pip's own HTTP cache does not keep, so without it every
+# rebuild downloads the same few hundred MB again. A warm wheelhouse installs
+# offline; a cold or incomplete one is filled first.
+WHEELS="$CACHE/cmbagent-wheels"
+mkdir -p "$WHEELS"
+from_wheelhouse() {
+  nice -n 10 "${PIP[@]}" --no-index --find-links "$WHEELS" --no-deps "${CORE[@]}" >&2 &&
+    nice -n 10 "${PIP[@]}" --no-index --find-links "$WHEELS" "${CONSTRAINTS[@]}" "${DEPS[@]}" >&2
+}
+if ! from_wheelhouse 2>/dev/null; then
+  DOWNLOAD=("$VENV/bin/python" -m pip download -q --prefer-binary -d "$WHEELS")
+  nice -n 10 "${DOWNLOAD[@]}" --no-deps "${CORE[@]}" >&2
+  nice -n 10 "${DOWNLOAD[@]}" "${CONSTRAINTS[@]}" "${DEPS[@]}" >&2
+  from_wheelhouse
+fi
 # Fail here, not in a test, if an import the workflows need is missing. (Importing
 # cmbagent creates ./cmbagent_output, hence the scratch directory.)
 CHECK_DIR=$(mktemp -d)
