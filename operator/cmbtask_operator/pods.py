@@ -89,9 +89,21 @@ def build_pod(source: PodInput) -> dict[str, Any]:
         ],
         "terminationGracePeriodSeconds": source.settings.pod_grace_s,
     }
+    _add_scheduling(pod_spec, source.settings)
     if spec.timeout_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = spec.timeout_seconds + source.settings.deadline_grace_s
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def _add_scheduling(pod_spec: dict[str, Any], settings: OperatorSettings) -> None:
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [
+            {"name": s} if isinstance(s, str) else dict(s) for s in settings.image_pull_secrets
+        ]
 
 
 def _labels(source: PodInput) -> dict[str, str]:

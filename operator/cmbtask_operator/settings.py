@@ -9,6 +9,7 @@ builders, so that tests construct it directly.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,11 @@ class OperatorSettings(BaseSettings):
     cpu_limit: str = "1"
     memory_request: str = "128Mi"
     memory_limit: str = "1Gi"
+    #: scheduling of runner pods, as in a pod spec
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    #: Secrets for pulling the runner image: names, or ``{"name": …}`` as in a pod spec
+    image_pull_secrets: list[str | dict[str, str]] = Field(default_factory=list)
     work_dir: str = "/work"
     work_dir_size_limit: str = "1Gi"
     run_as_user: int = Field(default=10001, ge=1)

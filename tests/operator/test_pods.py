@@ -135,3 +135,32 @@ def test_security_no_token_never_restart_and_work_volume() -> None:
 def test_deadline_follows_timeout_plus_grace() -> None:
     assert "activeDeadlineSeconds" not in make()["spec"]
     assert make({"timeoutSeconds": 90})["spec"]["activeDeadlineSeconds"] == 120
+
+
+def test_scheduling_and_pull_secrets_from_settings() -> None:
+    assert not {"nodeSelector", "tolerations", "imagePullSecrets"} & set(make()["spec"])
+    settings = SETTINGS.model_copy(
+        update={
+            "node_selector": {"pool": "runners"},
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}
+            ],
+            "image_pull_secrets": ["regcred", {"name": "other"}],
+        }
+    )
+    task = CmbTaskSpec(engine="demo")
+    spec = build_pod(PodInput(name="t", namespace="n", uid="u", spec=task, settings=settings))["spec"]
+    assert spec["nodeSelector"] == {"pool": "runners"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+
+
+def test_settings_read_json_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMBTASK_OPERATOR_NODE_SELECTOR", '{"pool": "runners"}')
+    monkeypatch.setenv("CMBTASK_OPERATOR_TOLERATIONS", "[]")
+    monkeypatch.setenv("CMBTASK_OPERATOR_IMAGE_PULL_SECRETS", '[{"name": "regcred"}]')
+    monkeypatch.setenv("CMBTASK_OPERATOR_NAMESPACES", '["a", "b"]')
+    settings = OperatorSettings()
+    assert settings.node_selector == {"pool": "runners"}
+    assert settings.image_pull_secrets == [{"name": "regcred"}]
+    assert settings.namespaces == ["a", "b"]
