@@ -103,5 +103,6 @@ class Gateway:
         for task in self.background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.ingest.close()
         await self.executor.close()
         await self.engine.dispose()

@@ -12,8 +12,9 @@ keeps publication in ``seq`` order within this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections import defaultdict
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .errors import NotFound
 from .hub import Hub
 from .metrics import Metrics
 
-__all__ = ["EventStore", "WriteTx", "envelope", "format_ts"]
+__all__ = ["EventStore", "WriteGroup", "WriteTx", "envelope", "format_ts"]
 
 
 def format_ts(ts: datetime) -> str:
@@ -83,6 +84,34 @@ class WriteTx:
         self.callbacks.append(callback)
 
 
+@dataclass
+class WriteGroup:
+    """Per-item change sets inside one shared transaction."""
+
+    db: AsyncSession
+    txs: list[WriteTx] = field(default_factory=list)
+
+    def tx(self, session_id: str) -> WriteTx:
+        tx = WriteTx(self.db, session_id)
+        self.txs.append(tx)
+        return tx
+
+    def by_session(self) -> list[WriteTx]:
+        """One change set per session, drafts in the order they were made."""
+        merged: dict[str, WriteTx] = {}
+        for tx in self.txs:
+            merged.setdefault(tx.session_id, WriteTx(self.db, tx.session_id)).drafts.extend(tx.drafts)
+        return list(merged.values())
+
+
+async def _run_callbacks(txs: list[WriteTx]) -> None:
+    for tx in txs:
+        for callback in tx.callbacks:
+            result = callback()
+            if asyncio.iscoroutine(result):
+                await result
+
+
 class EventStore:
     def __init__(
         self,
@@ -98,10 +127,16 @@ class EventStore:
         # SQLite has one writer anyway: queueing here is cheaper than its
         # busy-wait. PostgreSQL serialises per session on the row lock.
         self._global_lock: asyncio.Lock | None = asyncio.Lock() if single_writer else None
-        self._session_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, session_id: str) -> asyncio.Lock:
-        return self._global_lock or self._session_locks[session_id]
+        if self._global_lock is not None:
+            return self._global_lock
+        lock = self._session_locks.get(session_id)
+        if lock is None:
+            # Weakly held: a session's lock lives only while someone uses it.
+            lock = self._session_locks[session_id] = asyncio.Lock()
+        return lock
 
     @asynccontextmanager
     async def write(self, session_id: str) -> AsyncIterator[WriteTx]:
@@ -110,17 +145,42 @@ class EventStore:
                 tx = WriteTx(db, session_id)
                 async with db.begin():
                     yield tx
-                    await self._flush(tx)
+                    rows = await self._number(tx)
+                    if rows:
+                        await db.execute(insert(Event), rows)
             if tx.stored:
                 self._publish(tx)
-        for callback in tx.callbacks:
-            result = callback()
-            if asyncio.iscoroutine(result):
-                await result
+        await _run_callbacks([tx])
 
-    async def _flush(self, tx: WriteTx) -> None:
+    @asynccontextmanager
+    async def write_group(self) -> AsyncIterator[WriteGroup]:
+        """One transaction for changes in many sessions (group commit).
+
+        Runner ingest funnels every runner's frames through one of these at a
+        time: a single commit and a single multi-row INSERT for whatever all
+        runners sent meanwhile, instead of a transaction per runner.
+        """
+        async with self._global_lock or contextlib.nullcontext():
+            async with self._sessions() as db:
+                group = WriteGroup(db)
+                merged: list[WriteTx] = []
+                async with db.begin():
+                    yield group
+                    merged = group.by_session()
+                    rows: list[dict[str, Any]] = []
+                    for tx in merged:
+                        rows.extend(await self._number(tx))
+                    if rows:
+                        await db.execute(insert(Event), rows)
+            for tx in merged:
+                if tx.stored:
+                    self._publish(tx)
+        await _run_callbacks(group.txs)
+
+    async def _number(self, tx: WriteTx) -> list[dict[str, Any]]:
+        """Give the drafts their seqs: bump ``last_seq`` once for all of them."""
         if not tx.drafts:
-            return
+            return []
         count = len(tx.drafts)
         last = await tx.db.scalar(
             update(Session)
@@ -132,7 +192,7 @@ class EventStore:
         if last is None:
             raise NotFound("session not found")
         first = last - count + 1
-        rows = [
+        tx.stored = [
             {
                 "session_id": tx.session_id,
                 "seq": first + index,
@@ -144,8 +204,7 @@ class EventStore:
             }
             for index, draft in enumerate(tx.drafts)
         ]
-        await tx.db.execute(insert(Event), rows)
-        tx.stored = rows
+        return tx.stored
 
     def _publish(self, tx: WriteTx) -> None:
         items = [

@@ -30,7 +30,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..db.models import Task
-from ..errors import Conflict, GatewayError
+from ..errors import Conflict, GatewayError, NotFound
 from ..gateway import Gateway
 from ..logs import get_logger
 from ..services.ingest import RunnerFrame
@@ -183,6 +183,9 @@ async def _process_loop(
             # A gap means frames were lost in flight: the runner resends from
             # its last ack after it reconnects.
             await connection.close(CLOSE_BAD_FRAME, error.message[:120])
+            return
+        except NotFound as error:  # the session was deleted under the runner
+            await connection.close(CLOSE_NOT_FOUND, error.message[:120])
             return
         with contextlib.suppress(Exception):
             await connection.send_frame(RunnerAck(rseq=result.acked_rseq))

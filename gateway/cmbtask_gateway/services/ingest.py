@@ -8,7 +8,10 @@ the stored events and the ack point agree: a resent frame at or below
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from cmbtask_protocol import (
@@ -26,16 +29,25 @@ from cmbtask_protocol import (
     validate_payload,
 )
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Approval, Session, Task, utcnow
-from ..errors import Conflict, NotFound
-from ..store import EventStore, WriteTx
+from ..errors import Conflict, GatewayError, NotFound
+from ..store import EventStore, WriteGroup, WriteTx
 from .tasks import finish_task
 
 __all__ = ["IngestResult", "RunnerFrame", "RunnerIngest"]
 
 RunnerFrame = RunnerEvent | RunnerApprovalRequest | RunnerStateSave
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    task_id: str
+    session_id: str
+    frames: list[RunnerFrame]
+    future: asyncio.Future[IngestResult]
 
 
 class IngestResult:
@@ -57,6 +69,9 @@ class RunnerIngest:
         self._store = store
         self._approval_timeout_s = approval_timeout_s
         self._wake = wake_dispatcher
+        self._queue: list[_Pending] = []
+        self._queued = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     async def welcome(self, task_id: str, session_id: str) -> RunnerWelcome:
         async with self._sessions() as db:
@@ -85,30 +100,100 @@ class RunnerIngest:
             )
 
     async def apply(self, task_id: str, session_id: str, frames: list[RunnerFrame]) -> IngestResult:
-        async with self._store.write(session_id) as tx:
-            task = await tx.db.get(Task, task_id, with_for_update=True)
-            session = await tx.db.get(Session, session_id, with_for_update=True)
-            if task is None or session is None:
-                raise NotFound("task not found")
-            result = IngestResult(task.acked_rseq)
-            for frame in frames:
-                if frame.rseq <= task.acked_rseq:
-                    if isinstance(frame, RunnerStateSave):
-                        # The ack of a save was lost: the save itself is stored.
-                        result.replies.append(
-                            RunnerStateResult(rseq=frame.rseq, ok=True, version=session.state_version)
-                        )
-                    continue
-                if frame.rseq != task.acked_rseq + 1:
-                    raise Conflict(
-                        f"rseq {frame.rseq} skips {task.acked_rseq + 1}: resend from there",
-                        code="rseq_gap",
+        """Store ``frames`` (group-committed with other runners' frames)."""
+        pending = _Pending(task_id, session_id, frames, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._queued.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="runner-ingest")
+        return await pending.future
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            group, self._queue = self._queue, []
+            if group:
+                await self._write_group(group)
+
+    async def _write_group(self, group: list[_Pending]) -> None:
+        outcomes: dict[int, IngestResult | GatewayError] = {}
+        try:
+            async with self._store.write_group() as writes:
+                tasks, sessions = await self._load_rows(writes, group)
+                for index, item in enumerate(group):
+                    task, session = tasks.get(item.task_id), sessions.get(item.session_id)
+                    try:
+                        self._check(task, session, item.frames)
+                    except GatewayError as error:
+                        outcomes[index] = error
+                        continue
+                    assert task is not None and session is not None
+                    outcomes[index] = await self._apply_frames(
+                        writes.tx(item.session_id), task, session, item.frames
                     )
-                await self._apply_one(tx, task, session, frame, result)
-                task.acked_rseq = frame.rseq
-            result.acked_rseq = task.acked_rseq
-            if result.finished:
-                tx.after_commit(self._wake)
+        except Exception as error:
+            # Nothing was stored: every runner of the group resends after reconnecting.
+            for item in group:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        for index, item in enumerate(group):
+            outcome = outcomes[index]
+            if isinstance(outcome, GatewayError):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    @staticmethod
+    async def _load_rows(
+        writes: WriteGroup, group: list[_Pending]
+    ) -> tuple[dict[str, Task], dict[str, Session]]:
+        """Every row the group touches, in two queries (locked on PostgreSQL)."""
+        task_ids = sorted({item.task_id for item in group})
+        session_ids = sorted({item.session_id for item in group})
+        tasks = await writes.db.scalars(select(Task).where(Task.id.in_(task_ids)).with_for_update())
+        sessions = await writes.db.scalars(
+            select(Session).where(Session.id.in_(session_ids)).with_for_update()
+        )
+        return {row.id: row for row in tasks}, {row.id: row for row in sessions}
+
+    @staticmethod
+    def _check(task: Task | None, session: Session | None, frames: list[RunnerFrame]) -> None:
+        """Refuse a batch before it changes anything: unknown task or an rseq gap."""
+        if task is None or session is None or task.session_id != session.id:
+            raise NotFound("task not found")
+        expected = task.acked_rseq + 1
+        for frame in frames:
+            if frame.rseq < expected:
+                continue
+            if frame.rseq != expected:
+                raise Conflict(f"rseq {frame.rseq} skips {expected}: resend from there", code="rseq_gap")
+            expected += 1
+
+    async def _apply_frames(
+        self, tx: WriteTx, task: Task, session: Session, frames: list[RunnerFrame]
+    ) -> IngestResult:
+        result = IngestResult(task.acked_rseq)
+        for frame in frames:
+            if frame.rseq <= task.acked_rseq:
+                if isinstance(frame, RunnerStateSave):
+                    # The ack of a save was lost: the save itself is stored.
+                    result.replies.append(
+                        RunnerStateResult(rseq=frame.rseq, ok=True, version=session.state_version)
+                    )
+                continue
+            await self._apply_one(tx, task, session, frame, result)
+            task.acked_rseq = frame.rseq
+        result.acked_rseq = task.acked_rseq
+        if result.finished:
+            tx.after_commit(self._wake)
         return result
 
     async def _apply_one(
