@@ -2,6 +2,10 @@
 input at submit time (HTTP 422) instead of starting a process that fails.
 
 Engines outside this table validate their own parameters in the runner.
+
+Also the shape of ``python -m cmbtask_runner --describe-engines``: what the
+runner's installed engines can run, so the gateway can say which modes are
+available and refuse a task no runner could start.
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BUILTIN_ENGINE_PARAMS", "DemoParams", "ScriptParams"]
+__all__ = [
+    "BUILTIN_ENGINE_PARAMS",
+    "DemoParams",
+    "EngineDescription",
+    "EnginesDescription",
+    "ScriptParams",
+]
 
 
 class DemoParams(BaseModel):
@@ -55,3 +65,30 @@ BUILTIN_ENGINE_PARAMS: Final[dict[str, type[BaseModel]]] = {
     "demo": DemoParams,
     "script": ScriptParams,
 }
+
+
+class EngineDescription(BaseModel):
+    """What one engine of the ``cmbtask.engines`` group can run in this runner."""
+
+    name: str
+    #: the plugin imported and instantiated
+    loaded: bool
+    #: it can run tasks here (its library is installed, a key is configured ...)
+    available: bool
+    #: why not, in a sentence for people (when not loaded or not available)
+    unavailable_reason: str | None = None
+    #: modes it runs; None: any mode, taken as a label (demo, script)
+    modes: list[str] | None = None
+    #: modes whose tasks continue from the session's saved state
+    resume_modes: list[str] = Field(default_factory=list)
+    #: modes it knows but cannot run with what is installed, and why
+    unavailable_modes: dict[str, str] = Field(default_factory=dict)
+    #: version of the library it wraps, when there is one
+    library_version: str | None = None
+
+
+class EnginesDescription(BaseModel):
+    """The runner's answer to ``--describe-engines``, keyed by engine name."""
+
+    v: int = 1
+    engines: dict[str, EngineDescription] = Field(default_factory=dict)

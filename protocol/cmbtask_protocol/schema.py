@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from . import api, client, events, runner
+from . import api, client, engines, events, runner
 
 __all__ = ["json_schema", "main"]
 
@@ -28,6 +28,7 @@ def _models() -> dict[str, Any]:
     named["ClientCommand"] = client.ClientCommand
     named["RunnerInbound"] = runner.RunnerInbound
     named["RunnerOutbound"] = runner.RunnerOutbound
+    named["EnginesDescription"] = engines.EnginesDescription
     return named
 
 

@@ -5,6 +5,9 @@ link failed for good (bad token, unknown task, replaced, unreachable), 5 the
 final event was never acknowledged, 64 bad configuration. The code and the
 final event are also written to ``exit.json`` in the work directory, where
 the local executor finds them for runners a previous gateway started.
+
+``--describe-engines`` instead prints what the installed engines can run
+(one JSON object, see describe.py) and exits 0; the gateway asks this once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from .config import ConfigError, RunnerConfig
+from .describe import describe_engines
 from .logs import LogSink, configure_logging
 from .running import RunResult, run_task
 
@@ -27,9 +31,13 @@ __all__ = ["EXIT_FILE", "main"]
 
 EXIT_FILE = "exit.json"
 EXIT_USAGE = 64
+DESCRIBE_FLAG = "--describe-engines"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if DESCRIBE_FLAG in args:
+        return _describe()
     try:
         config = RunnerConfig.load(argv)
     except ConfigError as exc:
@@ -48,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_exit_file(config.work_dir, result)
     log.info("runner.exit", exit_code=result.exit_code, final_event=result.final_event, acked=result.acked)
     return result.exit_code
+
+
+def _describe() -> int:
+    # Logs to stderr only: stdout carries the one JSON document.
+    configure_logging(LogSink(None, os.dup(2)))
+    sys.stdout.write(describe_engines().model_dump_json() + "\n")
+    return 0
 
 
 def _write_exit_file(work_dir: Path, result: RunResult) -> None:

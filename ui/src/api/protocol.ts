@@ -61,6 +61,8 @@ export interface CmbtaskProtocol {
   Code: Code;
   CostUpdate: CostUpdate;
   Decision: Decision;
+  EngineDescription: EngineDescription;
+  EnginesDescription: EnginesDescription;
   ErrorBody: ErrorBody;
   ErrorData: ErrorData;
   Event: Event;
@@ -244,6 +246,30 @@ export interface CostUpdate {
   completion_tokens?: number;
   cost_usd?: number;
   [k: string]: unknown;
+}
+/**
+ * What one engine of the ``cmbtask.engines`` group can run in this runner.
+ */
+export interface EngineDescription {
+  name: string;
+  loaded: boolean;
+  available: boolean;
+  unavailable_reason?: string | null;
+  modes?: string[] | null;
+  resume_modes?: string[];
+  unavailable_modes?: {
+    [k: string]: string;
+  };
+  library_version?: string | null;
+}
+/**
+ * The runner's answer to ``--describe-engines``, keyed by engine name.
+ */
+export interface EnginesDescription {
+  v?: number;
+  engines?: {
+    [k: string]: EngineDescription;
+  };
 }
 /**
  * Every 4xx/5xx answer: a stable ``code`` and a sentence for people.

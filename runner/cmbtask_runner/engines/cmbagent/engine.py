@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import structlog
-from cmbtask_protocol import TaskSpec
+from cmbtask_protocol import EngineDescription, TaskSpec
 
 from .. import parse_params
 from ..base import EngineContext, EngineError
@@ -58,14 +58,26 @@ class CmbAgentEngine:
             )
         if not task.prompt.strip():
             raise EngineError("a cmbagent task needs a prompt")
-        if not library.is_installed():
-            raise EngineError(
-                "the cmbagent extra is not installed in this runner (pip install 'cmbtask[cmbagent]')"
-            )
-        if not library.configured_providers():
-            variables = ", ".join(library.KEY_VARIABLES.values())
-            raise EngineError(f"no LLM API key is configured for the runner: set one of {variables}")
+        if reason := library.unavailable_reason():
+            raise EngineError(reason)
         library.model_overrides()  # a malformed CMBAGENT_MODELS fails here, not mid-run
+
+    def describe(self) -> EngineDescription:
+        """What this runner can run, for ``--describe-engines``: no import of the library."""
+        runnable = sorted(mode for mode, binding in MODES.items() if not binding.unavailable)
+        reason = library.unavailable_reason()
+        return EngineDescription(
+            name=self.name,
+            loaded=True,
+            available=reason is None,
+            unavailable_reason=reason,
+            modes=runnable,
+            resume_modes=[mode for mode in runnable if MODES[mode].resume],
+            unavailable_modes={
+                mode: binding.unavailable for mode, binding in MODES.items() if binding.unavailable
+            },
+            library_version=library.installed_version(),
+        )
 
     def run(self, ctx: EngineContext) -> dict[str, Any] | None:
         params = parse_params(CmbAgentParams, ctx.task.params)

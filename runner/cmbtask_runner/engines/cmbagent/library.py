@@ -19,6 +19,7 @@ Configuration comes from the deployment, never from the task body:
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -37,9 +38,11 @@ __all__ = [
     "configured_providers",
     "fallback_model",
     "import_cmbagent",
+    "installed_version",
     "is_installed",
     "model_kwargs",
     "model_overrides",
+    "unavailable_reason",
 ]
 
 log = structlog.get_logger("cmbtask_runner.engines.cmbagent")
@@ -58,6 +61,23 @@ _loaded: ModuleType | None = None
 
 def is_installed() -> bool:
     return importlib.util.find_spec("cmbagent") is not None
+
+
+def installed_version() -> str | None:
+    """The installed release, read from its metadata (no import)."""
+    try:
+        return importlib.metadata.version("cmbagent")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def unavailable_reason() -> str | None:
+    """Why no cmbagent task can run in this process's environment, or None."""
+    if not is_installed():
+        return "the cmbagent extra is not installed in this runner (pip install 'cmbtask[cmbagent]')"
+    if not configured_providers():
+        return f"no LLM API key is configured for the runner: set one of {', '.join(KEY_VARIABLES.values())}"
+    return None
 
 
 def configured_providers() -> list[str]:
