@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .auth import Authenticator, RunnerTokens
+from .catalog import EngineCatalog, parse_engines_json
 from .db.engine import make_engine, make_sessionmaker
 from .dispatch import Dispatcher
 from .executors import Executor, build_executor
@@ -45,6 +47,7 @@ class Gateway:
     ingest: RunnerIngest
     executor: Executor
     dispatcher: Dispatcher
+    engines: EngineCatalog
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -56,7 +59,8 @@ class Gateway:
         registry = RunnerRegistry()
         store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite)
         wake: list[Dispatcher] = []
-        tasks = TaskService(factory, store, registry, lambda: wake[0].wake())
+        catalog = EngineCatalog(parse_engines_json(settings.engines_json) if settings.engines_json else None)
+        tasks = TaskService(factory, store, registry, lambda: wake[0].wake(), catalog=catalog)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
         chosen = executor or build_executor(settings)
         dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry)
@@ -77,15 +81,26 @@ class Gateway:
             ingest=RunnerIngest(factory, store, settings.approval_timeout_s, dispatcher.wake),
             executor=chosen,
             dispatcher=dispatcher,
+            engines=catalog,
         )
 
     async def start(self) -> None:
+        self._describe_engines()
         await self.executor.start()
         await self.dispatcher.adopt()
         self.background = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._sweep(), name="sweeper"),
         ]
+
+    def _describe_engines(self) -> None:
+        """Ask the local runner command what it can run (in the background)."""
+        settings = self.settings
+        if settings.engines_json or self.executor.name != "local":
+            return
+        # The environment a runner gets: the gateway's own settings are not its business.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CMBTASK_")}
+        self.engines.start_probe(settings.runner_command, env, settings.describe_engines_timeout_s)
 
     async def _sweep(self) -> None:
         while True:
@@ -103,6 +118,7 @@ class Gateway:
         for task in self.background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.engines.close()
         await self.ingest.close()
         await self.executor.close()
         await self.engine.dispose()

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     watchdog_interval_s: float = Field(default=1.0, gt=0)
     #: a task whose runner never connects within this is failed
     start_timeout_s: float = Field(default=120.0, gt=0)
+    #: an ``EnginesDescription`` (JSON) of what the runners can run; when unset,
+    #: the local executor asks ``runner_command --describe-engines`` at start
+    engines_json: str | None = None
+    describe_engines_timeout_s: float = Field(default=30.0, gt=0)
     kubernetes_namespace: str = "default"
     kubernetes_runner_image: str = "cmbtask-runner:latest"
 

@@ -17,6 +17,7 @@ from cmbtask_protocol import (
     ACTIVE_TASK_PHASES,
     BUILTIN_ENGINE_PARAMS,
     ApprovalStatus,
+    EnginesDescription,
     EventType,
     RunnerCancel,
     SessionStatus,
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..catalog import EngineCatalog, refusal
 from ..db.models import Approval, Session, Task, utcnow
 from ..errors import Conflict, Invalid, NotFound
 from ..runners import RunnerRegistry
@@ -100,8 +102,11 @@ class TaskService:
         store: EventStore,
         registry: RunnerRegistry,
         wake_dispatcher: Callable[[], None],
+        *,
+        catalog: EngineCatalog | None = None,
     ) -> None:
         self._sessions = sessions
+        self._catalog = catalog or EngineCatalog()
         self._store = store
         self._registry = registry
         self._wake = wake_dispatcher
@@ -126,11 +131,18 @@ class TaskService:
             )
             return [task_view(row) for row in rows]
 
-    def _validate(self, body: TaskCreate) -> dict[str, Any]:
-        engines = available_engines()
+    def _validate(self, body: TaskCreate, description: EnginesDescription | None) -> dict[str, Any]:
+        """The params to store; ``Invalid`` (422) for a task no runner here could start."""
+        engines = available_engines() if description is None else sorted(description.engines)
         if body.engine not in engines:
             raise Invalid(
                 f"unknown engine {body.engine!r}; available: {', '.join(engines)}", code="unknown_engine"
+            )
+        if description is not None and (reason := refusal(description.engines[body.engine], body.mode)):
+            raise Invalid(
+                f"engine {body.engine!r} cannot run mode {body.mode!r} here: {reason}",
+                code="engine_unavailable",
+                detail={"engine": body.engine, "mode": body.mode, "reason": reason},
             )
         model = BUILTIN_ENGINE_PARAMS.get(body.engine)
         if model is None:
@@ -148,7 +160,7 @@ class TaskService:
             ) from None
 
     async def submit(self, owner: str, session_id: str, body: TaskCreate) -> TaskView:
-        params = self._validate(body)
+        params = self._validate(body, await self._catalog.get())
         task_id = str(uuid.uuid4())
         async with self._store.write(session_id) as tx:
             session = await tx.db.get(Session, session_id, with_for_update=True)

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select, text
 
+from ...catalog import mode_views
 from ...db.models import Task
 from ...services.tasks import available_engines
 from ..deps import CurrentUser, GatewayDep
@@ -43,9 +44,10 @@ async def metrics(gateway: GatewayDep) -> Response:
 
 
 @router.get("/api/modes")
-async def modes(user: CurrentUser) -> list[ModeInfo]:
-    engines = set(available_engines())
-    return [mode.model_copy(update={"engines": [e for e in mode.engines if e in engines]}) for mode in MODES]
+async def modes(user: CurrentUser, gateway: GatewayDep) -> list[ModeInfo]:
+    """Every mode, with the engines that can run it here and whether the
+    ``cmbagent`` engine can (see catalog.py for the rules)."""
+    return mode_views(MODES, await gateway.engines.get(), available_engines())
 
 
 @router.get("/api/me")
