@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from cmbtask_protocol import EnginesDescription
-
 from cmbtask_runner.describe import describe_engine, describe_engines
 from cmbtask_runner.engines.cmbagent import library
 

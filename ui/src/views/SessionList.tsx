@@ -181,6 +181,7 @@ function NewSession({ modes, onCreated }: { modes: ModeInfo[]; onCreated: (s: Se
             {modes.map((m) => (
               <option key={m.name} value={m.name}>
                 {m.title}
+                {m.available === false ? " (unavailable)" : ""}
               </option>
             ))}
           </select>

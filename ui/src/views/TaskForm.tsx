@@ -10,6 +10,36 @@ const DEFAULT_PARAMS: Record<string, string> = {
   cmbagent: "{}",
 };
 
+/** The engine that implements the CMBAgent modes; demo and script take any mode as a label. */
+const IMPLEMENTATION = "cmbagent";
+const LABEL_ENGINES = ["demo", "script"];
+
+export interface EngineChoice {
+  name: string;
+  usable: boolean;
+  /** why it cannot run this mode here (shown next to the disabled option) */
+  reason: string | null;
+}
+
+/** The engines offered for a mode: those the gateway says can run it, and,
+ * when the mode is unavailable, its real engine disabled with the reason. */
+export function engineChoices(mode: ModeInfo | undefined): EngineChoice[] {
+  const names = mode?.engines ?? LABEL_ENGINES;
+  const usable = names.map((name) => ({ name, usable: true, reason: null }));
+  if (mode && mode.available === false && !names.includes(IMPLEMENTATION)) {
+    const reason = mode.unavailable_reason || "not available on this server";
+    return [{ name: IMPLEMENTATION, usable: false, reason }, ...usable];
+  }
+  return usable;
+}
+
+/** One sentence on whether a later task of the session continues this mode's run. */
+export function resumeNote(mode: ModeInfo): string {
+  return mode.supports_resume
+    ? "Resumable: the session's next task continues from the last completed step."
+    : "Resume is not available for this mode.";
+}
+
 export function TaskForm({
   sessionId,
   modes,
@@ -23,9 +53,7 @@ export function TaskForm({
 }) {
   const [mode, setMode] = useState(defaultMode);
   const modeInfo = modes.find((m) => m.name === mode);
-  const engines = modeInfo?.engines ?? ["demo", "script"];
-  // an unavailable mode lacks its real engine (cmbagent); demo and script take any mode
-  const engineUsable = (name: string) => modeInfo?.available !== false || name === "demo" || name === "script";
+  const choices = engineChoices(modeInfo);
   const [engine, setEngine] = useState("demo");
   const [prompt, setPrompt] = useState("");
   const [params, setParams] = useState(DEFAULT_PARAMS.demo);
@@ -36,6 +64,15 @@ export function TaskForm({
   function chooseEngine(next: string) {
     setEngine(next);
     setParams(DEFAULT_PARAMS[next] ?? "{}");
+  }
+
+  function chooseMode(next: string) {
+    setMode(next);
+    // an engine that cannot run the new mode would only be refused on submit
+    const offered = engineChoices(modes.find((m) => m.name === next));
+    if (!offered.some((c) => c.name === engine && c.usable)) {
+      chooseEngine(offered.find((c) => c.usable)?.name ?? "demo");
+    }
   }
 
   async function submit(e: React.FormEvent) {
@@ -72,10 +109,11 @@ export function TaskForm({
       <div className="row-fields">
         <label className="field">
           <span>Mode</span>
-          <select value={mode} onChange={(e) => setMode(e.target.value)}>
+          <select value={mode} onChange={(e) => chooseMode(e.target.value)}>
             {modes.map((m) => (
               <option key={m.name} value={m.name}>
                 {m.title}
+                {m.available === false ? " (unavailable)" : ""}
               </option>
             ))}
           </select>
@@ -83,10 +121,15 @@ export function TaskForm({
         <label className="field">
           <span>Engine</span>
           <select value={engine} onChange={(e) => chooseEngine(e.target.value)}>
-            {engines.map((name) => (
-              <option key={name} value={name} disabled={!engineUsable(name)}>
-                {name}
-                {engineUsable(name) ? "" : " (unavailable)"}
+            {choices.map((choice) => (
+              <option
+                key={choice.name}
+                value={choice.name}
+                disabled={!choice.usable}
+                title={choice.reason ?? undefined}
+              >
+                {choice.name}
+                {choice.usable ? "" : " (unavailable)"}
               </option>
             ))}
           </select>
@@ -104,9 +147,15 @@ export function TaskForm({
         </label>
       </div>
       {modeInfo && (
-        <p className="muted mode-info">
-          {modeInfo.description}
-          {modeInfo.available === false && modeInfo.unavailable_reason ? ` — ${modeInfo.unavailable_reason}` : ""}
+        <p className="muted mode-info" data-testid="mode-info">
+          {modeInfo.description} <span data-testid="mode-resume">{resumeNote(modeInfo)}</span>
+          {modeInfo.available === false && (
+            <span className="mode-unavailable" role="note" data-testid="mode-unavailable">
+              {" "}
+              Not available with the {IMPLEMENTATION} engine here: {modeInfo.unavailable_reason || "no reason given"}.
+              {modeInfo.engines.length > 0 ? ` ${modeInfo.engines.join(" and ")} tasks still run it as a label.` : ""}
+            </span>
+          )}
         </p>
       )}
       <label className="field">
