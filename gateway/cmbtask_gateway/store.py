@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from cmbtask_protocol import PROTOCOL_VERSION
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .db.models import Event, Session, utcnow
@@ -145,7 +145,7 @@ class EventStore:
                 tx = WriteTx(db, session_id)
                 async with db.begin():
                     yield tx
-                    rows = await self._number(tx)
+                    rows = await self._number_many(db, [tx])
                     if rows:
                         await db.execute(insert(Event), rows)
             if tx.stored:
@@ -167,9 +167,7 @@ class EventStore:
                 async with db.begin():
                     yield group
                     merged = group.by_session()
-                    rows: list[dict[str, Any]] = []
-                    for tx in merged:
-                        rows.extend(await self._number(tx))
+                    rows = await self._number_many(db, merged)
                     if rows:
                         await db.execute(insert(Event), rows)
             for tx in merged:
@@ -177,21 +175,31 @@ class EventStore:
                     self._publish(tx)
         await _run_callbacks(group.txs)
 
-    async def _number(self, tx: WriteTx) -> list[dict[str, Any]]:
-        """Give the drafts their seqs: bump ``last_seq`` once for all of them."""
-        if not tx.drafts:
+    async def _number_many(self, db: AsyncSession, txs: list[WriteTx]) -> list[dict[str, Any]]:
+        """Give the drafts their seqs: bump each session's ``last_seq`` by its
+        count in one ``UPDATE … RETURNING`` (a group touching 50 sessions costs
+        one round trip, not 50)."""
+        counts = {tx.session_id: len(tx.drafts) for tx in txs if tx.drafts}
+        if not counts:
             return []
-        count = len(tx.drafts)
-        last = await tx.db.scalar(
+        result = await db.execute(
             update(Session)
-            .where(Session.id == tx.session_id)
-            .values(last_seq=Session.last_seq + count)
-            .returning(Session.last_seq)
+            .where(Session.id.in_(sorted(counts)))
+            .values(last_seq=Session.last_seq + case(counts, value=Session.id, else_=0))
+            .returning(Session.id, Session.last_seq)
             .execution_options(synchronize_session=False)
         )
-        if last is None:
-            raise NotFound("session not found")
-        first = last - count + 1
+        last_seqs = dict(result.tuples().all())
+        rows: list[dict[str, Any]] = []
+        for tx in txs:
+            if not tx.drafts:
+                continue
+            if tx.session_id not in last_seqs:
+                raise NotFound("session not found")
+            rows.extend(self._rows(tx, last_seqs[tx.session_id] - len(tx.drafts) + 1))
+        return rows
+
+    def _rows(self, tx: WriteTx, first: int) -> list[dict[str, Any]]:
         tx.stored = [
             {
                 "session_id": tx.session_id,
