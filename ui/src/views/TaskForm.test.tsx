@@ -66,6 +66,7 @@ describe("TaskForm", () => {
     expect(cmbagent.disabled).toBe(true);
     expect(cmbagent.title).toBe(NO_COPILOT);
     expect(screen.getByTestId("mode-unavailable").textContent).toContain(NO_COPILOT);
+    expect(screen.getByTestId("mode-unavailable").textContent).toContain("still runs as a label with demo or script");
     expect(screen.getByTestId("mode-resume").textContent).toBe("Resume is not available for this mode.");
   });
 

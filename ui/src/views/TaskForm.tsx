@@ -153,7 +153,7 @@ export function TaskForm({
             <span className="mode-unavailable" role="note" data-testid="mode-unavailable">
               {" "}
               Not available with the {IMPLEMENTATION} engine here: {modeInfo.unavailable_reason || "no reason given"}.
-              {modeInfo.engines.length > 0 ? ` ${modeInfo.engines.join(" and ")} tasks still run it as a label.` : ""}
+              {modeInfo.engines.length > 0 ? ` It still runs as a label with ${modeInfo.engines.join(" or ")}.` : ""}
             </span>
           )}
         </p>
