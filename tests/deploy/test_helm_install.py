@@ -174,7 +174,13 @@ def test_example_cmbtask_runs_end_to_end_under_the_charts_settings(installed: In
         installed.kubectl.run("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
         status = _wait_finished(installed.kubectl, "cmbtask-demo")
         assert status["phase"] == "succeeded", (status, operator.log()[-3000:])
-        assert installed.kubectl.get("pod", "cmbtask-demo-runner", NAMESPACE) is not None
+        pod = installed.kubectl.get("pod", "cmbtask-demo-runner", NAMESPACE)
+        assert pod is not None
+        runner = yaml.safe_load(PRODUCTION_VALUES.read_text())["runner"]
+        assert pod["spec"]["nodeSelector"] == runner["nodeSelector"]
+        assert [t["key"] for t in pod["spec"]["tolerations"]][:1] == [runner["tolerations"][0]["key"]]
+        (container,) = pod["spec"]["containers"]
+        assert container["resources"] == runner["resources"]
         _assert_gateway_saw_it(gateway, gateway_env["CMBTASK_PROXY_USER_HEADER"])
     finally:
         for process in reversed(started):
