@@ -187,6 +187,10 @@ async def _process_loop(
         except NotFound as error:  # the session was deleted under the runner
             await connection.close(CLOSE_NOT_FOUND, error.message[:120])
             return
+        except Exception:  # nothing of the batch is stored; the runner resends it
+            log.exception("runner.ingest_failed")
+            await connection.close(1011, "could not store frames; reconnect and resend")
+            return
         with contextlib.suppress(Exception):
             await connection.send_frame(RunnerAck(rseq=result.acked_rseq))
             for reply in result.replies:

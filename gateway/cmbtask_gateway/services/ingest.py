@@ -34,10 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Approval, Session, Task, utcnow
 from ..errors import Conflict, GatewayError, NotFound
+from ..logs import get_logger
 from ..store import EventStore, WriteGroup, WriteTx
 from .tasks import finish_task
 
 __all__ = ["IngestResult", "RunnerFrame", "RunnerIngest"]
+
+log = get_logger(__name__)
 
 RunnerFrame = RunnerEvent | RunnerApprovalRequest | RunnerStateSave
 
@@ -139,13 +142,20 @@ class RunnerIngest:
                         writes.tx(item.session_id), task, session, item.frames
                     )
         except Exception as error:
-            # Nothing was stored: every runner of the group resends after reconnecting.
-            for item in group:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            if len(group) > 1:
+                # Nothing was stored. Retry one by one, so that a frame that
+                # breaks its transaction fails only its own runner's batch.
+                for item in group:
+                    await self._write_group([item])
+                return
+            log.exception("ingest.batch_failed", task_id=group[0].task_id)
+            if not group[0].future.done():
+                group[0].future.set_exception(error)
             return
         for index, item in enumerate(group):
             outcome = outcomes[index]
+            if item.future.done():
+                continue  # its socket went away meanwhile; what it sent is stored
             if isinstance(outcome, GatewayError):
                 item.future.set_exception(outcome)
             else:
