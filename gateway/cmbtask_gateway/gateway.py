@@ -17,6 +17,7 @@ from .executors import Executor, build_executor
 from .hub import Hub
 from .logs import get_logger
 from .metrics import Metrics
+from .relay import PgRelay
 from .runners import RunnerRegistry
 from .services.approvals import ApprovalService
 from .services.ingest import RunnerIngest
@@ -85,6 +86,9 @@ class Gateway:
         )
 
     async def start(self) -> None:
+        if not self.settings.is_sqlite:
+            self.store.relay = PgRelay(self.settings.resolved_database_url, self.hub)
+            await self.store.relay.start()
         self._describe_engines()
         await self.executor.start()
         await self.dispatcher.adopt()
@@ -120,5 +124,7 @@ class Gateway:
                 await task
         await self.engines.close()
         await self.ingest.close()
+        if self.store.relay is not None:
+            await self.store.relay.close()
         await self.executor.close()
         await self.engine.dispose()

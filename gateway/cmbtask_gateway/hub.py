@@ -50,6 +50,11 @@ class Hub:
             return len(self._subscribers.get(session_id, ()))
         return sum(len(group) for group in self._subscribers.values())
 
+    def poke(self, session_id: str, last_seq: int) -> None:
+        """Events up to ``last_seq`` were stored elsewhere: subscribers read them
+        from the database (an item without text)."""
+        self.publish(session_id, [(last_seq, "")])
+
     def publish(self, session_id: str, events: list[tuple[int, str]]) -> None:
         """Queue ``(seq, json)`` pairs for every subscriber of the session."""
         for subscriber in tuple(self._subscribers.get(session_id, ())):

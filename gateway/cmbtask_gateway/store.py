@@ -29,6 +29,7 @@ from .db.models import Event, Session, utcnow
 from .errors import NotFound
 from .hub import Hub
 from .metrics import Metrics
+from .relay import PgRelay
 
 __all__ = ["EventStore", "WriteGroup", "WriteTx", "envelope", "format_ts"]
 
@@ -127,6 +128,8 @@ class EventStore:
         # SQLite has one writer anyway: queueing here is cheaper than its
         # busy-wait. PostgreSQL serialises per session on the row lock.
         self._global_lock: asyncio.Lock | None = asyncio.Lock() if single_writer else None
+        #: set on PostgreSQL so that other replicas learn of stored events
+        self.relay: PgRelay | None = None
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, session_id: str) -> asyncio.Lock:
@@ -190,6 +193,8 @@ class EventStore:
             .execution_options(synchronize_session=False)
         )
         last_seqs = dict(result.tuples().all())
+        if self.relay is not None:
+            await self.relay.announce(db, last_seqs)
         rows: list[dict[str, Any]] = []
         for tx in txs:
             if not tx.drafts:

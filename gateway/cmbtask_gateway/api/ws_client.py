@@ -88,6 +88,9 @@ class _ClientSocket:
                     continue
             if seq <= self.last_sent:
                 continue
+            if not text:  # a poke from another replica: read what it stored
+                await self.replay(self.last_sent, seq)
+                continue
             if seq > self.last_sent + 1:
                 await self.replay(self.last_sent, seq - 1)
             await self.ws.send_text(text)
