@@ -158,10 +158,10 @@ class LocalExecutor:
         if self._is_alive(handle):
             return ExecutorStatus(handle=handle, alive=True)
         # A runner killed on its own (OOM killer, kill -9) may leave children in its
-        # group, such as a script: they go too. The kernel never hands out a pid that
-        # is still a process group's id, so this group is the runner's and no one else's.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(_parse(handle)[0], signal.SIGKILL)
+        # group, such as a script: they go too.
+        if _group_is_the_runners(handle):
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(_parse(handle)[0], signal.SIGKILL)
         return self._ended(handle)
 
     async def adopt(self, handles: Sequence[str]) -> list[ExecutorStatus]:
@@ -322,6 +322,23 @@ class LocalExecutor:
                 os.kill(pid, signum)
         except PermissionError:
             pass
+
+
+def _group_is_the_runners(handle: str) -> bool:
+    """May the process group named by the handle's pid be signalled?
+
+    The kernel never hands out a pid that is still a process group's id. So if
+    no process has that pid, a group with that id can only be the runner's
+    leftovers; if a different process has it (another create time), the pid was
+    reused after the runner's whole group ended, and the group is someone else's.
+    """
+    pid, ctime = _parse(handle)
+    try:
+        process = psutil.Process(pid)
+        created: float = process.create_time()
+        return abs(created - ctime) < _CTIME_TOLERANCE_S  # the runner itself, as a zombie
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _parse(handle: str) -> tuple[int, float]:
