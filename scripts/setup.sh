@@ -13,7 +13,7 @@ cd "$ROOT"
 WHAT="${1:-run}"
 PYTHON="${CMBTASK_PYTHON:-python3}"
 
-say() { printf '\n== setup: %s\n' "$*" >&2; }
+say() { printf '\n== setup: %s (%s)\n' "$*" "$(date +%T)" >&2; }
 
 apt_updated=""
 apt_install() {
