@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .console import console, err_console
+from .console import say, warn
 from .settings import Settings
 
 __all__ = ["main"]
@@ -48,8 +48,8 @@ def _serve(settings: Settings, announce: bool) -> int:
         timeout_graceful_shutdown=5,
     )
     if announce:
-        console.print(f"cmbtask is up at [bold]http://{_display_host(settings.host)}:{settings.port}[/bold]")
-        console.print(f"  data: {settings.data_dir.resolve()}   API docs: /docs   stop: Ctrl-C")
+        say(f"cmbtask is up at [bold]http://{_display_host(settings.host)}:{settings.port}[/bold]")
+        say(f"  data: {settings.data_dir.resolve()}   API docs: /docs   stop: Ctrl-C")
     uvicorn.Server(config).run()
     return 0
 
@@ -88,7 +88,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
         migrate.downgrade(url, args.revision or "base")
-    console.print(migrate.current(url) or "(empty database)")
+    say(migrate.current(url) or "(empty database)")
     return 0
 
 
@@ -108,7 +108,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    console.print(asyncio.run(create()), soft_wrap=True)
+    say(asyncio.run(create()), soft_wrap=True)
     return 0
 
 
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:
-        err_console.print(f"[red]error:[/red] {error}")
+        warn(f"[red]error:[/red] {error}")
         return 1
     return result
 

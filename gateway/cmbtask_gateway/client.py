@@ -16,7 +16,7 @@ import httpx
 import websockets
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .console import console, err_console
+from .console import console, say, warn
 
 __all__ = ["submit", "watch"]
 
@@ -56,7 +56,7 @@ async def submit(args: argparse.Namespace) -> int:
         response = await http.post(f"/api/sessions/{session_id}/tasks", json=body)
         _raise_for(response)
         task = response.json()
-    console.print(f"session {session_id}  task {task['id']}  ({task['phase']})")
+    say(f"session {session_id}  task {task['id']}  ({task['phase']})")
     if args.no_watch:
         return 0
     args.session, args.after, args.until_done = session_id, 0, True
@@ -97,14 +97,14 @@ class _View:
             self.open_tasks.add(task)
         elif kind in FINAL and task:
             self.open_tasks.discard(task)
-            console.print(f"[bold]{kind}[/bold] {data.get('reason', '')}")
+            say(f"[bold]{kind}[/bold] {data.get('reason', '')}")
         elif kind == "output":
-            console.print(data.get("text", "").rstrip("\n"), markup=False)
+            say(data.get("text", "").rstrip("\n"), markup=False)
         elif kind == "agent.message":
-            console.print(f"[cyan]{data.get('agent')}[/cyan]: {data.get('content', '')}", markup=True)
+            say(f"[cyan]{data.get('agent')}[/cyan]: {data.get('content', '')}", markup=True)
         elif kind == "plan.proposed":
             for number, step in enumerate(data.get("steps", []), 1):
-                console.print(f"  plan {number}. {step.get('title')}")
+                say(f"  plan {number}. {step.get('title')}")
         elif kind == "step.started":
             self._advance(data["step"] - 1, data["total"], data.get("title", ""))
         elif kind == "step.completed":
@@ -113,9 +113,9 @@ class _View:
             self.pending[data["approval_id"]] = data
         elif kind in {"approval.resolved", "approval.expired", "approval.cancelled"}:
             self.pending.pop(data["approval_id"], None)
-            console.print(f"[yellow]{kind}[/yellow] {data.get('resolved_by', '')}")
+            say(f"[yellow]{kind}[/yellow] {data.get('resolved_by', '')}")
         elif kind == "error":
-            err_console.print(f"[red]{data.get('code')}[/red]: {data.get('message')}")
+            warn(f"[red]{data.get('code')}[/red]: {data.get('message')}")
 
     def _advance(self, done: int, total: int, title: str) -> None:
         if self.bar is None:
@@ -128,7 +128,7 @@ async def _ask(view: _View, ws: Any) -> None:
     while view.pending:
         approval_id, data = next(iter(view.pending.items()))
         options = "/".join(data.get("options", ["approve", "reject"]))
-        console.print(f"[bold yellow]approval[/bold yellow] {data.get('prompt')}")
+        say(f"[bold yellow]approval[/bold yellow] {data.get('prompt')}")
         answer = (await asyncio.to_thread(input, f"  {options} > ")).strip()
         decision, _, text = answer.partition(" ")
         frame = {"type": "resolve_approval", "approval_id": approval_id, "decision": decision or "approve"}
@@ -154,7 +154,7 @@ async def watch(args: argparse.Namespace) -> int:
                     if await _consume(view, ws, args.until_done):
                         return 0
             except (OSError, websockets.ConnectionClosedError) as error:
-                err_console.print(f"[dim]reconnecting after {delay:.1f}s ({error})[/dim]")
+                warn(f"[dim]reconnecting after {delay:.1f}s ({error})[/dim]")
             except websockets.ConnectionClosedOK:
                 return 0
             await asyncio.sleep(delay)
@@ -167,7 +167,7 @@ async def _consume(view: _View, ws: Any, until_done: bool) -> bool:
         if "seq" in frame:
             view.show(frame)
         elif frame.get("type") == "ws.error":
-            err_console.print(f"[red]{frame.get('code')}[/red]: {frame.get('message')}")
+            warn(f"[red]{frame.get('code')}[/red]: {frame.get('message')}")
         if view.pending:
             await _ask(view, ws)
         settled = frame.get("type") in FINAL or (frame.get("type") == "ws.replayed" and view.last_seq > 0)
