@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tests.support.clients import SessionClient
@@ -73,7 +72,7 @@ async def test_kill_and_restart_loses_nothing(gateway: GatewayProcess) -> None:
     await watcher.close()
 
 
-async def test_restart_keeps_sessions_and_tokens(gateway_factory: Any) -> None:
+def test_restart_keeps_sessions_and_tokens(gateway_factory: Any) -> None:
     gateway = gateway_factory(CMBTASK_AUTH_MODE="token")
     token = gateway.create_token("ada")
     with gateway.client(token) as http:
@@ -82,4 +81,3 @@ async def test_restart_keeps_sessions_and_tokens(gateway_factory: Any) -> None:
     with gateway.client(token) as http:
         again = http.get(f"/api/sessions/{created['id']}")
         assert again.status_code == 200 and again.json()["title"] == "survives"
-    await asyncio.sleep(0)
