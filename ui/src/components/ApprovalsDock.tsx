@@ -7,7 +7,7 @@ import { api, ApiError } from "../api/http";
 import type { ApprovalView } from "../api/protocol";
 import { sessionHref } from "../hooks";
 import type { ApprovalState } from "../state/sessionStore";
-import { connection, liveApprovals, useBox } from "../state/shared";
+import { liveApprovals, reportReachable, useBox } from "../state/shared";
 import { ApprovalCard } from "./ApprovalCard";
 
 const POLL_MS = 3000;
@@ -46,13 +46,6 @@ export function mergePending(
   return merged;
 }
 
-/** Pages without a session socket show whether the gateway answers the poll. */
-function reachable(ok: boolean): void {
-  const { state } = connection.get();
-  if (state === "online" || state === "offline")
-    connection.set({ state: ok ? "online" : "offline", info: { attempt: 0 } });
-}
-
 export function ApprovalsDock() {
   const [polled, setPolled] = useState<ApprovalView[]>([]);
   const [collapsed, setCollapsed] = useState(false);
@@ -65,10 +58,10 @@ export function ApprovalsDock() {
       try {
         const list = await api.pendingApprovals();
         if (!stopped) setPolled(list.items);
-        reachable(true);
+        reportReachable(true);
       } catch (err) {
         // keep the last list meanwhile; the badge says the gateway is away
-        if (!(err instanceof ApiError)) reachable(false);
+        if (!(err instanceof ApiError)) reportReachable(false);
       }
       if (!stopped) timer = setTimeout(() => void poll(), POLL_MS);
     };

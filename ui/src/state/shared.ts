@@ -40,5 +40,14 @@ export interface Connection {
 /** The header's indicator: the session socket's state, or the API's on other pages. */
 export const connection = box<Connection>({ state: "online", info: { attempt: 0 } });
 
+/** What a page without a session socket learned from an API call. A session
+ * socket's state wins: an answer that arrives late (after the user opened a
+ * session) must not overwrite "connected" with "online". */
+export function reportReachable(ok: boolean): void {
+  const { state } = connection.get();
+  if (state === "online" || state === "offline")
+    connection.set({ state: ok ? "online" : "offline", info: { attempt: 0 } });
+}
+
 /** Approvals of the session on screen, as its live stream last told them. */
 export const liveApprovals = box<ApprovalState[]>([]);

@@ -5,7 +5,7 @@ import { api, ApiError } from "../api/http";
 import type { ModeInfo, SessionList as SessionPage, SessionView } from "../api/protocol";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { sessionHref } from "../hooks";
-import { connection, useBox } from "../state/shared";
+import { connection, reportReachable, useBox } from "../state/shared";
 
 const PAGE_SIZE = 20;
 const STATUSES = ["active", "suspended", "completed", "expired"];
@@ -39,14 +39,18 @@ export function SessionList({ modes }: { modes: ModeInfo[] }) {
         result.items.sort((a, b) => b.created_at.localeCompare(a.created_at));
         setPage(result);
         setError(null);
-        connection.set({ state: "online", info: { attempt: 0 } });
+        reportReachable(true);
       },
       (err: unknown) => {
         if (ticket !== latest.current) return;
         setError(err instanceof ApiError ? err.message : String(err));
-        if (!(err instanceof ApiError)) connection.set({ state: "offline", info: { attempt: 0 } });
+        if (!(err instanceof ApiError)) reportReachable(false);
       },
     );
+    // an answer arriving after a newer request, or after the list is gone, is dropped
+    return () => {
+      latest.current += 1;
+    };
     // `page` is left out on purpose: it only decides whether an offline gateway is worth a try
   }, [filters, reloads, online]);
 
