@@ -10,8 +10,11 @@ import asyncio
 
 from alembic import context
 from cmbtask_gateway.db.models import Base
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from cmbtask_migrations import MIGRATION_LOCK_ID
 
 target_metadata = Base.metadata
 
@@ -24,6 +27,10 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction commits; whoever waited then finds
+            # the schema at head and has nothing to do.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         context.run_migrations()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cmbtask_gateway.db.models import Base
-from cmbtask_migrations import SCRIPT_LOCATION
-from sqlalchemy import Engine, create_engine, inspect
+from cmbtask_migrations import MIGRATION_LOCK_ID, SCRIPT_LOCATION
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
 TABLES = {"sessions", "tasks", "events", "approvals", "api_tokens"}
 
@@ -99,3 +100,46 @@ def test_indexes_and_constraints_exist(database_url: str, sync_engine: Engine, t
     assert ("sessions", ("session_id",)) in foreign
     indexed = {tuple(ix["column_names"]) for ix in inspector.get_indexes("sessions")}
     assert ("owner", "created_at") in indexed
+
+
+def test_concurrent_upgrades_on_postgresql_wait_for_each_other(
+    database_url: str, sync_engine: Engine, tmp_path: Path
+) -> None:
+    """Two replicas' init containers upgrading one empty database at once: the
+    advisory lock makes the second wait and then find nothing to do."""
+    if sync_engine.dialect.name != "postgresql":
+        pytest.skip("an embedded SQLite database has a single gateway")
+    env = {**os.environ, "CMBTASK_DATABASE_URL": database_url, "CMBTASK_LOG_FORMAT": "json"}
+    command = [sys.executable, "-m", "cmbtask_gateway.cli", "db", "upgrade"]
+    with sync_engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        upgrades = [
+            subprocess.Popen([*command, "--data-dir", str(tmp_path / f"d{n}")], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for n in range(3)
+        ]  # fmt: skip
+        try:
+            _wait_until_blocked(holder, len(upgrades))
+            assert [p.poll() for p in upgrades] == [None] * len(upgrades)
+            assert _tables(sync_engine) == set()
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+            holder.commit()
+        outputs = [p.communicate(timeout=120)[0] for p in upgrades]
+    assert [p.returncode for p in upgrades] == [0] * len(upgrades), outputs
+    assert _tables(sync_engine) == TABLES
+    with sync_engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+            _head()
+        ]
+
+
+def _wait_until_blocked(holder: Connection, count: int, timeout_s: float = 60) -> None:
+    """Until ``count`` sessions wait for the migration lock (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    query = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :id")
+    while time.monotonic() < deadline:
+        if holder.execute(query, {"id": MIGRATION_LOCK_ID}).scalar_one() >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} upgrades never waited for the migration lock")
