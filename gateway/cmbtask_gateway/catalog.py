@@ -3,8 +3,9 @@
 The gateway never imports the runner, and the runner may live in another
 Python environment (the ``cmbagent`` engine has a venv of its own), so the
 gateway asks the runner command: ``<runner command> --describe-engines``
-prints an ``EnginesDescription``. It runs once per gateway, in the
-background, with a timeout; ``CMBTASK_ENGINES_JSON`` gives the description
+prints an ``EnginesDescription``. It runs in the background, with a
+timeout, at start and again when an answer is older than
+``CMBTASK_DESCRIBE_ENGINES_REFRESH_S``; ``CMBTASK_ENGINES_JSON`` gives the description
 instead (for the ``kubernetes`` executor, whose runners are pods). Without
 either, or when asking fails, the catalog is *unknown* and the gateway keeps
 its old behaviour: every installed engine, every mode available.
@@ -28,7 +29,9 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 from cmbtask_protocol import EngineDescription, EnginesDescription, ModeInfo
 from pydantic import ValidationError
@@ -95,25 +98,53 @@ def _mode_view(mode: ModeInfo, description: EnginesDescription) -> ModeInfo:
 
 
 class EngineCatalog:
-    """The runners' engines: a fixed description, one being asked for, or unknown."""
+    """The runners' engines: a fixed description, one asked of the runner
+    command (again every ``refresh_s``, so installing the ``cmbagent`` extra
+    or setting a key shows without a gateway restart), or unknown."""
 
     def __init__(self, description: EnginesDescription | None = None) -> None:
         self._fixed = description
+        self._ask: Callable[[], Coroutine[Any, Any, EnginesDescription | None]] | None = None
         self._probe: asyncio.Task[EnginesDescription | None] | None = None
+        self._refresh_s = 0.0
+        self._asked_at = 0.0
+        self._known: EnginesDescription | None = None
+        self._answered = False
 
-    def start_probe(self, command: Sequence[str], env: Mapping[str, str], timeout_s: float) -> None:
-        """Ask the runner command in the background; ``get`` waits for the answer."""
+    def start_probe(
+        self, command: Sequence[str], env: Mapping[str, str], timeout_s: float, refresh_s: float = 0.0
+    ) -> None:
+        """Ask the runner command in the background; ``get`` waits for the first answer."""
         if self._probe is None:
-            self._probe = asyncio.create_task(
-                describe_runner_engines(command, env, timeout_s), name="describe-engines"
-            )
+            self._ask = lambda: describe_runner_engines(command, env, timeout_s)
+            self._refresh_s = refresh_s
+            self._reask()
 
     async def get(self) -> EnginesDescription | None:
-        """The description, or None when unknown. Bounded by the probe's timeout."""
+        """The description, or None when unknown. Bounded by the probe's timeout;
+        while a refresh is in flight, the last answer serves."""
         if self._probe is None:
             return self._fixed
-        # shield: one caller giving up must not cancel the probe for everyone else
-        return await asyncio.shield(self._probe)
+        if not self._probe.done() and not self._answered:
+            # shield: one caller giving up must not cancel the probe for everyone else
+            await asyncio.shield(self._probe)
+        if self._probe.done():
+            self._take(self._probe.result())
+            if self._refresh_s > 0 and time.monotonic() - self._asked_at >= self._refresh_s:
+                self._reask()
+        return self._known
+
+    def _take(self, answer: EnginesDescription | None) -> None:
+        # a failed re-ask keeps the last good answer: a flaky probe must not
+        # make every mode look available again
+        if answer is not None or not self._answered:
+            self._known = answer
+        self._answered = True
+
+    def _reask(self) -> None:
+        assert self._ask is not None
+        self._asked_at = time.monotonic()
+        self._probe = asyncio.create_task(self._ask(), name="describe-engines")
 
     async def close(self) -> None:
         if self._probe is not None and not self._probe.done():

@@ -104,7 +104,12 @@ class Gateway:
             return
         # The environment a runner gets: the gateway's own settings are not its business.
         env = {key: value for key, value in os.environ.items() if not key.startswith("CMBTASK_")}
-        self.engines.start_probe(settings.runner_command, env, settings.describe_engines_timeout_s)
+        self.engines.start_probe(
+            settings.runner_command,
+            env,
+            settings.describe_engines_timeout_s,
+            refresh_s=settings.describe_engines_refresh_s,
+        )
 
     async def _sweep(self) -> None:
         while True:

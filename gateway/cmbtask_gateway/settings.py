@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     #: the local executor asks ``runner_command --describe-engines`` at start
     engines_json: str | None = None
     describe_engines_timeout_s: float = Field(default=30.0, gt=0)
+    #: ask the runner command again when its answer is this old (0: never)
+    describe_engines_refresh_s: float = Field(default=60.0, ge=0)
     kubernetes_namespace: str = "default"
     kubernetes_runner_image: str = "cmbtask-runner:latest"
 

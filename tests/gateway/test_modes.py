@@ -9,6 +9,7 @@ runner command that fails, hangs or prints nonsense) are checked in-process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cmbtask_gateway.catalog import describe_runner_engines, mode_views
+from cmbtask_gateway.catalog import EngineCatalog, describe_runner_engines, mode_views
 from cmbtask_protocol import MODES, EngineDescription, EnginesDescription
 
 from tests.support.gateway import GatewayProcess
@@ -204,6 +205,36 @@ async def test_describe_failure_means_unknown(tmp_path: Path, source: str) -> No
 
 async def test_describe_missing_command_means_unknown(tmp_path: Path) -> None:
     assert await describe_runner_engines([str(tmp_path / "no-such-runner")], {}, timeout_s=5) is None
+
+
+async def test_catalog_asks_again_and_keeps_the_last_good_answer(tmp_path: Path) -> None:
+    """Installing the extra (here: a new description) shows without a restart;
+    a re-ask that fails keeps what was known instead of forgetting it."""
+    runner = tmp_path / "runner.py"
+    keyless, keyed = _description(cmbagent_available=False), _description(cmbagent_available=True)
+    _fake_runner(runner, keyless)
+    catalog = EngineCatalog()
+    catalog.start_probe([sys.executable, str(runner)], {}, timeout_s=30, refresh_s=0.2)
+    try:
+        assert await catalog.get() == keyless
+        _fake_runner(runner, keyed)
+        assert await _eventually(catalog, keyed) == keyed
+        runner.write_text("import sys; sys.exit(3)")
+        await asyncio.sleep(0.3)
+        for _ in range(5):  # several failed re-asks in a row
+            assert await catalog.get() == keyed
+            await asyncio.sleep(0.3)
+    finally:
+        await catalog.close()
+
+
+async def _eventually(catalog: EngineCatalog, wanted: EnginesDescription) -> EnginesDescription | None:
+    deadline = time.monotonic() + 20
+    got = await catalog.get()
+    while got != wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        got = await catalog.get()
+    return got
 
 
 def test_unknown_description_keeps_every_mode_available() -> None:
