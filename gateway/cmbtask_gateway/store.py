@@ -192,7 +192,7 @@ class EventStore:
             .returning(Session.id, Session.last_seq)
             .execution_options(synchronize_session=False)
         )
-        last_seqs = dict(result.tuples().all())
+        last_seqs: dict[str, int] = {session_id: last_seq for session_id, last_seq in result}
         if self.relay is not None:
             await self.relay.announce(db, last_seqs)
         rows: list[dict[str, Any]] = []
