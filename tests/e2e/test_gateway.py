@@ -4,11 +4,14 @@ the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from cmbtask_gateway.executors.k8s_records import Records
+from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import cmbtask_name_for_task
 
 from tests.e2e.cluster import Kubectl, cmbtask, wait_for
@@ -105,6 +108,43 @@ def test_cmbtask_applied_with_kubectl_runs_and_appears_in_the_gateway(
     assert len(runner_pods(kubectl, name)) == 1
     table = kubectl.run("get", "cmbtasks", "-n", GATEWAY_NAMESPACE, name).stdout
     assert session_id in table
+
+
+def test_gateway_dying_between_registering_and_labelling_an_import_makes_no_second_task(
+    gateway: GatewayProcess, kubectl: Kubectl
+) -> None:
+    """The crash window of an import, made on purpose: the object is registered
+    in the gateway's database but never labelled. The restarted gateway must
+    launch that same task into that same object: one task, one pod."""
+    name = f"half-imported-{uuid.uuid4().hex[:6]}"
+    gateway.kill()
+    try:
+        kubectl.apply(cmbtask(name, engine="demo", mode="one-shot", prompt="once", params=QUICK_DEMO),
+                      namespace=GATEWAY_NAMESPACE)  # fmt: skip
+        found = wait_for(lambda: kubectl.get("cmbtask", name, GATEWAY_NAMESPACE), 10, "the CmbTask")
+        uid = found["metadata"]["uid"]
+        task_id, session_id = asyncio.run(_register(gateway.database_url, name, uid, found["spec"]))
+    finally:
+        gateway.start()
+    with gateway.client() as http:
+        task = task_phase(http, task_id, {"succeeded"}, timeout_s=120)
+        assert task["session_id"] == session_id
+        titles = [s["title"] for s in http.get("/api/sessions", params={"limit": 200}).json()["items"]]
+    assert titles.count(f"kubectl: {name}") == 1
+    labelled = kubectl.items("cmbtasks", GATEWAY_NAMESPACE, f"cmbtask.io/task-id={task_id}")
+    assert [o["metadata"]["name"] for o in labelled] == [name]
+    assert kubectl.get("cmbtask", cmbtask_name_for_task(task_id), GATEWAY_NAMESPACE) is None
+    [pod] = runner_pods(kubectl, name)
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["CMBTASK_TASK_ID"] == task_id
+
+
+async def _register(database_url: str, name: str, uid: str, spec: dict[str, Any]) -> tuple[str, str]:
+    records = Records(Settings(database_url=database_url))
+    try:
+        return await records.register("local", name, uid, spec)
+    finally:
+        await records.close()
 
 
 def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kubectl: Kubectl) -> None:

@@ -8,9 +8,10 @@ handle is ``"<namespace>/<name>"``: the object is the source of truth, so
 Two background loops tie the cluster to the gateway's records:
 
 - import: a CmbTask applied with kubectl (no task id in its spec) gets a
-  session and a task here; the dispatcher then launches that task, and
-  ``launch`` recognises the object by its task-id label instead of making
-  another one.
+  session and a task here, the task's id being the object's uid (see
+  ``k8s_records``); the dispatcher then launches that task, and ``launch``
+  recognises the object by its task-id label, or by its uid if a crash came
+  before the label, instead of making another one.
 - sync: approval prompts and phases the gateway knows are written into the
   CmbTask's status, so ``kubectl get cmbtasks`` shows them. Writes are
   guarded by resourceVersion so they never overwrite the operator's newer
@@ -28,18 +29,14 @@ from typing import Any, cast
 
 import structlog
 from cmbtask_protocol import (
-    ACTIVE_TASK_PHASES,
     CRD_GROUP,
     CRD_KIND,
     CRD_PLURAL,
     CRD_VERSION,
     TOKEN_SECRET_KEY,
-    ApprovalStatus,
     CmbTaskSpec,
     ConditionStatus,
     ConditionType,
-    SessionCreate,
-    TaskCreate,
     TaskPhase,
     cmbtask_name_for_task,
     dns_label,
@@ -49,18 +46,10 @@ from cmbtask_protocol import (
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
-from sqlalchemy import select
 
-from ..db.engine import make_engine, make_sessionmaker
-from ..db.models import Approval, Task
-from ..hub import Hub
-from ..metrics import Metrics
-from ..runners import RunnerRegistry
-from ..services.sessions import SessionService
-from ..services.tasks import TaskService
 from ..settings import Settings
-from ..store import EventStore
 from .base import ExecutorError, ExecutorStatus, LaunchRequest
+from .k8s_records import ImportedIds, Records
 
 __all__ = ["KubernetesExecutor"]
 
@@ -72,8 +61,6 @@ LABEL_TASK_ID = f"{CRD_GROUP}/task-id"
 _MERGE: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 _SYNC_EVERY_S = 1.0
 _SYNCED_PHASES = {TaskPhase.RUNNING.value, TaskPhase.WAITING_APPROVAL.value}
-#: approval prompts are long; the status shows the start of one
-_PROMPT_CHARS = 200
 
 
 class KubernetesExecutor:
@@ -96,7 +83,7 @@ class KubernetesExecutor:
         except ConfigException:
             await config.load_kube_config()
         self._api = client.ApiClient()
-        self._records = _Records(self._settings)
+        self._records = Records(self._settings)
         self._loops = [
             asyncio.create_task(self._watch(), name="k8s-watch"),
             asyncio.create_task(self._sync(), name="k8s-sync"),
@@ -165,15 +152,22 @@ class KubernetesExecutor:
     # ---- launching ----------------------------------------------------------------------
 
     async def _imported_name(self, task_id: str) -> str | None:
+        """The kubectl-made CmbTask this task was registered for, if any."""
+        labelled = await self._list(f"{LABEL_TASK_ID}={dns_label(task_id)}")
+        if labelled:
+            return str(labelled[0]["metadata"]["name"])
+        # Registered by a gateway that died before labelling the object: the
+        # task id comes from the object's uid, so the object is still found.
+        for obj in await self._list(f"!{LABEL_ORIGIN}"):
+            if ImportedIds(obj["metadata"]["uid"]).task_id == task_id:
+                return str(obj["metadata"]["name"])
+        return None
+
+    async def _list(self, label_selector: str) -> list[dict[str, Any]]:
         found = await self._custom.list_namespaced_custom_object(
-            CRD_GROUP,
-            CRD_VERSION,
-            self._namespace,
-            CRD_PLURAL,
-            label_selector=f"{LABEL_TASK_ID}={dns_label(task_id)}",
+            CRD_GROUP, CRD_VERSION, self._namespace, CRD_PLURAL, label_selector=label_selector
         )
-        items = cast(dict[str, Any], found).get("items") or []
-        return str(items[0]["metadata"]["name"]) if items else None
+        return list(cast(dict[str, Any], found).get("items") or [])
 
     async def _create(self, request: LaunchRequest) -> str:
         name = cmbtask_name_for_task(request.task_id)
@@ -260,10 +254,10 @@ class KubernetesExecutor:
             await self._import(obj)
 
     async def _import(self, obj: dict[str, Any]) -> None:
-        name, spec = obj["metadata"]["name"], obj["spec"]
+        name, uid, spec = obj["metadata"]["name"], obj["metadata"]["uid"], obj["spec"]
         owner = spec.get("owner") or self._settings.local_user
         try:
-            task_id, session_id = await self._records.register(owner, name, spec)
+            task_id, session_id = await self._records.register(owner, name, uid, spec)
         except Exception as error:  # bad input is the operator's to report on the object
             log.warning("k8s.import_refused", cmbtask=name, error=str(error))
             labels = {LABEL_ORIGIN: "kubectl-refused"}
@@ -317,66 +311,6 @@ class KubernetesExecutor:
         if change:
             version = seen["metadata"]["resourceVersion"]
             await self._patch(name, {"metadata": {"resourceVersion": version}, "status": change}, status=True)
-
-
-class _Records:
-    """The gateway's own records, reached through its services on a private
-    connection pool: sessions and tasks for imported CmbTasks, and the task
-    facts that the sync loop mirrors."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._engine = make_engine(settings.resolved_database_url)
-        self._db = make_sessionmaker(self._engine)
-        metrics = Metrics()
-        store = EventStore(self._db, Hub(settings.client_queue_size, metrics), metrics, single_writer=False)
-        self._sessions = SessionService(self._db)
-        # The gateway's dispatcher finds the queued task on its next round.
-        self._tasks = TaskService(self._db, store, RunnerRegistry(), lambda: None)
-
-    async def register(self, owner: str, name: str, spec: dict[str, Any]) -> tuple[str, str]:
-        session_id = spec.get("sessionId")
-        if not session_id:
-            created = await self._sessions.create(
-                owner, SessionCreate(title=f"kubectl: {name}", mode=spec.get("mode") or "one-shot")
-            )
-            session_id = created.id
-        body = TaskCreate(
-            engine=spec["engine"], mode=spec.get("mode") or "one-shot", prompt=spec.get("prompt") or "",
-            params=spec.get("params") or {}, timeout_s=spec.get("timeoutSeconds"),
-            approval_timeout_s=spec.get("approvalTimeoutSeconds"),
-            on_timeout=spec.get("onTimeout") or "reject",
-        )  # fmt: skip
-        task = await self._tasks.submit(owner, session_id, body)
-        return task.id, session_id
-
-    async def wanted_statuses(self, namespace: str) -> dict[str, dict[str, Any]]:
-        """CmbTask name → the status fields the gateway knows, for active tasks."""
-        async with self._db() as db:
-            tasks = list(
-                await db.scalars(
-                    select(Task).where(
-                        Task.executor == "kubernetes",
-                        Task.handle.like(f"{namespace}/%"),
-                        Task.phase.in_([p.value for p in ACTIVE_TASK_PHASES]),
-                    )
-                )
-            )
-            pending = {
-                a.task_id: a.prompt[:_PROMPT_CHARS]
-                for a in await db.scalars(
-                    select(Approval).where(
-                        Approval.task_id.in_([t.id for t in tasks]),
-                        Approval.status == ApprovalStatus.PENDING.value,
-                    )
-                )
-            }
-        return {
-            _split(t.handle or "")[1]: {"phase": TaskPhase(t.phase), "pendingApproval": pending.get(t.id)}
-            for t in tasks
-        }
-
-    async def close(self) -> None:
-        await self._engine.dispose()
 
 
 def _approval_condition(status: dict[str, Any], prompt: str | None) -> list[dict[str, Any]]:

@@ -25,10 +25,11 @@ class SessionService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create(self, owner: str, body: SessionCreate) -> SessionView:
+    async def create(self, owner: str, body: SessionCreate, *, session_id: str | None = None) -> SessionView:
+        """A new active session; ``session_id`` is for callers whose ids must be stable."""
         now = utcnow()
         row = Session(
-            id=str(uuid.uuid4()),
+            id=session_id or str(uuid.uuid4()),
             owner=owner,
             title=body.title,
             mode=body.mode,

@@ -159,9 +159,12 @@ class TaskService:
                 detail=error.errors(include_url=False, include_context=False),
             ) from None
 
-    async def submit(self, owner: str, session_id: str, body: TaskCreate) -> TaskView:
+    async def submit(
+        self, owner: str, session_id: str, body: TaskCreate, *, task_id: str | None = None
+    ) -> TaskView:
+        """Queue a task; ``task_id`` is for callers whose ids must be stable."""
         params = self._validate(body, await self._catalog.get())
-        task_id = str(uuid.uuid4())
+        task_id = task_id or str(uuid.uuid4())
         async with self._store.write(session_id) as tx:
             session = await tx.db.get(Session, session_id, with_for_update=True)
             if session is None or session.owner != owner:
