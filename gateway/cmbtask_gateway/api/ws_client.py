@@ -82,7 +82,9 @@ class _ClientSocket:
                 seq, text = queue.get_nowait()
             except asyncio.QueueEmpty:
                 try:
-                    seq, text = await asyncio.wait_for(queue.get(), heartbeat)
+                    # asyncio.timeout is a timer only; wait_for also makes a task
+                    async with asyncio.timeout(heartbeat):
+                        seq, text = await queue.get()
                 except TimeoutError:
                     await self.send_model(WsHeartbeat(last_seq=self.last_sent))
                     continue
