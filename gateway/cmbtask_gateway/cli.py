@@ -133,8 +133,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     up = with_location(sub.add_parser("up", help="gateway + local runners + SQLite + UI in one process tree"))
-    up.add_argument("--host")
-    up.add_argument("--port", type=int)
+    up.add_argument("--host", help="address to listen on (default: CMBTASK_HOST or 127.0.0.1)")
+    up.add_argument("--port", type=int, help="port to listen on (default: CMBTASK_PORT or 8000)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("gateway", help="the gateway, configured by CMBTASK_* variables").set_defaults(
         func=cmd_gateway
@@ -145,11 +145,11 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     db = with_location(sub.add_parser("db", help="schema migrations"))
     db.add_argument("action", choices=["upgrade", "downgrade", "current"])
-    db.add_argument("revision", nargs="?")
+    db.add_argument("revision", nargs="?", help="target revision (default: head, or base to downgrade)")
     db.set_defaults(func=cmd_db)
     token = with_location(sub.add_parser("token", help="bearer tokens for token auth mode"))
     token.add_argument("action", choices=["create"])
-    token.add_argument("user")
+    token.add_argument("user", help="the user the new bearer token signs in as")
     token.set_defaults(func=cmd_token)
     _client_commands(sub)
     return parser
@@ -157,22 +157,30 @@ def _parser() -> argparse.ArgumentParser:
 
 def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def with_server(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--url", default=os.environ.get("CMBTASK_URL", "http://127.0.0.1:8000"))
-        p.add_argument("--token", default=os.environ.get("CMBTASK_TOKEN"))
+        p.add_argument(
+            "--url",
+            default=os.environ.get("CMBTASK_URL", "http://127.0.0.1:8000"),
+            help="the gateway (default: CMBTASK_URL or %(default)s)",
+        )
+        p.add_argument(
+            "--token", default=os.environ.get("CMBTASK_TOKEN"), help="bearer token (default: CMBTASK_TOKEN)"
+        )
         return p
 
     submit = with_server(sub.add_parser("submit", help="submit a task and watch it"))
-    submit.add_argument("prompt", nargs="?", default="")
+    submit.add_argument("prompt", nargs="?", default="", help="what the task should do")
     submit.add_argument("--session", help="an existing session id (default: a new one)")
-    submit.add_argument("--engine", default="demo")
-    submit.add_argument("--mode", default="planning-control")
-    submit.add_argument("--param", action="append", default=[], metavar="KEY=JSON")
-    submit.add_argument("--timeout", type=float)
-    submit.add_argument("--no-watch", action="store_true")
+    submit.add_argument("--engine", default="demo", help="demo, script or cmbagent (default: %(default)s)")
+    submit.add_argument("--mode", default="planning-control", help="see /api/modes (default: %(default)s)")
+    submit.add_argument(
+        "--param", action="append", default=[], metavar="KEY=JSON", help="an engine parameter (repeatable)"
+    )
+    submit.add_argument("--timeout", type=float, help="seconds before the task is stopped as timed out")
+    submit.add_argument("--no-watch", action="store_true", help="print the task id and exit")
     submit.set_defaults(func=cmd_submit)
     watch = with_server(sub.add_parser("watch", help="live output of a session, with approvals"))
-    watch.add_argument("session")
-    watch.add_argument("--after", type=int, default=0)
+    watch.add_argument("session", help="the session id")
+    watch.add_argument("--after", type=int, default=0, help="replay events after this seq (default: 0, all)")
     watch.add_argument("--until-done", action="store_true", help="exit when no task is left running")
     watch.set_defaults(func=cmd_watch)
 
