@@ -53,8 +53,11 @@ export function ApprovalsDock() {
 
   useEffect(() => {
     let stopped = false;
-    let timer: ReturnType<typeof setTimeout>;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let asking = false;
     const poll = async () => {
+      timer = undefined;
+      asking = true;
       try {
         const list = await api.pendingApprovals();
         if (!stopped) setPolled(list.items);
@@ -63,12 +66,19 @@ export function ApprovalsDock() {
         // keep the last list meanwhile; the badge says the gateway is away
         if (!(err instanceof ApiError)) reportReachable(false);
       }
-      if (!stopped) timer = setTimeout(() => void poll(), POLL_MS);
+      asking = false;
+      // a hidden tab stops asking: hundreds of idle tabs must not load the gateway
+      if (!stopped && !document.hidden) timer = setTimeout(() => void poll(), POLL_MS);
     };
+    const onVisibility = () => {
+      if (!document.hidden && timer === undefined && !asking) void poll();
+    };
+    document.addEventListener("visibilitychange", onVisibility);
     void poll();
     return () => {
       stopped = true;
       clearTimeout(timer);
+      document.removeEventListener("visibilitychange", onVisibility);
     };
   }, []);
 
