@@ -7,6 +7,9 @@ pod's environment (Secrets resolved, emptyDir volumes mapped to local
 directories, ``python`` meaning this venv's interpreter) and reports the
 pod's status back the way a kubelet would: Running, then Succeeded or Failed
 with the exit code; ``activeDeadlineSeconds`` ends the pod DeadlineExceeded;
+a container whose processes together hold more memory than its
+``limits.memory`` is killed (SIGKILL) and reported ``OOMKilled``, exit 137,
+as the kernel's cgroup OOM killer and a kubelet would;
 an image it does not "have" never starts (ErrImagePull); deleting a pod stops
 its process (SIGTERM, then SIGKILL after the grace period).
 """
@@ -19,18 +22,49 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 log = logging.getLogger("node_agent")
 SELECTOR = "app.kubernetes.io/managed-by=cmbtask-operator"
 STRATEGIC = {"_content_type": "application/strategic-merge-patch+json"}
+
+
+_QUANTITY = re.compile(r"^([0-9.]+)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
+_UNITS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
+MEMORY_CHECK_S = 0.1
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("256Mi", "1G", "1048576") in bytes."""
+    found = _QUANTITY.match(quantity)
+    if found is None:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    return int(float(found.group(1)) * _UNITS[found.group(2)])
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a container's process and all its descendants (what
+    its cgroup would count)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
 
 
 def now() -> str:
@@ -50,6 +84,8 @@ class NodeAgent:
         self.seen: set[str] = set()
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.stopping: set[str] = set()
+        #: pods whose container went over its memory limit
+        self.oom_killed: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
     # ---- the Node ---------------------------------------------------------------
@@ -171,6 +207,8 @@ class NodeAgent:
         started = now()
         await self.report(pod, "Running", {"running": {"startedAt": started}}, started)
         deadline = spec.get("activeDeadlineSeconds")
+        limit = (container.get("resources") or {}).get("limits", {}).get("memory")
+        guard = asyncio.create_task(self.enforce_memory(uid, process, memory_bytes(limit))) if limit else None
         try:
             code = await asyncio.wait_for(process.wait(), deadline)
         except TimeoutError:
@@ -182,10 +220,26 @@ class NodeAgent:
             return
         finally:
             self.processes.pop(uid, None)
+            if guard is not None:
+                guard.cancel()
         if uid in self.stopping:
             return
+        terminated = self.terminated(code, started)
+        if uid in self.oom_killed:
+            terminated.update(exitCode=137, reason="OOMKilled")
         phase = "Succeeded" if code == 0 else "Failed"
-        await self.report(pod, phase, {"terminated": self.terminated(code, started)}, started)
+        await self.report(pod, phase, {"terminated": terminated}, started)
+
+    async def enforce_memory(self, uid: str, process: asyncio.subprocess.Process, limit: int) -> None:
+        while process.returncode is None:
+            used = await asyncio.to_thread(tree_rss, process.pid)
+            if used > limit:
+                log.info("pod %s: %d bytes over its limit of %d: OOMKilled", uid, used - limit, limit)
+                self.oom_killed.add(uid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                return
+            await asyncio.sleep(MEMORY_CHECK_S)
 
     async def simulate(self, pod: dict[str, Any]) -> None:
         started = now()

@@ -147,6 +147,39 @@ async def _register(database_url: str, name: str, uid: str, spec: dict[str, Any]
         await records.close()
 
 
+GREEDY = """
+import time
+print("allocating", flush=True)
+hoard = []
+for _ in range(60):  # 600 MiB, 10 MiB at a time, every page touched
+    hoard.append(b"x" * (10 * 2**20))
+    time.sleep(0.05)
+time.sleep(30)
+"""
+
+
+def test_runner_over_its_memory_limit_fails_the_task_oomkilled(
+    gateway: GatewayProcess, kubectl: Kubectl
+) -> None:
+    name = f"greedy-{uuid.uuid4().hex[:6]}"
+    manifest = cmbtask(name, engine="script", mode="one-shot", params={"code": GREEDY},
+                       resources={"limits": {"memory": "200Mi"}})  # fmt: skip
+    kubectl.apply(manifest, namespace=GATEWAY_NAMESPACE)
+
+    def failed() -> dict[str, Any] | None:
+        found = kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}
+        return found if (found.get("status") or {}).get("phase") in FINAL_PHASES else None
+
+    status = wait_for(failed, 120, f"{name} to end")["status"]
+    assert (status["phase"], status["reason"], status["exitCode"]) == ("failed", "OOMKilled", 137), status
+    task_id = kubectl.get("cmbtask", name, GATEWAY_NAMESPACE)["spec"]["taskId"]  # type: ignore[index]
+    with gateway.client() as http:
+        task = task_phase(http, task_id, FINAL_PHASES, timeout_s=60)
+        events = http.get(f"/api/sessions/{task['session_id']}/events", params={"after": 0}).json()["items"]
+    assert task["phase"] == "failed" and "OOMKilled" in (task["reason"] or ""), task
+    assert any("allocating" in e["data"].get("text", "") for e in events if e["type"] == "output")
+
+
 def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kubectl: Kubectl) -> None:
     with gateway.client() as http:
         session_id = new_session(http)
