@@ -25,7 +25,12 @@ from .openai_server import FakeOpenAI, running_server
 
 HAS_CMBAGENT = importlib.util.find_spec("cmbagent") is not None
 #: modules that import cmbagent or run it in a runner
-NEEDS_CMBAGENT = ["test_fake_openai.py", "test_end_to_end.py", "test_concurrent.py"]
+NEEDS_CMBAGENT = [
+    "test_fake_openai.py",
+    "test_end_to_end.py",
+    "test_concurrent.py",
+    "test_modes_available.py",
+]
 if not HAS_CMBAGENT:
     collect_ignore = NEEDS_CMBAGENT
 

@@ -127,8 +127,13 @@ def test_planning_control_shows_plan_for_approval_then_runs_it(
     agents = {m["data"]["agent"] for m in run.of("agent.message")}
     assert {"planner", "plan_reviewer", "researcher"} <= agents
     _assert_costs_match(run, _billed(fake, before))
-    assert "cmbagent/planning/final_plan.json" in [e["data"]["path"] for e in run.of("file.created")]
+    paths = [e["data"]["path"] for e in run.of("file.created")]
+    assert "cmbagent/planning/final_plan.json" in paths
     assert any(p.startswith("cmbagent/control/") for p in _markdown_files(run))
+    # each phase's chat log and cost report (post63 puts reports in cost/, post30 beside the chats)
+    for phase in ("planning", "control"):
+        assert any(p.startswith(f"cmbagent/{phase}/chats/") for p in paths), paths
+        assert any(p.startswith(f"cmbagent/{phase}/") and "/cost_report_" in p for p in paths), paths
 
 
 def test_rejected_plan_fails_the_task_without_running_it(client: httpx.Client) -> None:
@@ -203,7 +208,7 @@ def test_planning_control_resumes_in_the_same_session(
     _url, fake = fake_openai
     fake.script.plan_steps = 2
     try:
-        # Nine chat rounds finish step 1 of 2 (measured on 0.0.1.post30), then the chat stops.
+        # Nine chat rounds finish step 1 of 2 (measured on 0.0.1.post30 and post63), then the chat stops.
         params = {"max_plan_steps": 2, "n_plan_reviews": 0, "max_rounds": 9}
         first = run_task(client, "planning-control", PROMPT, params, answer=lambda _a: ("approve", None))
         assert first.final["type"] == "task.failed", first.final

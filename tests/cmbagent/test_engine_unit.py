@@ -15,7 +15,7 @@ from cmbtask_protocol import ApprovalStatus, Decision, OnTimeout, TaskSpec
 from cmbtask_runner.engines.base import ApprovalOutcome, EngineError
 from cmbtask_runner.engines.cmbagent import CmbAgentEngine, library, workflows
 from cmbtask_runner.engines.cmbagent.mapping import EventMapper
-from cmbtask_runner.engines.cmbagent.modes import CmbAgentParams
+from cmbtask_runner.engines.cmbagent.params import CmbAgentParams
 
 PLAN = [
     {"sub_task": "collect", "sub_task_agent": "engineer", "bullet_points": ["get data"]},
@@ -34,6 +34,9 @@ def with_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.delenv("CMBAGENT_MODELS", raising=False)
     monkeypatch.setattr(library, "is_installed", lambda: True)
+    # as if the package could not be read: the modes every supported release has
+    monkeypatch.setattr(library, "exported_names", lambda: None)
+    monkeypatch.setattr(library, "installed_version", lambda: None)
 
 
 @pytest.mark.usefixtures("with_key")
@@ -46,7 +49,7 @@ def test_validate_accepts_a_runnable_task() -> None:
     ("task", "message"),
     [
         (_task(mode="no-such-mode"), "no mode 'no-such-mode'"),
-        (_task(mode="copilot"), "copilot is not part of cmbagent 0.0.1.post30"),
+        (_task(mode="copilot"), r"copilot is not part of cmbagent 0.0.1.post30 or 0.0.1.post63 \(it needs"),
         (_task(mode="control"), "needs params.plan"),
         (_task(prompt="  "), "needs a prompt"),
         (_task(api_key="sk-from-the-body"), "invalid params"),
@@ -148,13 +151,19 @@ def _fake_lib(mapper: EventMapper, completes: Sequence[int]) -> tuple[SimpleName
     return lib, calls
 
 
+def _run(
+    ctx: _Ctx, params: CmbAgentParams, lib: Any, root: Path, mapper: EventMapper, function: Any
+) -> workflows.Run:
+    return workflows.Run(ctx=ctx, params=params, lib=lib, root=root, mapper=mapper, function=function)  # type: ignore[arg-type]
+
+
 @pytest.mark.usefixtures("with_key")
 def test_planning_control_resumes_after_the_last_completed_step(tmp_path: Path) -> None:
     state = {"kind": workflows.STATE_KIND, "plan": PLAN, "completed_steps": 1}
     ctx = _Ctx(tmp_path, state)
     mapper = EventMapper()
     lib, calls = _fake_lib(mapper, completes=[1])
-    run = workflows.Run(ctx=ctx, params=CmbAgentParams(), lib=lib, root=tmp_path, mapper=mapper)  # type: ignore[arg-type]
+    run = _run(ctx, CmbAgentParams(), lib, tmp_path, mapper, lib.planning_and_control_context_carryover)
 
     result = workflows.planning_control(run)
 
@@ -170,7 +179,7 @@ def test_a_finished_plan_is_not_run_again(tmp_path: Path) -> None:
     ctx = _Ctx(tmp_path, {"kind": workflows.STATE_KIND, "plan": PLAN, "completed_steps": 2})
     mapper = EventMapper()
     lib, calls = _fake_lib(mapper, completes=[])
-    run = workflows.Run(ctx=ctx, params=CmbAgentParams(), lib=lib, root=tmp_path, mapper=mapper)  # type: ignore[arg-type]
+    run = _run(ctx, CmbAgentParams(), lib, tmp_path, mapper, lib.planning_and_control_context_carryover)
     with pytest.raises(EngineError, match="already complete"):
         workflows.planning_control(run)
     assert calls == []
@@ -182,7 +191,7 @@ def test_control_mode_runs_the_given_plan(tmp_path: Path) -> None:
     mapper = EventMapper()
     lib, calls = _fake_lib(mapper, completes=[1, 2])
     params = CmbAgentParams.model_validate({"plan": PLAN})
-    run = workflows.Run(ctx=ctx, params=params, lib=lib, root=tmp_path, mapper=mapper)  # type: ignore[arg-type]
+    run = _run(ctx, params, lib, tmp_path, mapper, lib.control)
     assert workflows.control(run) == {"steps": 2}
     assert calls[0]["plan"]["sub_tasks"] == PLAN and calls[0]["max_plan_steps"] == 2
     proposed = [data for kind, data in ctx.events if kind == "plan.proposed"]

@@ -27,6 +27,12 @@ def test_text_becomes_agent_message_with_sender_and_recipient() -> None:
     validate_payload(*mapped[0])
 
 
+@pytest.mark.parametrize("manager", ["chat_manager", "main_cmbagent_chat"], ids=["post30", "post63"])
+def test_each_releases_group_manager_is_the_group(manager: str) -> None:
+    mapped = EventMapper().map(_event("text", content="next", sender=manager, recipient="researcher"))
+    assert mapped == [("agent.message", {"agent": "group", "recipient": "researcher", "content": "next"})]
+
+
 def test_code_is_emitted_when_the_executor_runs_it() -> None:
     mapper = EventMapper()
     text = "**Python Code:**\n\n```python\n# filename: codebase/a.py\nprint(1)\n```"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,19 +25,14 @@ from . import library, workflows
 from .costs import CostRecorder
 from .files import FileWatcher
 from .mapping import EventMapper
-from .modes import MODES, CmbAgentParams
+from .modes import MODES, function_of, unavailable_reason
+from .params import CmbAgentParams
 from .streaming import TaskIOStream
 
 __all__ = ["CmbAgentEngine"]
 
 log = structlog.get_logger("cmbtask_runner.engines.cmbagent")
 
-WORKFLOWS: dict[str, Callable[[workflows.Run], dict[str, Any]]] = {
-    "one-shot": workflows.one_shot,
-    "planning-control": workflows.planning_control,
-    "control": workflows.control,
-    "hitl-interactive": workflows.hitl_interactive,
-}
 OUTPUT_DIR = "cmbagent"
 
 
@@ -46,11 +41,10 @@ class CmbAgentEngine:
 
     def validate(self, task: TaskSpec) -> None:
         """Fail before anything starts when the task cannot run here."""
-        binding = MODES.get(task.mode)
-        if binding is None:
-            raise EngineError(f"cmbagent has no mode {task.mode!r} (modes: {', '.join(sorted(WORKFLOWS))})")
-        if binding.unavailable:
-            raise EngineError(binding.unavailable)
+        if task.mode not in MODES:
+            raise EngineError(f"cmbagent has no mode {task.mode!r} (modes: {', '.join(sorted(MODES))})")
+        if refused := unavailable_reason(task.mode, library.exported_names(), library.installed_version()):
+            raise EngineError(refused)
         params = parse_params(CmbAgentParams, task.params)
         if task.mode == "control" and not params.plan:
             raise EngineError(
@@ -64,7 +58,9 @@ class CmbAgentEngine:
 
     def describe(self) -> EngineDescription:
         """What this runner can run, for ``--describe-engines``: no import of the library."""
-        runnable = sorted(mode for mode, binding in MODES.items() if not binding.unavailable)
+        exported, version = library.exported_names(), library.installed_version()
+        refused = {mode: unavailable_reason(mode, exported, version) for mode in MODES}
+        runnable = sorted(mode for mode, why in refused.items() if why is None)
         reason = library.unavailable_reason()
         return EngineDescription(
             name=self.name,
@@ -73,10 +69,8 @@ class CmbAgentEngine:
             unavailable_reason=reason,
             modes=runnable,
             resume_modes=[mode for mode in runnable if MODES[mode].resume],
-            unavailable_modes={
-                mode: binding.unavailable for mode, binding in MODES.items() if binding.unavailable
-            },
-            library_version=library.installed_version(),
+            unavailable_modes={mode: why for mode, why in refused.items() if why is not None},
+            library_version=version,
         )
 
     def run(self, ctx: EngineContext) -> dict[str, Any] | None:
@@ -87,11 +81,12 @@ class CmbAgentEngine:
         costs = CostRecorder(ctx.emit)
         with _cwd(root):
             lib = library.import_cmbagent()
-            run = workflows.Run(ctx=ctx, params=params, lib=lib, root=root, mapper=mapper)
+            function = function_of(lib, ctx.task.mode, library.installed_version())
+            run = workflows.Run(ctx=ctx, params=params, lib=lib, root=root, mapper=mapper, function=function)
             watcher = FileWatcher(ctx.work_dir, root, ctx.emit, max_bytes=params.max_file_bytes)
             with watcher, _recording(costs), _stream(TaskIOStream(ctx, mapper)):
                 log.info("cmbagent.run", mode=ctx.task.mode, agent=params.agent)
-                result = WORKFLOWS[ctx.task.mode](run)
+                result = MODES[ctx.task.mode].workflow(run)
         return {
             **result,
             "mode": ctx.task.mode,

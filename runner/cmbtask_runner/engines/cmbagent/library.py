@@ -1,4 +1,4 @@
-"""Loading cmbagent in the runner: credentials, models, and the release's quirks.
+"""Loading cmbagent in the runner: credentials, models, and the releases' quirks.
 
 cmbagent reads its API keys from the environment *at import time* and keeps
 per-agent model choices in module-level tables, so everything here happens
@@ -14,17 +14,25 @@ Configuration comes from the deployment, never from the task body:
 - ``CMBAGENT_MODEL``: a model for every agent whose default needs a provider
   without a key (e.g. the Claude plan reviewer when only OpenAI is set up).
 - ``CMBAGENT_MODELS``: JSON ``{"agent": "model", …}`` overriding single agents.
+
+The supported releases (``modes.SUPPORTED_RELEASES``) differ in signatures,
+not in how they run: post63's ``get_model_config`` takes the API keys, its
+workflows and ``CMBAgent`` grew optional parameters. Those differences are
+met by looking at the installed functions (``model_config``,
+``supported_kwargs``), not by comparing version strings; which *modes* a
+release has is decided in ``modes.py``.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,12 +44,15 @@ from ..base import EngineError
 __all__ = [
     "KEY_VARIABLES",
     "configured_providers",
+    "exported_names",
     "fallback_model",
     "import_cmbagent",
     "installed_version",
     "is_installed",
+    "model_config",
     "model_kwargs",
     "model_overrides",
+    "supported_kwargs",
     "unavailable_reason",
 ]
 
@@ -69,6 +80,40 @@ def installed_version() -> str | None:
         return importlib.metadata.version("cmbagent")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def exported_names() -> frozenset[str] | None:
+    """What the installed ``cmbagent`` package binds at its top level, read from
+    its ``__init__.py`` without importing it (an import takes seconds, opens
+    network clients and prints a logo), or None when there is nothing to read."""
+    try:
+        spec = importlib.util.find_spec("cmbagent")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return frozenset(_bound_names(tree.body))
+
+
+def _bound_names(statements: list[ast.stmt]) -> Iterator[str]:
+    for node in statements:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield from ((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            yield node.name
+        elif isinstance(node, ast.Assign):
+            yield from (target.id for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.If):
+            # imports guarded by a condition or a try still bind at module level
+            yield from _bound_names(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            yield from _bound_names(node.body + node.orelse + node.finalbody)
+            for handler in node.handlers:
+                yield from _bound_names(handler.body)
 
 
 def unavailable_reason() -> str | None:
@@ -101,6 +146,29 @@ def model_overrides() -> dict[str, str]:
     return {str(agent): model for agent, model in value.items()}
 
 
+def model_config(utils: Any, model: str) -> dict[str, Any]:
+    """``utils.get_model_config`` of either release: post63 takes the API keys
+    as a second argument (post30 reads them from the environment itself)."""
+    get = utils.get_model_config
+    if "api_keys" in inspect.signature(get).parameters:
+        config: dict[str, Any] = get(model, utils.get_api_keys_from_env())
+    else:
+        config = get(model)
+    return config
+
+
+def supported_kwargs(function: Callable[..., Any], **candidates: Any) -> dict[str, Any]:
+    """The ``candidates`` that ``function`` names as parameters.
+
+    Releases add optional parameters (post63: ``api_keys``,
+    ``default_formatter_model`` …); they are passed only to the functions that
+    have them. A catch-all ``**kwargs`` does not count: post30's ``CMBAgent``
+    takes one and ignores what lands in it.
+    """
+    parameters = inspect.signature(function).parameters
+    return {name: value for name, value in candidates.items() if name in parameters}
+
+
 def model_kwargs(function: Callable[..., Any], utils: Any) -> dict[str, str]:
     """``<agent>_model=…`` arguments for a workflow function.
 
@@ -116,7 +184,7 @@ def model_kwargs(function: Callable[..., Any], utils: Any) -> dict[str, str]:
         agent = name.removesuffix("_model")
         default = parameter.default if isinstance(parameter.default, str) else fallback_model()
         model = overrides.get(agent, default)
-        if utils.get_model_config(model).get("api_type") not in usable:
+        if model_config(utils, model).get("api_type") not in usable:
             model = fallback_model()
         chosen[name] = model
     return chosen
@@ -144,17 +212,19 @@ def _reassign_models(utils: Any) -> None:
     usable = set(configured_providers())
     for agent, config in list(configs.items()):
         if config.get("api_type") not in usable:
-            configs[agent] = utils.get_model_config(fallback_model())
+            configs[agent] = model_config(utils, fallback_model())
             log.info("cmbagent.model_reassigned", agent=agent, model=configs[agent]["model"])
     for agent, model in model_overrides().items():
-        configs[agent] = utils.get_model_config(model)
+        configs[agent] = model_config(utils, model)
         utils.default_agents_llm_model[agent] = model
 
 
 def _keep_chats_dir(core: Any) -> None:
-    """0.0.1.post30 writes every message to ``<work_dir>/chats/…json`` but never
-    creates ``chats/`` after clearing the work dir, so the first message of any
-    workflow fails. Recreate it whenever the library clears a work dir."""
+    """The AG2 fork writes every message to ``<work_dir>/chats/…json``, but
+    0.0.1.post30 never creates ``chats/`` after clearing the work dir, so the
+    first message of any workflow fails. Recreate it whenever the library
+    clears a work dir. (0.0.1.post63 creates it in ``solve``; the wrapper is
+    then a no-op.)"""
     cls = core.CMBAgent
     if getattr(cls.clear_work_dir, "_cmbtask_wrapped", False):
         return

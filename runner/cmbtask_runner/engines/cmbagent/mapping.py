@@ -22,8 +22,13 @@ Mapped = tuple[str, dict[str, Any]]
 MAX_CONTENT = 200_000
 _FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _FILENAME = re.compile(r"^\s*(?:#|<!--|//)\s*filename:\s*([^\s>]+)")
-#: AG2's helper agents whose names mean nothing to a user
-_ALIASES = {"_User": "user", "_Group_Tool_Executor": "tools", "chat_manager": "group"}
+#: AG2's helper agents whose names mean nothing to a user (post63 names its group manager)
+_ALIASES = {
+    "_User": "user",
+    "_Group_Tool_Executor": "tools",
+    "chat_manager": "group",
+    "main_cmbagent_chat": "group",
+}
 
 
 def _name(value: Any) -> str:

@@ -1,103 +1,118 @@
-"""Which cmbtask mode runs which CMBAgent workflow, and with what parameters.
+"""Which cmbtask mode runs which CMBAgent workflow: the one table that knows
+the library's entry points, and the one place that decides, per installed
+release, which modes it can run.
 
-The table is the one place that knows the library's entry points. It is
-written against ``cmbagent==0.0.1.post30``, the newest release installable on
-Python 3.11:
+Written against ``cmbagent==0.0.1.post30`` (the newest release for Python
+3.11) and ``0.0.1.post63`` (Python 3.12+):
 
-============  ===========================================  ======  =====
-mode          cmbagent function                             resume  human
-============  ===========================================  ======  =====
-one-shot      ``one_shot(task, agent=…)``                   no      no
-planning-     planning phase of                             plan    plan
-control       ``planning_and_control_context_carryover``,   level   review
-              then ``control(task, plan=approved plan)``
-control       ``control(task, plan=…)``                     no      no
-hitl-         ``human_in_the_loop(task, agent=…)``          no      every
-interactive                                                         turn
-copilot       not in 0.0.1.post30                           —       —
-============  ===========================================  ======  =====
+================  ===========================================  ======  ======  ======
+mode              cmbagent function                             post30  post63  human
+================  ===========================================  ======  ======  ======
+one-shot          ``one_shot(task, agent=…)``                   yes     yes     no
+planning-control  planning phase of                             yes     yes     plan
+                  ``planning_and_control_context_carryover``                    review
+                  (post63 also names it ``deep_research``),
+                  then ``control(task, plan=approved plan)``
+control           ``control(task, plan=…)``                     yes     yes     no
+hitl-interactive  ``human_in_the_loop(task, agent=…)``          yes     yes     every
+                                                                                turn
+copilot           ``copilot(task, …)``                          no      no      every
+                                                                                turn
+================  ===========================================  ======  ======  ======
 
-0.0.1.post30 has no ``restart_at_step``; a resumed ``planning-control`` task
-skips planning and the steps its session already completed (see engine.py).
+A mode runs when the installed release exports one of its functions. That is
+read from the package's ``__init__.py`` without importing it (see
+``library.exported_names``), so ``--describe-engines`` stays fast; when the
+library is not there to read, the table's ``in_supported_releases`` says what
+both releases have. ``copilot`` is in neither: it becomes available, with no
+change here, once a release exports ``cmbagent.copilot``.
+
+Resume is the engine's own: a stopped ``planning-control`` plan continues in
+the session's next task with ``control`` on the remaining steps (post63's
+``restart_at_step`` is not used, so both releases resume the same way).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from ..base import EngineError
+from . import workflows
 
-__all__ = ["MODES", "CmbAgentParams", "ModeBinding", "PlanStepSpec"]
+__all__ = [
+    "MODES",
+    "SUPPORTED_RELEASES",
+    "ModeBinding",
+    "function_of",
+    "library_function",
+    "unavailable_reason",
+]
 
-_TEXT = 20_000
+SUPPORTED_RELEASES: Final = ("0.0.1.post30", "0.0.1.post63")
 
 
 @dataclass(frozen=True, slots=True)
 class ModeBinding:
     """How one cmbtask mode maps onto the library."""
 
-    function: str
+    #: the engine's workflow for the mode
+    workflow: Callable[[workflows.Run], dict[str, Any]]
+    #: the library functions that implement it; the first one the release exports is used
+    functions: tuple[str, ...]
     human_in_the_loop: bool
     resume: bool
-    #: set when the installed library cannot run the mode
-    unavailable: str | None = None
+    #: whether every release in SUPPORTED_RELEASES has it (assumed when the library cannot be read)
+    in_supported_releases: bool = True
 
 
 MODES: Final[dict[str, ModeBinding]] = {
-    "one-shot": ModeBinding("one_shot", human_in_the_loop=False, resume=False),
+    "one-shot": ModeBinding(workflows.one_shot, ("one_shot",), human_in_the_loop=False, resume=False),
     "planning-control": ModeBinding(
-        "planning_and_control_context_carryover", human_in_the_loop=True, resume=True
-    ),
-    "control": ModeBinding("control", human_in_the_loop=False, resume=False),
-    "hitl-interactive": ModeBinding("human_in_the_loop", human_in_the_loop=True, resume=False),
-    "copilot": ModeBinding(
-        "copilot",
+        workflows.planning_control,
+        ("planning_and_control_context_carryover", "deep_research"),
         human_in_the_loop=True,
-        resume=False,
-        unavailable="copilot is not part of cmbagent 0.0.1.post30 (it needs a newer release, Python 3.12+)",
+        resume=True,
+    ),
+    "control": ModeBinding(workflows.control, ("control",), human_in_the_loop=False, resume=False),
+    "hitl-interactive": ModeBinding(
+        workflows.hitl_interactive, ("human_in_the_loop",), human_in_the_loop=True, resume=False
+    ),
+    "copilot": ModeBinding(
+        workflows.copilot, ("copilot",), human_in_the_loop=True, resume=False, in_supported_releases=False
     ),
 }
 
 
-class PlanStepSpec(BaseModel):
-    """One step of a plan, in cmbagent's own ``final_plan.json`` shape."""
+def library_function(mode: str, exported: Set[str] | None) -> str | None:
+    """The library function that runs ``mode``, or None if the release has none.
 
-    model_config = ConfigDict(extra="forbid")
+    ``exported`` is what the installed ``cmbagent`` package exports, or None
+    when that is unknown (the library is not installed or not readable).
+    """
+    binding = MODES[mode]
+    if exported is None:
+        return binding.functions[0] if binding.in_supported_releases else None
+    return next((name for name in binding.functions if name in exported), None)
 
-    sub_task: str = Field(min_length=1, max_length=_TEXT)
-    sub_task_agent: Literal["engineer", "researcher", "idea_maker", "idea_hater"] = "engineer"
-    bullet_points: list[str] = Field(default_factory=list, max_length=100)
+
+def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None) -> str | None:
+    """Why the installed release cannot run ``mode``, or None if it can."""
+    if library_function(mode, exported) is not None:
+        return None
+    needs = " or ".join(f"cmbagent.{name}" for name in MODES[mode].functions)
+    known = " or ".join(SUPPORTED_RELEASES)
+    release = f"the installed cmbagent {version}" if version else f"cmbagent {known}"
+    return f"{mode} is not part of {release} (it needs {needs})"
 
 
-class CmbAgentParams(BaseModel):
-    """Task params of the ``cmbagent`` engine. Models and API keys are not
-    params on purpose: they come from the deployment's environment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: the agent that answers in one-shot and hitl-interactive
-    agent: Literal["engineer", "researcher"] = "engineer"
-    #: chat rounds of a workflow (of the control phase in planning-control)
-    max_rounds: int = Field(default=50, ge=1, le=1000)
-    max_rounds_planning: int = Field(default=50, ge=1, le=1000)
-    max_n_attempts: int = Field(default=3, ge=1, le=20)
-    max_plan_steps: int = Field(default=3, ge=1, le=20)
-    n_plan_reviews: int = Field(default=1, ge=0, le=5)
-    #: ask a human to approve the plan before control runs it
-    review_plan: bool = True
-    #: how often a plan may be sent back with changes before the task fails
-    max_plan_revisions: int = Field(default=3, ge=0, le=10)
-    plan_instructions: str = Field(default="", max_length=_TEXT)
-    engineer_instructions: str = Field(default="", max_length=_TEXT)
-    researcher_instructions: str = Field(default="", max_length=_TEXT)
-    hardware_constraints: str = Field(default="", max_length=_TEXT)
-    #: the plan to execute in ``control`` mode
-    plan: list[PlanStepSpec] | None = Field(default=None, min_length=1, max_length=20)
-    #: files above this size are not announced as ``file.created``
-    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=0, le=1024**3)
-    #: read by the runner's output capture: lines per second above which output is dropped
-    max_output_lines_per_s: int = Field(default=5000, ge=1, le=1_000_000)
-
-    def plan_dicts(self) -> list[dict[str, Any]]:
-        return [step.model_dump() for step in self.plan or []]
+def function_of(lib: Any, mode: str, version: str | None) -> Callable[..., Any]:
+    """The function that runs ``mode`` in the imported library ``lib``: the
+    final word after ``validate`` judged by the package's source."""
+    exported = {name for name in MODES[mode].functions if callable(getattr(lib, name, None))}
+    name = library_function(mode, exported)
+    if name is None:
+        raise EngineError(unavailable_reason(mode, exported, version) or f"cmbagent cannot run {mode}")
+    function: Callable[..., Any] = getattr(lib, name)
+    return function

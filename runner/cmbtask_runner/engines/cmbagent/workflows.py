@@ -1,16 +1,22 @@
 """The CMBAgent workflows, one function per mode, on an already set-up run.
 
-``planning-control`` is split in two so a human can review the plan: the
-planning phase of ``planning_and_control_context_carryover`` (the library has
-no planning-only entry point in 0.0.1.post30, so its few lines are repeated
-here with the same arguments), then the library's ``control`` on the approved
-plan. A session's state remembers the approved plan and how many of its steps
-completed, so a later task of the session resumes after the last one.
-"""
+``Run.function`` is the library function ``modes.MODES`` chose for the
+task's mode in the installed release. ``planning-control`` is split in two
+so a human can review the plan: the planning phase of
+``planning_and_control_context_carryover`` (neither supported release has a
+planning-only entry point, so its few lines are repeated here with the same
+arguments), then the library's ``control`` on the approved plan. A session's
+state remembers the approved plan and how many of its steps completed, so a
+later task of the session resumes after the last one.
+
+Work dirs are passed as ``Path``: 0.0.1.post63's ``CMBAgent`` calls
+``work_dir.resolve()`` (a ``str`` fails there in ``human_in_the_loop``), and
+0.0.1.post30 takes either."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -19,11 +25,11 @@ from typing import Any
 from cmbtask_protocol import Decision
 
 from ..base import EngineContext, EngineError
-from .library import model_kwargs
+from .library import model_config, model_kwargs, supported_kwargs
 from .mapping import EventMapper
-from .modes import CmbAgentParams
+from .params import CmbAgentParams
 
-__all__ = ["Run", "control", "hitl_interactive", "one_shot", "planning_control"]
+__all__ = ["Run", "control", "copilot", "hitl_interactive", "one_shot", "planning_control"]
 
 STATE_KIND = "cmbagent.planning-control"
 
@@ -37,6 +43,8 @@ class Run:
     lib: ModuleType
     root: Path
     mapper: EventMapper
+    #: the library function that runs the mode (see modes.py)
+    function: Callable[..., Any]
 
     @property
     def prompt(self) -> str:
@@ -46,21 +54,36 @@ class Run:
 def one_shot(run: Run) -> dict[str, Any]:
     p = run.params
     run.mapper.total_steps = 1
-    kwargs = model_kwargs(run.lib.one_shot, run.lib.utils)
-    run.lib.one_shot(
+    kwargs = model_kwargs(run.function, run.lib.utils)
+    run.function(
         run.prompt, agent=p.agent, max_rounds=p.max_rounds, max_n_attempts=p.max_n_attempts,
-        work_dir=str(run.root), **kwargs,
+        work_dir=run.root, **kwargs,
     )  # fmt: skip
     return {}
 
 
 def hitl_interactive(run: Run) -> dict[str, Any]:
     p = run.params
-    kwargs = model_kwargs(run.lib.human_in_the_loop, run.lib.utils)
-    run.lib.human_in_the_loop(
-        run.prompt, work_dir=str(run.root), max_rounds=p.max_rounds, max_n_attempts=p.max_n_attempts,
+    kwargs = model_kwargs(run.function, run.lib.utils)
+    run.function(
+        run.prompt, work_dir=run.root, max_rounds=p.max_rounds, max_n_attempts=p.max_n_attempts,
         agent=p.agent, **kwargs,
     )  # fmt: skip
+    return {}
+
+
+def copilot(run: Run) -> dict[str, Any]:
+    """A release's ``copilot``. No supported release has one (see modes.py), so
+    its signature is unknown: of the parameters the library's workflows share,
+    it gets those it names. Its human turns reach the task through the
+    IOStream, as in ``hitl-interactive``."""
+    p = run.params
+    common = supported_kwargs(
+        run.function, work_dir=run.root, max_rounds=p.max_rounds, max_n_attempts=p.max_n_attempts,
+        agent=p.agent, engineer_instructions=p.engineer_instructions,
+        researcher_instructions=p.researcher_instructions, hardware_constraints=p.hardware_constraints,
+    )  # fmt: skip
+    run.function(run.prompt, **common, **model_kwargs(run.function, run.lib.utils))
     return {}
 
 
@@ -130,14 +153,22 @@ def _reviewed_plan(run: Run) -> list[dict[str, Any]]:
 def _plan(run: Run, instructions: str, revision: int) -> list[dict[str, Any]]:
     p, lib = run.params, run.lib
     core, utils = lib.cmbagent, lib.utils
-    models = model_kwargs(lib.planning_and_control_context_carryover, utils)
+    models = model_kwargs(run.function, utils)
     planning_dir = run.root / ("planning" if revision == 0 else f"planning_{revision}")
+    planning_dir.mkdir(parents=True, exist_ok=True)
+    # What post63's planning phase also hands CMBAgent; post30's has neither.
+    newer: dict[str, Any] = {}
+    if "default_formatter_model" in models:
+        newer["default_formatter_model"] = models["default_formatter_model"]
+    if hasattr(utils, "get_api_keys_from_env"):
+        newer["api_keys"] = utils.get_api_keys_from_env()
     agent = core.CMBAgent(
         work_dir=planning_dir,
         agent_llm_configs={
-            "planner": utils.get_model_config(models["planner_model"]),
-            "plan_reviewer": utils.get_model_config(models["plan_reviewer_model"]),
+            "planner": model_config(utils, models["planner_model"]),
+            "plan_reviewer": model_config(utils, models["plan_reviewer_model"]),
         },
+        **supported_kwargs(core.CMBAgent, **newer),
     )
     agent.solve(
         run.prompt,
@@ -207,7 +238,7 @@ def _control(run: Run, steps: list[dict[str, Any]], *, offset: int) -> None:
         n_plan_reviews=p.n_plan_reviews, plan_instructions=p.plan_instructions,
         engineer_instructions=p.engineer_instructions, researcher_instructions=p.researcher_instructions,
         hardware_constraints=p.hardware_constraints, max_n_attempts=p.max_n_attempts,
-        work_dir=str(run.root), **kwargs,
+        work_dir=run.root, **kwargs,
     )  # fmt: skip
 
 
