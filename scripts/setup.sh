@@ -3,7 +3,7 @@
 #
 #   bash scripts/setup.sh run     Python venv + web UI: enough for `cmbtask up`
 #   bash scripts/setup.sh test    also PostgreSQL, Chromium, helm, the Kubernetes
-#                                 control-plane binaries and the cmbagent venv
+#                                 control-plane binaries and the cmbagent venvs
 #
 # Everything expensive is cached under ~/.cache/cmbtask keyed by version, and
 # rebuilt when the cache is missing; nothing depends on the cache existing.
@@ -54,7 +54,8 @@ if [ "$WHAT" = "test" ]; then
   nice -n 5 bash scripts/helm.sh >/dev/null
   say "Kubernetes control-plane binaries (Go module build, cached)"
   nice -n 5 bash scripts/control-plane.sh build >/dev/null
-  say "cmbagent venv (cached downloads)"
-  nice -n 5 bash scripts/cmbagent.sh >/dev/null
+  say "cmbagent venvs: post30 on Python 3.11, post63 on 3.12 (cached downloads)"
+  CMBTASK_CMBAGENT_PROFILE=post30 nice -n 5 bash scripts/cmbagent.sh >/dev/null
+  CMBTASK_CMBAGENT_PROFILE=post63 nice -n 5 bash scripts/cmbagent.sh >/dev/null
 fi
 say "done ($WHAT)"

@@ -44,13 +44,17 @@ stage_k8s() {
 }
 
 stage_cmbagent() {
-  say "cmbagent engine against the OpenAI-compatible test server"
-  local python
-  python=$(bash scripts/cmbagent.sh | tail -n 1)
-  local code=0
-  "$python" -m pytest -p no:cacheprovider -q -m cmbagent tests/cmbagent || code=$?
-  [ "$code" -eq 5 ] && { echo "no cmbagent tests collected" >&2; return 1; }
-  return "$code"
+  # Every supported release, each in its own venv (scripts/cmbagent.sh):
+  # post30 on Python 3.11, post63 on 3.12. CMBTASK_CMBAGENT_PROFILES picks fewer.
+  local profile python code
+  for profile in ${CMBTASK_CMBAGENT_PROFILES:-post30 post63}; do
+    say "cmbagent engine ($profile) against the OpenAI-compatible test server"
+    python=$(CMBTASK_CMBAGENT_PROFILE="$profile" bash scripts/cmbagent.sh | tail -n 1)
+    code=0
+    "$python" -m pytest -p no:cacheprovider -q -m cmbagent tests/cmbagent || code=$?
+    [ "$code" -eq 5 ] && { echo "no cmbagent tests collected ($profile)" >&2; return 1; }
+    [ "$code" -eq 0 ] || return "$code"
+  done
 }
 
 if [ "${CMBTASK_SKIP_SETUP:-}" != "1" ]; then
