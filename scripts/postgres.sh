@@ -23,4 +23,9 @@ psql_() { runuser -u postgres -- "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgr
 if [ "$(psql_ -c "select 1 from pg_roles where rolname='cmbtask'")" != "1" ]; then
   psql_ -c "create role cmbtask login createdb password 'cmbtask'"
 fi
+# Tests drop their databases WITH (FORCE), which must also end an autovacuum
+# worker that happens to be in one: that needs pg_signal_backend.
+if [ "$(psql_ -c "select pg_has_role('cmbtask', 'pg_signal_backend', 'member')")" != "t" ]; then
+  psql_ -c "grant pg_signal_backend to cmbtask"
+fi
 echo "postgresql+asyncpg://cmbtask:cmbtask@127.0.0.1:$PGPORT/postgres"

@@ -8,10 +8,12 @@ instead of silently running on SQLite only.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -48,7 +50,23 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
         yield url.set(database=name).render_as_string(hide_password=False)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop(admin, name)
     finally:
         admin.close()
+
+
+def _drop(admin: Any, name: str, attempts: int = 20) -> None:
+    """DROP … WITH (FORCE) ends the test's own leftover connections; a server
+    process of another role in the database (an autovacuum worker) is waited
+    out, a bounded number of times, if this role may not end it."""
+    import psycopg2
+
+    for attempt in range(attempts):
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg2.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
