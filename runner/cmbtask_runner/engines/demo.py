@@ -4,11 +4,13 @@ It walks the same path a CMBAgent planning-and-control run does — a plan, an
 optional human review of it, steps run by named agents that talk, write code,
 print output and spend tokens, checkpoints after each step — so that newcomers
 can watch the whole system work and load tests can drive it at any size.
-Its printed lines go through ``print`` on purpose: they exercise output capture.
+Its output lines are written to the process's own stdout on purpose, as a
+task's program would: they exercise the runner's output capture.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar
 
 from cmbtask_protocol import DemoParams, EventType, TaskSpec
@@ -83,8 +85,8 @@ class DemoEngine:
             self._chatter(ctx, step, agent)
         tag = ctx.task.id
         for line in range(1, params.lines_per_step + 1):
-            # A real print on purpose: the task's own output, which the runner captures.
-            print(f"[{tag}] step {step}/{total} line {line}/{params.lines_per_step}")  # noqa: T201
+            # The task's own stdout, which the runner captures into output events.
+            sys.stdout.write(f"[{tag}] step {step}/{total} line {line}/{params.lines_per_step}\n")
         ctx.emit(
             EventType.STEP_PROGRESS,
             {"step": step, "total": total, "fraction": 0.5, "message": "output written"},
