@@ -269,6 +269,9 @@ class LocalExecutor:
     # ---- how it ended ----------------------------------------------------------------------------
 
     def _ended(self, handle: str) -> ExecutorStatus:
+        # Our own child may have exited after the last poll but before the
+        # liveness check saw it gone: collect its exit code now.
+        self._poll(handle)
         code = self._exit_codes.get(handle)
         record = self._exit_record(handle)
         if code is None and record is not None:
