@@ -36,15 +36,17 @@ __all__ = ["create_app"]
 log = get_logger("cmbtask.http")
 
 
-def _error(status: int, code: str, message: str, detail: object = None) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, detail: object = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorBody(code=code, message=message, detail=detail)
-    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status)
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
-        return _error(error.status_code, error.code, error.message, error.detail)
+        return _error(error.status_code, error.code, error.message, error.detail, error.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

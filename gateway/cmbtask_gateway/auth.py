@@ -1,8 +1,9 @@
 """Who is calling: users (none / token / proxy modes) and per-task runners.
 
-User tokens are random strings whose SHA-256 is stored; runner tokens are
-HMAC-signed, name one task and expire, so a leaked runner token can publish
-only into its own task, and only for a while.
+User tokens are random strings whose SHA-256 is stored (``services/tokens.py``
+makes, lists and revokes them); runner tokens are HMAC-signed, name one task
+and expire, so a leaked runner token can publish only into its own task, and
+only for a while.
 """
 
 from __future__ import annotations
@@ -10,64 +11,106 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import time
-import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .db.models import ApiToken
+from .db.models import ApiToken, utcnow
 from .errors import Unauthorized
+from .services.tokens import create_token, hash_token, token_status
+from .services.views import aware
 from .settings import Settings
 
-__all__ = ["Authenticator", "RunnerTokens", "create_user_token", "hash_token"]
+__all__ = ["Authenticator", "Identity", "RunnerTokens", "create_user_token", "hash_token"]
 
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+#: past this many cached tokens, stale entries are dropped on the next insert
+_CACHE_MAX = 4096
 
 
 async def create_user_token(sessions: async_sessionmaker[AsyncSession], user: str) -> str:
-    token = "cmbt_" + secrets.token_urlsafe(32)
-    async with sessions.begin() as db:
-        db.add(ApiToken(id=str(uuid.uuid4()), user=user, token_hash=hash_token(token)))
-    return token
+    return (await create_token(sessions, user))[1]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A caller: the user, and the token it signed in with (token mode only),
+    so that what it opened can be closed when that token dies."""
+
+    user: str
+    token_id: str | None = None
+    expires_at: datetime | None = None
 
 
 class Authenticator:
-    """Maps the credentials of a request or socket to a user name."""
+    """Maps the credentials of a request or socket to an ``Identity``."""
 
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
         self._sessions = sessions
-        # Token lookups happen on every request; users are few and tokens are
-        # never revoked in place, so a positive cache is safe.
-        self._cache: dict[str, str] = {}
+        # Token lookups happen on every request, so known-good tokens are
+        # cached, but only for ``auth_cache_ttl_s``: a token revoked on another
+        # process (the CLI, another replica) must stop working soon. The
+        # socket watcher also evicts revoked ones as soon as it sees them.
+        self._cache: dict[str, tuple[Identity, float]] = {}
 
     @property
     def mode(self) -> str:
         return self._settings.auth_mode
 
     async def user_for(self, bearer: str | None, proxy_user: str | None) -> str:
+        return (await self.identify(bearer, proxy_user)).user
+
+    async def identify(self, bearer: str | None, proxy_user: str | None) -> Identity:
         mode = self._settings.auth_mode
         if mode == "none":
-            return self._settings.local_user
+            return Identity(self._settings.local_user)
         if mode == "proxy":
             if not proxy_user:
                 raise Unauthorized(f"missing {self._settings.proxy_user_header} header")
-            return proxy_user
+            return Identity(proxy_user)
         if not bearer:
             raise Unauthorized("missing bearer token", code="missing_token")
         digest = hash_token(bearer)
-        if (user := self._cache.get(digest)) is not None:
-            return user
+        cached = self._cache.get(digest)
+        if cached is not None and time.monotonic() - cached[1] < self._settings.auth_cache_ttl_s:
+            identity = cached[0]
+            if identity.expires_at is None or identity.expires_at > utcnow():
+                return identity
+        self._cache.pop(digest, None)
+        identity = await self._lookup(digest)
+        self._remember(digest, identity)
+        return identity
+
+    async def _lookup(self, digest: str) -> Identity:
         async with self._sessions() as db:
-            user = await db.scalar(select(ApiToken.user).where(ApiToken.token_hash == digest))
-        if user is None:
+            row = await db.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+        if row is None:
             raise Unauthorized("invalid token", code="invalid_token")
-        self._cache[digest] = user
-        return user
+        status = token_status(row.revoked_at, row.expires_at, utcnow())
+        if status != "active":
+            raise Unauthorized(f"token {status}", code=f"{status}_token")
+        return Identity(row.user, row.id, aware(row.expires_at))
+
+    def _remember(self, digest: str, identity: Identity) -> None:
+        if self._settings.auth_cache_ttl_s <= 0:
+            return
+        now = time.monotonic()
+        if len(self._cache) >= _CACHE_MAX:
+            ttl = self._settings.auth_cache_ttl_s
+            self._cache = {key: entry for key, entry in self._cache.items() if now - entry[1] < ttl}
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+        self._cache[digest] = (identity, now)
+
+    def cached_token_ids(self) -> set[str]:
+        return {identity.token_id for identity, _ in self._cache.values() if identity.token_id}
+
+    def forget(self, token_ids: set[str]) -> None:
+        """Drop cached tokens that were found revoked or expired."""
+        self._cache = {key: entry for key, entry in self._cache.items() if entry[0].token_id not in token_ids}
 
 
 class RunnerTokens:

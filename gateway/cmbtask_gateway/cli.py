@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .console import say, warn
@@ -93,23 +93,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .auth import create_user_token
-    from .db import migrate
-    from .db.engine import make_engine, make_sessionmaker
+    from . import token_commands
 
-    settings = _settings_from(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.resolved_database_url)
-
-    async def create() -> str:
-        engine = make_engine(settings.resolved_database_url)
-        try:
-            return await create_user_token(make_sessionmaker(engine), args.user)
-        finally:
-            await engine.dispose()
-
-    say(asyncio.run(create()), soft_wrap=True)
-    return 0
+    return token_commands.run(args, _settings_from(args))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -147,12 +133,28 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "downgrade", "current"])
     db.add_argument("revision", nargs="?", help="target revision (default: head, or base to downgrade)")
     db.set_defaults(func=cmd_db)
-    token = with_location(sub.add_parser("token", help="bearer tokens for token auth mode"))
-    token.add_argument("action", choices=["create"])
-    token.add_argument("user", help="the user the new bearer token signs in as")
+    token = sub.add_parser("token", help="bearer tokens for token auth mode: create, list, revoke")
+    _token_commands(token.add_subparsers(dest="action", required=True), with_location)
     token.set_defaults(func=cmd_token)
     _client_commands(sub)
     return parser
+
+
+def _token_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_location: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    create = with_location(sub.add_parser("create", help="a new token; printed once, stored hashed"))
+    create.add_argument("user", help="the user the new bearer token signs in as")
+    create.add_argument(
+        "--expires-in", type=float, metavar="DAYS", help="valid for this many days (default: no expiry)"
+    )
+    create.add_argument("--name", help='what it is for, shown by "token list" (e.g. laptop)')
+    listing = with_location(sub.add_parser("list", help="tokens and their status; never the tokens"))
+    listing.add_argument("user", nargs="?", help="only this user's tokens")
+    listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    revoke = with_location(sub.add_parser("revoke", help="stop a token working, also on open sockets"))
+    revoke.add_argument("id", help='the token id from "token list" (or its first 8+ characters)')
 
 
 def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

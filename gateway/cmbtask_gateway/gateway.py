@@ -11,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .auth import Authenticator, RunnerTokens
 from .catalog import EngineCatalog, parse_engines_json
+from .connections import Connections
 from .db.engine import make_engine, make_sessionmaker
 from .dispatch import Dispatcher
 from .executors import Executor, build_executor
 from .hub import Hub
+from .limits import UserLimits
 from .logs import get_logger
 from .metrics import Metrics
 from .relay import PgRelay
@@ -49,6 +51,7 @@ class Gateway:
     executor: Executor
     dispatcher: Dispatcher
     engines: EngineCatalog
+    connections: Connections
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -61,11 +64,13 @@ class Gateway:
         store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite)
         wake: list[Dispatcher] = []
         catalog = EngineCatalog(parse_engines_json(settings.engines_json) if settings.engines_json else None)
-        tasks = TaskService(factory, store, registry, lambda: wake[0].wake(), catalog=catalog)
+        limits = UserLimits(settings, factory)
+        tasks = TaskService(factory, store, registry, lambda: wake[0].wake(), catalog=catalog, limits=limits)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
         chosen = executor or build_executor(settings)
         dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry)
         wake.append(dispatcher)
+        auth = Authenticator(settings, factory)
         return cls(
             settings=settings,
             engine=engine,
@@ -74,15 +79,16 @@ class Gateway:
             hub=hub,
             registry=registry,
             store=store,
-            auth=Authenticator(settings, factory),
+            auth=auth,
             runner_tokens=tokens,
-            sessions=SessionService(factory),
+            sessions=SessionService(factory, limits),
             tasks=tasks,
             approvals=ApprovalService(factory, store, registry),
             ingest=RunnerIngest(factory, store, settings.approval_timeout_s, dispatcher.wake),
             executor=chosen,
             dispatcher=dispatcher,
             engines=catalog,
+            connections=Connections(settings, factory, auth),
         )
 
     async def start(self) -> None:
@@ -95,6 +101,7 @@ class Gateway:
         self.background = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._sweep(), name="sweeper"),
+            asyncio.create_task(self.connections.run(), name="token-checker"),
         ]
 
     def _describe_engines(self) -> None:
@@ -128,6 +135,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.engines.close()
+        await self.connections.close()
         await self.ingest.close()
         if self.store.relay is not None:
             await self.store.relay.close()

@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     #: HMAC key for runner tokens; generated into the data dir when unset
     secret_key: str | None = None
     runner_token_ttl_s: int = 7 * 24 * 3600
+    #: how long a user token, once checked, is trusted without asking the database
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    #: how often open sockets' tokens are checked for revocation and expiry
+    token_check_interval_s: float = Field(default=2.0, gt=0)
+
+    # Per-user limits (0: none). Sockets are counted per gateway process;
+    # sessions and tasks in the database, so across replicas.
+    max_sockets_per_user: int = Field(default=256, ge=0)
+    max_active_sessions_per_user: int = Field(default=200, ge=0)
+    max_task_submissions_per_minute: int = Field(default=120, ge=0)
+    #: tasks not yet finished (queued, starting, running, waiting for approval)
+    max_concurrent_tasks_per_user: int = Field(default=64, ge=0)
+    #: the ``Retry-After`` of a limit that frees up when something else ends
+    limit_retry_after_s: int = Field(default=10, ge=1)
 
     executor: Literal["local", "kubernetes", "none"] = "local"
     runner_command: list[str] = Field(default_factory=lambda: [sys.executable, "-m", "cmbtask_runner"])

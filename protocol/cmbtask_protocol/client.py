@@ -18,6 +18,7 @@ __all__ = [
     "CLOSE_AUTH",
     "CLOSE_BAD_FRAME",
     "CLOSE_CONFLICT",
+    "CLOSE_LIMIT",
     "CLOSE_NOT_FOUND",
     "CLOSE_SHUTDOWN",
     "CLOSE_SLOW_CONSUMER",
@@ -43,6 +44,7 @@ CLOSE_AUTH = 4401  # missing or wrong token
 CLOSE_NOT_FOUND = 4404  # no such session (or not yours)
 CLOSE_SLOW_CONSUMER = 4408  # could not keep up: reconnect with ``after``
 CLOSE_CONFLICT = 4409  # runner socket replaced by a newer connection
+CLOSE_LIMIT = 4429  # over a per-user limit (too many sockets): retry later
 
 
 class _Command(BaseModel):

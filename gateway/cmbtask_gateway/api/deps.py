@@ -8,9 +8,17 @@ import structlog
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from ..auth import Identity
 from ..gateway import Gateway
 
-__all__ = ["CurrentUser", "GatewayDep", "bearer_from", "get_gateway", "user_for_connection"]
+__all__ = [
+    "CurrentUser",
+    "GatewayDep",
+    "bearer_from",
+    "get_gateway",
+    "identity_for_connection",
+    "user_for_connection",
+]
 
 
 def get_gateway(connection: HTTPConnection) -> Gateway:
@@ -25,12 +33,16 @@ def bearer_from(connection: HTTPConnection) -> str | None:
     return connection.query_params.get("token") or None
 
 
-async def user_for_connection(connection: HTTPConnection) -> str:
+async def identity_for_connection(connection: HTTPConnection) -> Identity:
     gateway = get_gateway(connection)
     proxy_user = connection.headers.get(gateway.settings.proxy_user_header)
-    user = await gateway.auth.user_for(bearer_from(connection), proxy_user)
-    structlog.contextvars.bind_contextvars(user=user)
-    return user
+    identity = await gateway.auth.identify(bearer_from(connection), proxy_user)
+    structlog.contextvars.bind_contextvars(user=identity.user)
+    return identity
+
+
+async def user_for_connection(connection: HTTPConnection) -> str:
+    return (await identity_for_connection(connection)).user
 
 
 async def _current_user(request: Request) -> str:

@@ -16,6 +16,7 @@ import structlog
 from cmbtask_protocol import (
     CLOSE_AUTH,
     CLOSE_BAD_FRAME,
+    CLOSE_LIMIT,
     CLOSE_NOT_FOUND,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
@@ -38,7 +39,7 @@ from ..errors import GatewayError
 from ..gateway import Gateway
 from ..hub import Subscriber
 from ..logs import get_logger
-from .deps import get_gateway, user_for_connection
+from .deps import get_gateway, identity_for_connection
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -179,7 +180,8 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
     gateway = get_gateway(ws)
     await ws.accept()
     try:
-        user = await user_for_connection(ws)
+        identity = await identity_for_connection(ws)
+        user = identity.user
         session = await gateway.sessions.get(user, session_id)
     except GatewayError as error:
         code = CLOSE_AUTH if error.status_code == 401 else CLOSE_NOT_FOUND
@@ -188,6 +190,9 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
     after_raw = ws.query_params.get("after", "0")
     if not after_raw.isdigit():
         await ws.close(CLOSE_BAD_FRAME, "after must be a non-negative integer")
+        return
+    if (refusal := gateway.connections.admit(identity, ws)) is not None:
+        await ws.close(CLOSE_LIMIT, refusal)
         return
     structlog.contextvars.bind_contextvars(session_id=session_id, user=user)
     client = _ClientSocket(ws, gateway, user, session_id)
@@ -199,6 +204,7 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
         await _serve(client, subscriber, min(int(after_raw), session.last_seq), session.last_seq)
     finally:
         gateway.hub.unsubscribe(subscriber)
+        gateway.connections.release(ws)
         gateway.metrics.connections.labels("client").dec()
 
 

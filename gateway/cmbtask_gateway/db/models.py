@@ -149,4 +149,8 @@ class ApiToken(Base):
     user: Mapped[str] = mapped_column(String(200), index=True)
     #: sha256 of the token; the token itself is shown once and never stored
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: what the token is for, as its owner wrote it ("laptop", "ci")
+    name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 from cmbtask_protocol import SessionCreate, SessionList, SessionStatus, SessionUpdate, SessionView
@@ -16,14 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Approval, Event, Session, Task, utcnow
 from ..errors import Conflict, NotFound
+from ..limits import UserLimits
 from .views import session_view
 
 __all__ = ["SessionService"]
 
 
 class SessionService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], limits: UserLimits | None = None) -> None:
         self._sessions = sessions
+        self._limits = limits
 
     async def create(self, owner: str, body: SessionCreate, *, session_id: str | None = None) -> SessionView:
         """A new active session; ``session_id`` is for callers whose ids must be stable."""
@@ -43,9 +46,17 @@ class SessionService:
             updated_at=now,
             expires_at=now + timedelta(seconds=body.ttl_s) if body.ttl_s else None,
         )
-        async with self._sessions.begin() as db:
+        async with self._transaction(owner) as db:
+            await self._check_limit(db, owner)
             db.add(row)
         return session_view(row)
+
+    def _transaction(self, owner: str) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._limits.transaction(owner) if self._limits else self._sessions.begin()
+
+    async def _check_limit(self, db: AsyncSession, owner: str) -> None:
+        if self._limits is not None:
+            await self._limits.check_active_sessions(db, owner)
 
     async def get_row(self, db: AsyncSession, owner: str, session_id: str) -> Session:
         row = await db.get(Session, session_id)
@@ -107,8 +118,10 @@ class SessionService:
     async def _bump(
         self, owner: str, session_id: str, version: int, changes: dict[str, object]
     ) -> SessionView:
-        async with self._sessions.begin() as db:
+        async with self._transaction(owner) as db:
             row = await self.get_row(db, owner, session_id)
+            if changes.get("status") == SessionStatus.ACTIVE.value:
+                await self._check_limit(db, owner)
             result = await db.execute(
                 update(Session)
                 .where(Session.id == session_id, Session.version == version)

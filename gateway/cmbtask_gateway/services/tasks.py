@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..catalog import EngineCatalog, refusal
 from ..db.models import Approval, Session, Task, utcnow
 from ..errors import Conflict, Invalid, NotFound
+from ..limits import UserLimits
 from ..runners import RunnerRegistry
 from ..store import EventStore, WriteTx
 from .views import task_view
@@ -104,7 +105,9 @@ class TaskService:
         wake_dispatcher: Callable[[], None],
         *,
         catalog: EngineCatalog | None = None,
+        limits: UserLimits | None = None,
     ) -> None:
+        self._limits = limits
         self._sessions = sessions
         self._catalog = catalog or EngineCatalog()
         self._store = store
@@ -173,6 +176,8 @@ class TaskService:
                 raise Conflict(
                     f"session is {session.status}; resume it before submitting tasks", code="bad_state"
                 )
+            if self._limits is not None:
+                await self._limits.check_task_submission(tx.db, owner)
             task = Task(
                 id=task_id,
                 session_id=session_id,

@@ -17,12 +17,13 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, Query, Response, status
 
 from ...errors import Conflict
+from ...limits import LIMITED
 from ..deps import CurrentUser, GatewayDep
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=LIMITED)
 async def create_session(body: SessionCreate, user: CurrentUser, gateway: GatewayDep) -> SessionView:
     return await gateway.sessions.create(user, body)
 
@@ -69,7 +70,7 @@ async def suspend_session(session_id: str, user: CurrentUser, gateway: GatewayDe
     )
 
 
-@router.post("/{session_id}/resume")
+@router.post("/{session_id}/resume", responses=LIMITED)
 async def resume_session(session_id: str, user: CurrentUser, gateway: GatewayDep) -> SessionView:
     return await gateway.sessions.set_status(
         user, session_id, SessionStatus.ACTIVE, {SessionStatus.SUSPENDED}
@@ -90,7 +91,7 @@ async def session_events(
     return EventPage(items=items, last_seq=last, has_more=last < session.last_seq)
 
 
-@router.post("/{session_id}/tasks", status_code=status.HTTP_201_CREATED)
+@router.post("/{session_id}/tasks", status_code=status.HTTP_201_CREATED, responses=LIMITED)
 async def submit_task(session_id: str, body: TaskCreate, user: CurrentUser, gateway: GatewayDep) -> TaskView:
     return await gateway.tasks.submit(user, session_id, body)
 
