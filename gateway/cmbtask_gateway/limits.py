@@ -3,11 +3,12 @@ minute, unfinished tasks.
 
 They are counted in the database, so they hold across gateway replicas. A
 count and the insert it allows must not interleave with another request of
-the same user, or two requests at the limit would both pass: ``transaction``
-holds the user's lock in this process (all SQLite needs, with its one
-gateway) and, on PostgreSQL, a transaction-scoped advisory lock on the user
-that other replicas wait for too. Task submission already runs in a write
-transaction; ``check_task_submission`` takes the advisory lock there.
+the same user, or two requests at the limit would both pass. Each check
+takes, on PostgreSQL, a transaction-scoped advisory lock on the user that
+other replicas wait for too; always after any session row lock, never before,
+so that the two kinds of lock are taken in one order. On SQLite (one gateway)
+``transaction`` holds the user's lock in this process until commit; task
+submission runs under the event store's single-writer lock already.
 
 Socket counts are per process; they live in ``connections.py``.
 """
@@ -56,9 +57,9 @@ class UserLimits:
 
     @asynccontextmanager
     async def transaction(self, user: str) -> AsyncIterator[AsyncSession]:
-        """A write transaction in which ``user``'s counts hold still."""
+        """A write transaction in which ``user``'s counts hold still, once a
+        check has run in it."""
         async with self._lock(user), self._sessions.begin() as db:
-            await self._serialize(db, user)
             yield db
 
     async def _serialize(self, db: AsyncSession, user: str) -> None:
@@ -72,6 +73,7 @@ class UserLimits:
         maximum = self._settings.max_active_sessions_per_user
         if not maximum:
             return
+        await self._serialize(db, user)
         active = await db.scalar(
             select(func.count())
             .select_from(Session)

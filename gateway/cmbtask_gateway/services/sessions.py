@@ -118,9 +118,13 @@ class SessionService:
     async def _bump(
         self, owner: str, session_id: str, version: int, changes: dict[str, object]
     ) -> SessionView:
-        async with self._transaction(owner) as db:
+        activating = changes.get("status") == SessionStatus.ACTIVE.value
+        async with self._transaction(owner) if activating else self._sessions.begin() as db:
             row = await self.get_row(db, owner, session_id)
-            if changes.get("status") == SessionStatus.ACTIVE.value:
+            if activating:
+                # The row's lock before the user's, in the order task
+                # submission takes them: the other order could deadlock.
+                await db.execute(select(Session.id).where(Session.id == session_id).with_for_update())
                 await self._check_limit(db, owner)
             result = await db.execute(
                 update(Session)
