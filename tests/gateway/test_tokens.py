@@ -16,10 +16,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
+from cmbtask_gateway.auth import Authenticator, Identity
+from cmbtask_gateway.db.engine import make_engine, make_sessionmaker
+from cmbtask_gateway.db.migrate import upgrade
+from cmbtask_gateway.errors import Unauthorized
+from cmbtask_gateway.services.tokens import create_token, revoke_token
+from cmbtask_gateway.settings import Settings
 from sqlalchemy import Engine, create_engine, text
 
 from tests.support.gateway import GatewayProcess
@@ -251,3 +258,25 @@ async def test_revocation_reaches_sockets_on_every_replica(replicas: list[Gatewa
     for socket in bystanders:
         await socket.still_serves()
         await socket.close()
+
+
+async def test_the_positive_cache_lasts_only_its_ttl(database_url: str, tmp_path: Path) -> None:
+    """Without the socket checker, a revoked token still stops working once
+    its cache entry is ``auth_cache_ttl_s`` old."""
+    await asyncio.to_thread(upgrade, database_url)
+    settings = Settings(auth_mode="token", database_url=database_url, data_dir=tmp_path, auth_cache_ttl_s=5)
+    engine = make_engine(database_url)
+    try:
+        factory = make_sessionmaker(engine)
+        auth = Authenticator(settings, factory)
+        info, token = await create_token(factory, "kim")
+        assert await auth.identify(token, None) == Identity("kim", info.id, None)
+        await revoke_token(factory, info.id)
+        cached_at = time.monotonic()
+        assert (await auth.identify(token, None)).user == "kim", "answered from the cache"
+        await asyncio.sleep(max(0.0, cached_at + 5.1 - time.monotonic()))
+        with pytest.raises(Unauthorized) as refused:
+            await auth.identify(token, None)
+        assert refused.value.code == "revoked_token"
+    finally:
+        await engine.dispose()
