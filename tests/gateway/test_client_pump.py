@@ -17,6 +17,7 @@ import pytest
 from cmbtask_gateway.api.ws_client import _ClientSocket
 from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.gateway import Gateway
+from cmbtask_gateway.hub import Delivery, Poke
 from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import SessionCreate
 
@@ -43,7 +44,7 @@ async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
     await built.engine.dispose()
 
 
-async def _store(gateway: Gateway, session_id: str, count: int) -> list[tuple[int, str]]:
+async def _store(gateway: Gateway, session_id: str, count: int) -> list[Delivery]:
     """Store ``count`` events; return what the hub was handed, in order."""
     subscriber = gateway.hub.subscribe(session_id)
     for n in range(count):
@@ -53,7 +54,7 @@ async def _store(gateway: Gateway, session_id: str, count: int) -> list[tuple[in
     return [subscriber.queue.get_nowait() for _ in range(subscriber.queue.qsize())]
 
 
-async def _pump(gateway: Gateway, session_id: str, items: list[tuple[int, str]], total: int) -> list[int]:
+async def _pump(gateway: Gateway, session_id: str, items: list[Delivery], total: int) -> list[int]:
     socket = _Socket(total)
     client = _ClientSocket(socket, gateway, "alice", session_id)  # type: ignore[arg-type]
     subscriber = gateway.hub.subscribe(session_id)
@@ -82,5 +83,4 @@ async def test_a_poke_reads_only_up_to_its_seq(gateway: Gateway) -> None:
     stored = await _store(gateway, session.id, 5)
     items = [stored[2], stored[3], stored[4]]
     # the poke first (replays 1..2), then the live 3..5
-    subscriber_items = [(2, ""), *items]
-    assert await _pump(gateway, session.id, subscriber_items, 5) == [1, 2, 3, 4, 5]
+    assert await _pump(gateway, session.id, [Poke(2), *items], 5) == [1, 2, 3, 4, 5]

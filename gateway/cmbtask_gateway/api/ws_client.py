@@ -36,7 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..errors import GatewayError
 from ..gateway import Gateway
-from ..hub import Subscriber
+from ..hub import Poke, Subscriber
 from ..logs import get_logger
 from .deps import get_gateway, user_for_connection
 
@@ -58,11 +58,14 @@ class _ClientSocket:
         await self.ws.send_text(frame.model_dump_json(exclude_none=True))
 
     async def replay(self, after: int, until: int) -> None:
-        """Send stored events in ``(after, until]`` page by page."""
+        """Send stored events in ``(after, until]`` page by page.
+
+        Never past ``until``: the pump fills a gap up to the event it is about
+        to send, and an unbounded page sent that event (and more) twice."""
         self.last_sent = after
         page_size = self.gateway.settings.replay_page_size
         while self.last_sent < until:
-            page = await self.gateway.store.page(self.session_id, self.last_sent, page_size)
+            page = await self.gateway.store.page(self.session_id, self.last_sent, page_size, until=until)
             if not page:
                 break
             for item in page:
@@ -79,24 +82,25 @@ class _ClientSocket:
             try:
                 # wait_for costs a task and a timer per call: under load it was
                 # half of the CPU per delivery, so it is only paid when idle.
-                seq, text = queue.get_nowait()
+                item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 try:
                     # asyncio.timeout is a timer only; wait_for also makes a task
                     async with asyncio.timeout(heartbeat):
-                        seq, text = await queue.get()
+                        item = await queue.get()
                 except TimeoutError:
                     await self.send_model(WsHeartbeat(last_seq=self.last_sent))
                     continue
-            if seq <= self.last_sent:
+            if isinstance(item, Poke):  # another replica stored these: read them
+                if item.last_seq > self.last_sent:
+                    await self.replay(self.last_sent, item.last_seq)
                 continue
-            if not text:  # a poke from another replica: read what it stored
-                await self.replay(self.last_sent, seq)
+            if item.seq <= self.last_sent:
                 continue
-            if seq > self.last_sent + 1:
-                await self.replay(self.last_sent, seq - 1)
-            await self.ws.send_text(text)
-            self.last_sent = seq
+            if item.seq > self.last_sent + 1:
+                await self.replay(self.last_sent, item.seq - 1)
+            await self.ws.send_text(item.text)
+            self.last_sent = item.seq
             self.gateway.metrics.events_out.inc()
 
     async def receive(self) -> None:
