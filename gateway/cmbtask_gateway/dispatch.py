@@ -1,9 +1,11 @@
 """Starting queued tasks within the concurrency limit, and watching them.
 
-The dispatcher launches queued tasks (oldest first) while fewer than
-``max_concurrent_tasks`` are active. The watchdog notices what runners cannot
-report themselves: a runner that died without a final event, a task past its
-timeout, a cancel that was not honoured, a runner that never connected.
+The dispatcher launches the queued tasks that may start (oldest first; a
+session's next task only once the one before it ended, see
+``services/lifecycle``) while fewer than ``max_concurrent_tasks`` are active.
+The watchdog notices what runners cannot report themselves: a runner that
+died without a final event, a task past its timeout, a cancel that was not
+honoured, a runner that never connected.
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ class Dispatcher:
         # Launch side by side: one after the other, each launch waited for its
         # database writes behind the running tasks' events, and 50 tasks
         # submitted at once took 16 s to all have a process instead of 2.5 s.
-        queued = await self._tasks.queued(free)
-        await asyncio.gather(*(self._launch(task) for task in queued))
+        startable = await self._tasks.startable(free)
+        await asyncio.gather(*(self._launch(task) for task in startable))
 
     async def _launch(self, task: Task) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)

@@ -95,6 +95,9 @@ class TaskQueued(_Payload):
     engine: str
     mode: str
     prompt: str = ""
+    behind: str | None = Field(
+        default=None, description="The task this one waits for: its session runs one task at a time."
+    )
 
 
 class TaskStarted(_Payload):

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -67,6 +68,8 @@ class Session(Base):
     history: Mapped[list[Any]] = mapped_column(JSON, default=list)
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     state_version: Mapped[int] = mapped_column(Integer, default=0)
+    #: false (the default): the session's tasks run one at a time, in submission order
+    parallel_tasks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

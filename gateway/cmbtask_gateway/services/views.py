@@ -34,6 +34,7 @@ def session_view(row: Session) -> SessionView:
         history=row.history or [],
         has_state=row.state is not None,
         state_version=row.state_version,
+        parallel_tasks=row.parallel_tasks,
         created_at=aware(row.created_at),
         updated_at=aware(row.updated_at),
         expires_at=aware(row.expires_at),

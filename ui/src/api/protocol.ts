@@ -439,6 +439,10 @@ export interface SessionCreate {
   title?: string;
   mode?: string;
   ttl_s?: number | null;
+  /**
+   * Run this session's tasks side by side. By default a session runs one task at a time, in submission order, since its tasks load and save the same stored state.
+   */
+  parallel_tasks?: boolean;
 }
 export interface SessionList {
   items: SessionView[];
@@ -454,7 +458,7 @@ export interface SessionView {
   status: SessionStatus;
   version: number;
   last_seq: number;
-  phase?: string | null;
+  phase?: TaskPhase | null;
   step?: number | null;
   plan?:
     | {
@@ -469,6 +473,7 @@ export interface SessionView {
   }[];
   has_state?: boolean;
   state_version?: number;
+  parallel_tasks?: boolean;
   created_at: string;
   updated_at: string;
   expires_at?: string | null;
@@ -530,6 +535,10 @@ export interface TaskQueued {
   engine: string;
   mode: string;
   prompt?: string;
+  /**
+   * The task this one waits for: its session runs one task at a time.
+   */
+  behind?: string | null;
   [k: string]: unknown;
 }
 export interface TaskStarted {

@@ -31,6 +31,8 @@ export interface TaskState {
   engine: string;
   mode: string;
   prompt: string;
+  /** the task this one waits for while queued (a session runs one task at a time) */
+  behind: string | null;
   plan: PlanStep[];
   stepStatus: StepStatus[];
   step: number;
@@ -101,6 +103,7 @@ function newTask(id: string): TaskState {
     engine: "",
     mode: "",
     prompt: "",
+    behind: null,
     plan: [],
     stepStatus: [],
     step: 0,
@@ -191,6 +194,7 @@ export class SessionStore {
         task.engine = String(data.engine ?? "");
         task.mode = String(data.mode ?? "");
         task.prompt = String(data.prompt ?? "");
+        task.behind = typeof data.behind === "string" ? data.behind : null;
         return;
       case "task.started":
         if (!isFinal(task.phase)) task.phase = "running";
