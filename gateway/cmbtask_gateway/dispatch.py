@@ -15,7 +15,7 @@ import contextlib
 import time
 from datetime import timedelta
 
-from cmbtask_protocol import RunnerCancel, TaskPhase
+from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 
 from .auth import RunnerTokens
 from .db.models import Task, utcnow
@@ -124,7 +124,7 @@ class Dispatcher:
             if task.cancel_requested:
                 await self._enforce_cancel(task)
             elif self._timed_out(task, now):
-                await self._tasks.request_cancel(task.id, task.session_id, "timeout")
+                await self._tasks.request_cancel(task.id, task.session_id, CANCEL_TIMEOUT)
             elif not self._registry.is_connected(task.id):
                 await self._check_quiet(task, now)
 
@@ -145,7 +145,7 @@ class Dispatcher:
         status = await self._executor.inspect(task.handle) if task.handle else None
         grace_over = time.monotonic() - first_seen > self._settings.cancel_grace_s + 5
         if (status is not None and not status.alive) or grace_over or task.handle is None:
-            phase = TaskPhase.TIMED_OUT if task.cancel_reason == "timeout" else TaskPhase.CANCELLED
+            phase = TaskPhase.TIMED_OUT if task.cancel_reason == CANCEL_TIMEOUT else TaskPhase.CANCELLED
             reason = "timed out" if phase is TaskPhase.TIMED_OUT else (task.cancel_reason or "cancelled")
             if await self._tasks.finish(task.id, task.session_id, phase, reason=reason):
                 log.info("dispatch.cancel_enforced", task_id=task.id, phase=phase.value)
@@ -174,7 +174,7 @@ class Dispatcher:
     async def _finish_dead(self, task: Task, reason: str | None, exit_code: int | None) -> None:
         phase = TaskPhase.FAILED
         if task.cancel_requested:
-            phase = TaskPhase.TIMED_OUT if task.cancel_reason == "timeout" else TaskPhase.CANCELLED
+            phase = TaskPhase.TIMED_OUT if task.cancel_reason == CANCEL_TIMEOUT else TaskPhase.CANCELLED
         words = reason or "runner exited"
         text = f"runner process ended without reporting a result: {words}"
         if await self._tasks.finish(task.id, task.session_id, phase, reason=text, exit_code=exit_code):

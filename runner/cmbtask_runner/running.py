@@ -22,9 +22,11 @@ from typing import Any
 
 import structlog
 from cmbtask_protocol import (
+    CANCEL_TIMEOUT,
     CLOSE_NOT_FOUND,
     EventType,
     RunnerApprovalDecision,
+    RunnerExit,
     RunnerStateResult,
     RunnerWelcome,
 )
@@ -38,20 +40,10 @@ from .link import Link, LinkFatal, LinkHandlers
 from .logs import LogSink, configure_logging
 from .outbox import Outbox
 
-__all__ = ["EXIT_CODES", "RunResult", "run_task"]
+__all__ = ["RunResult", "run_task"]
 
 log = structlog.get_logger("cmbtask_runner.running")
 
-#: exit code of the runner process for each way a task can end
-EXIT_CODES = {
-    EventType.TASK_SUCCEEDED: 0,
-    EventType.TASK_FAILED: 1,
-    EventType.TASK_CANCELLED: 2,
-    EventType.TASK_TIMED_OUT: 3,
-}
-EXIT_LINK_FATAL = 4
-EXIT_FINAL_NOT_ACKED = 5
-TIMEOUT_REASON = "timeout"
 #: the runner's own timeout backstop fires this long after ``timeout_s`` (the gateway's comes first)
 LOCAL_TIMEOUT_MARGIN_S = 2.0
 _TRACEBACK_CHARS = 4000
@@ -59,7 +51,7 @@ _TRACEBACK_CHARS = 4000
 
 @dataclass
 class RunResult:
-    exit_code: int
+    exit_code: RunnerExit
     final_event: str | None = None
     reason: str = ""
     acked: bool = False
@@ -174,7 +166,7 @@ async def _run_linked(
         return _link_fatal(link_task)
     if dispatch.welcome is None:
         log.info("runner.stopped_before_welcome")
-        return RunResult(EXIT_CODES[EventType.TASK_CANCELLED], reason="terminated before the task started")
+        return RunResult(RunnerExit.CANCELLED, reason="terminated before the task started")
     welcome = dispatch.welcome
     configure_logging(sink, task_id=config.task_id, session_id=welcome.task.session_id)
     ctx = RunnerContext(welcome, config.work_dir, outbox)
@@ -193,7 +185,7 @@ def _link_fatal(link_task: asyncio.Task[None]) -> RunResult:
     error = link_task.exception() if link_task.done() and not link_task.cancelled() else None
     reason = str(error) if error is not None else "link ended"
     log.error("runner.link_fatal", reason=reason)
-    return RunResult(EXIT_LINK_FATAL, reason=reason)
+    return RunResult(RunnerExit.LINK_LOST, reason=reason)
 
 
 async def _run_engine(
@@ -207,7 +199,7 @@ async def _run_engine(
     cancel_seen = _cancel_event(loop, ctx)
     timer = None
     if ctx.task.timeout_s is not None:
-        timer = loop.call_later(ctx.task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, TIMEOUT_REASON)
+        timer = loop.call_later(ctx.task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, CANCEL_TIMEOUT)
     capture = OutputCapture(ctx.emit, max_lines_per_s=_lines_cap(ctx.task.params))
     capture.start()
     ctx.flush_output = capture.flush
@@ -304,8 +296,8 @@ def _set_done(done: asyncio.Future[None]) -> None:
 def _final_event(ctx: RunnerContext, outcome: _EngineResult, *, finished: bool) -> tuple[str, dict[str, Any]]:
     error = outcome.error
     succeeded = finished and error is None
-    if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == TIMEOUT_REASON):
-        if ctx.cancel_reason == TIMEOUT_REASON:
+    if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == CANCEL_TIMEOUT):
+        if ctx.cancel_reason == CANCEL_TIMEOUT:
             return EventType.TASK_TIMED_OUT, {"reason": f"timed out after {ctx.task.timeout_s} s"}
         return EventType.TASK_CANCELLED, {"reason": ctx.cancel_reason}
     if succeeded:
@@ -341,8 +333,8 @@ async def _report(
         acked = True
     if not acked:
         log.error("task.final_not_acked", final_event=final_type, waited_s=config.final_ack_s)
-        return RunResult(EXIT_FINAL_NOT_ACKED, final_type, reason, acked=False)
-    return RunResult(EXIT_CODES[final_type], final_type, reason, acked=True)
+        return RunResult(RunnerExit.FINAL_NOT_ACKED, final_type, reason, acked=False)
+    return RunResult(RunnerExit.for_final_event(final_type), final_type, reason, acked=True)
 
 
 def _task_already_final(link_task: asyncio.Task[None]) -> bool:

@@ -41,7 +41,7 @@ async def _submit_rounds(http: httpx.AsyncClient, session_id: str, rounds: int) 
 
 
 def _parallel(http: httpx.Client, title: str) -> dict[str, Any]:
-    session: dict[str, Any] = http.post("/api/sessions", json={"title": title}).json()
+    session: dict[str, Any] = http.post("/api/sessions", json={"title": title, "parallel_tasks": True}).json()
     return session
 
 
