@@ -12,13 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from .auth import Authenticator, RunnerTokens
 from .catalog import EngineCatalog, parse_engines_json
 from .db.engine import make_engine, make_sessionmaker
-from .dispatch import Dispatcher
+from .dispatcher import Dispatcher
 from .executors import Executor, build_executor
 from .hub import Hub
 from .logs import get_logger
 from .metrics import Metrics
-from .relay import PgRelay
-from .runners import RunnerRegistry
+from .replica_relay import PgRelay
+from .runner_sockets import RunnerRegistry
 from .services.approvals import ApprovalService
 from .services.ingest import RunnerIngest
 from .services.sessions import SessionService

@@ -21,7 +21,7 @@ from .auth import RunnerTokens
 from .db.models import Task, utcnow
 from .executors.base import Executor, ExecutorError, LaunchRequest
 from .logs import get_logger
-from .runners import RunnerRegistry
+from .runner_sockets import RunnerRegistry
 from .services.tasks import TaskService
 from .services.views import aware
 from .settings import Settings

@@ -35,7 +35,7 @@ from .db.models import Event, Session, utcnow
 from .errors import NotFound
 from .hub import Hub, Poke, Stored
 from .metrics import Metrics
-from .relay import PgRelay
+from .replica_relay import PgRelay
 
 __all__ = ["EventStore", "WriteGroup", "WriteTx", "envelope", "format_ts"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from cmbtask_gateway.api.ws_client import _ClientSocket
+from cmbtask_gateway.composition import Gateway
 from cmbtask_gateway.db.migrate import upgrade
-from cmbtask_gateway.gateway import Gateway
 from cmbtask_gateway.hub import Delivery, Poke
 from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import SessionCreate

@@ -8,7 +8,7 @@ import structlog
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from ..gateway import Gateway
+from ..composition import Gateway
 
 __all__ = ["CurrentUser", "GatewayDep", "bearer_from", "get_gateway", "user_for_connection"]
 

@@ -34,8 +34,8 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
+from ..composition import Gateway
 from ..errors import GatewayError
-from ..gateway import Gateway
 from ..hub import Poke, Subscriber
 from ..logs import get_logger
 from .deps import get_gateway, user_for_connection

@@ -29,9 +29,9 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..composition import Gateway
 from ..db.models import Task
 from ..errors import Conflict, GatewayError, NotFound
-from ..gateway import Gateway
 from ..logs import get_logger
 from ..services.ingest import RunnerFrame
 from .deps import bearer_from, get_gateway

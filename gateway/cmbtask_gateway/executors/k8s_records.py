@@ -22,7 +22,7 @@ from ..db.engine import make_engine, make_sessionmaker
 from ..db.models import Approval, Session, Task
 from ..hub import Hub
 from ..metrics import Metrics
-from ..runners import RunnerRegistry
+from ..runner_sockets import RunnerRegistry
 from ..services.sessions import SessionService
 from ..services.tasks import TaskService
 from ..settings import Settings

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Approval, utcnow
 from ..errors import Conflict, Invalid, NotFound
-from ..runners import RunnerRegistry
+from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
 from . import lifecycle
 from .views import approval_view

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..catalog import EngineCatalog, refusal
 from ..db.models import Session, Task, utcnow
 from ..errors import Conflict, Invalid, NotFound
-from ..runners import RunnerRegistry
+from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
 from . import lifecycle
 from .views import task_view
