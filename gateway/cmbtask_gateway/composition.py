@@ -1,4 +1,12 @@
-"""The gateway's parts, wired once per app and shared by routes and sockets."""
+"""The composition root: the gateway's parts, built once per app, in order,
+each given what it needs; routes and sockets share them.
+
+Nothing else builds services. The order has no cycle: the dispatcher's
+doorbell exists before the services that ring it and the dispatcher that
+waits on it, and the kubernetes executor's records are made from the same
+services (so an imported CmbTask is stored, published and dispatched like
+any other task).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,9 @@ from .auth import Authenticator, RunnerTokens
 from .catalog import EngineCatalog, parse_engines_json
 from .db.engine import make_engine, make_sessionmaker
 from .dispatcher import Dispatcher
+from .doorbell import Doorbell
 from .executors import Executor, build_executor
+from .executors.k8s_records import Records
 from .hub import Hub
 from .logs import get_logger
 from .metrics import Metrics
@@ -48,7 +58,10 @@ class Gateway:
     ingest: RunnerIngest
     executor: Executor
     dispatcher: Dispatcher
+    doorbell: Doorbell
     engines: EngineCatalog
+    records: Records
+    relay: PgRelay | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -57,15 +70,17 @@ class Gateway:
         factory = make_sessionmaker(engine)
         metrics = Metrics()
         hub = Hub(settings.client_queue_size, metrics)
+        relay = None if settings.is_sqlite else PgRelay(settings.resolved_database_url, hub)
+        store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite, relay=relay)
         registry = RunnerRegistry()
-        store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite)
-        wake: list[Dispatcher] = []
+        doorbell = Doorbell()
         catalog = EngineCatalog(parse_engines_json(settings.engines_json) if settings.engines_json else None)
-        tasks = TaskService(factory, store, registry, lambda: wake[0].wake(), catalog=catalog)
+        sessions = SessionService(factory)
+        tasks = TaskService(factory, store, registry, doorbell.ring, catalog=catalog)
+        records = Records(factory, sessions, tasks)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
-        chosen = executor or build_executor(settings)
-        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry)
-        wake.append(dispatcher)
+        chosen = executor or build_executor(settings, records)
+        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry, doorbell)
         return cls(
             settings=settings,
             engine=engine,
@@ -76,19 +91,21 @@ class Gateway:
             store=store,
             auth=Authenticator(settings, factory),
             runner_tokens=tokens,
-            sessions=SessionService(factory),
+            sessions=sessions,
             tasks=tasks,
             approvals=ApprovalService(factory, store, registry),
-            ingest=RunnerIngest(factory, store, settings.approval_timeout_s, dispatcher.wake),
+            ingest=RunnerIngest(factory, store, settings.approval_timeout_s, doorbell.ring),
             executor=chosen,
             dispatcher=dispatcher,
+            doorbell=doorbell,
             engines=catalog,
+            records=records,
+            relay=relay,
         )
 
     async def start(self) -> None:
-        if not self.settings.is_sqlite:
-            self.store.relay = PgRelay(self.settings.resolved_database_url, self.hub)
-            await self.store.relay.start()
+        if self.relay is not None:
+            await self.relay.start()
         self._describe_engines()
         await self.executor.start()
         await self.dispatcher.adopt()
@@ -129,7 +146,7 @@ class Gateway:
                 await task
         await self.engines.close()
         await self.ingest.close()
-        if self.store.relay is not None:
-            await self.store.relay.close()
+        if self.relay is not None:
+            await self.relay.close()
         await self.executor.close()
         await self.engine.dispose()

@@ -11,7 +11,6 @@ honoured, a runner that never connected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 
 from .auth import RunnerTokens
 from .db.models import Task, utcnow
+from .doorbell import Doorbell
 from .executors.base import Executor, ExecutorError, LaunchRequest
 from .logs import get_logger
 from .runner_sockets import RunnerRegistry
@@ -39,21 +39,19 @@ class Dispatcher:
         tasks: TaskService,
         tokens: RunnerTokens,
         registry: RunnerRegistry,
+        doorbell: Doorbell,
     ) -> None:
         self._settings = settings
         self._executor = executor
         self._tasks = tasks
         self._tokens = tokens
         self._registry = registry
-        self._wake = asyncio.Event()
+        self._doorbell = doorbell
         #: task id -> monotonic time the cancel was first seen by the watchdog
         self._cancel_seen: dict[str, float] = {}
         self._stopping: set[str] = set()
         # Strong references: the event loop keeps only weak ones to its tasks.
         self._stoppers: set[asyncio.Task[None]] = set()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def run(self) -> None:
         """Dispatch and watch until cancelled."""
@@ -65,9 +63,7 @@ class Dispatcher:
                 raise
             except Exception:
                 log.exception("dispatch.loop_error")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.watchdog_interval_s)
-            self._wake.clear()
+            await self._doorbell.wait(self._settings.watchdog_interval_s)
 
     async def adopt(self) -> None:
         """After a restart: keep tasks whose runner lives, finish the others."""

@@ -127,6 +127,7 @@ class EventStore:
         metrics: Metrics,
         *,
         single_writer: bool,
+        relay: PgRelay | None = None,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
@@ -134,8 +135,8 @@ class EventStore:
         # SQLite has one writer anyway: queueing here is cheaper than its
         # busy-wait. PostgreSQL serialises per session on the row lock.
         self._global_lock: asyncio.Lock | None = asyncio.Lock() if single_writer else None
-        #: set on PostgreSQL so that other replicas learn of stored events
-        self.relay: PgRelay | None = None
+        #: on PostgreSQL: how other replicas learn of the events stored here
+        self._relay = relay
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, session_id: str) -> asyncio.Lock:
@@ -199,8 +200,8 @@ class EventStore:
             .execution_options(synchronize_session=False)
         )
         last_seqs: dict[str, int] = {session_id: last_seq for session_id, last_seq in result}
-        if self.relay is not None:
-            await self.relay.announce(db, last_seqs)
+        if self._relay is not None:
+            await self._relay.announce(db, last_seqs)
         rows: list[dict[str, Any]] = []
         for tx in txs:
             if not tx.drafts:

@@ -8,7 +8,6 @@ dropped, so nothing is sent twice. Commands from the client share the socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -39,6 +38,7 @@ from ..errors import GatewayError
 from ..hub import Poke, Subscriber
 from ..logs import get_logger
 from .deps import get_gateway, user_for_connection
+from .sockets import cancel_and_wait, receive_text
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -155,19 +155,6 @@ class _ClientSocket:
         raise AssertionError(f"unhandled command {command!r}")
 
 
-async def receive_text(ws: WebSocket) -> str | None:
-    """The next text frame; None for a binary frame that is not UTF-8."""
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
-    if message.get("text") is not None:
-        return str(message["text"])
-    try:
-        return bytes(message.get("bytes") or b"").decode()
-    except UnicodeDecodeError:
-        return None
-
-
 def _describe(error: ValidationError, message: str) -> str:
     try:
         json.loads(message)
@@ -226,7 +213,7 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
         if subscriber.overflowed.is_set():
             # Stop the sender first: an event it was still writing would
             # otherwise follow the cursor named in the close reason.
-            await _cancel(tasks)
+            await cancel_and_wait(tasks)
             log.warning("ws.slow_consumer", last_sent=client.last_sent)
             await ws.close(CLOSE_SLOW_CONSUMER, f"too slow; reconnect with after={client.last_sent}")
         for task in done:
@@ -236,12 +223,4 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sent after close)
     finally:
-        await _cancel(tasks)
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(BaseException):
-            await task
+        await cancel_and_wait(tasks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,7 +109,11 @@ class RunnerIngest:
         self._queue.append(pending)
         self._queued.set()
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="runner-ingest")
+            # A fresh context: the writer serves every runner, so it must not
+            # carry the log context (task_id, …) of the one that started it.
+            self._writer = asyncio.create_task(
+                self._write_loop(), name="runner-ingest", context=contextvars.Context()
+            )
         return await pending.future
 
     async def close(self) -> None:
