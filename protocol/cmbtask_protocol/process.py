@@ -64,7 +64,7 @@ class RunnerExit(IntEnum):
         return _MEANINGS[self]
 
 
-_BY_FINAL_EVENT: Final = {
+_BY_FINAL_EVENT: Final[dict[str, RunnerExit]] = {
     EventType.TASK_SUCCEEDED: RunnerExit.SUCCEEDED,
     EventType.TASK_FAILED: RunnerExit.FAILED,
     EventType.TASK_CANCELLED: RunnerExit.CANCELLED,

@@ -11,16 +11,8 @@ export type OnTimeout = "reject" | "approve" | "fail";
 export type Decision = "approve" | "reject" | "modify" | "answer";
 export type ApprovalStatus =
   "pending" | "approved" | "rejected" | "modified" | "answered" | "expired" | "cancelled";
-/**
- * What a runner does when an approval expires unanswered.
- */
-export type OnTimeout1 = "reject" | "approve" | "fail";
 export type ClientCommand =
   SubmitTaskCommand | ResolveApprovalCommand | CancelTaskCommand | PingCommand;
-/**
- * What a runner does when an approval expires unanswered.
- */
-export type OnTimeout2 = "reject" | "approve" | "fail";
 export type RunnerInbound =
   | RunnerWelcome
   | RunnerAck
@@ -28,10 +20,6 @@ export type RunnerInbound =
   | RunnerStateResult
   | RunnerCancel
   | RunnerError;
-/**
- * What a runner does when an approval expires unanswered.
- */
-export type OnTimeout3 = "reject" | "approve" | "fail";
 export type RunnerOutbound =
   RunnerHello | RunnerEvent | RunnerApprovalRequest | RunnerStateSave | RunnerPing;
 export type SessionStatus = "active" | "suspended" | "completed" | "expired";
@@ -173,7 +161,7 @@ export interface ApprovalRequested {
     [k: string]: unknown;
   };
   expires_at?: string | null;
-  on_timeout?: OnTimeout1;
+  on_timeout?: OnTimeout;
   [k: string]: unknown;
 }
 export interface ApprovalResolve {
@@ -213,7 +201,7 @@ export interface TaskCreate {
   };
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
-  on_timeout?: OnTimeout2;
+  on_timeout?: OnTimeout;
 }
 export interface ResolveApprovalCommand {
   /**
@@ -414,7 +402,7 @@ export interface TaskSpec {
   };
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
-  on_timeout?: OnTimeout3;
+  on_timeout?: OnTimeout;
 }
 export interface RunnerStateResult {
   type?: "state.result";
@@ -642,3 +630,35 @@ export const EVENT_TYPES = [
   "task.succeeded",
   "task.timed_out"
 ] as const;
+
+/** The payload model of each event type. */
+export interface EventPayloads {
+  "agent.message": AgentMessage;
+  "agent.tool_call": AgentToolCall;
+  "approval.cancelled": ApprovalCancelled;
+  "approval.expired": ApprovalExpired;
+  "approval.requested": ApprovalRequested;
+  "approval.resolved": ApprovalResolved;
+  "code": Code;
+  "cost.update": CostUpdate;
+  "error": ErrorData;
+  "file.created": FileCreated;
+  "output": Output;
+  "plan.proposed": PlanProposed;
+  "state.saved": StateSaved;
+  "step.completed": StepCompleted;
+  "step.failed": StepFailed;
+  "step.progress": StepProgress;
+  "step.started": StepStarted;
+  "task.cancelled": TaskFinished;
+  "task.failed": TaskFinished;
+  "task.queued": TaskQueued;
+  "task.started": TaskStarted;
+  "task.succeeded": TaskFinished;
+  "task.timed_out": TaskFinished;
+}
+export type EventType = keyof EventPayloads;
+/** An event envelope whose `type` names its payload. */
+export type TypedEvent = {
+  [T in EventType]: Omit<Event, "type" | "data"> & { type: T; data: EventPayloads[T] };
+}[EventType];
