@@ -41,6 +41,17 @@ def decision_frame(row: Approval) -> RunnerApprovalDecision:
     )
 
 
+def _check_decision(row: Approval, decision: Decision, text: str | None) -> None:
+    """``Invalid`` (422) for a decision the approval does not offer."""
+    if decision not in {Decision(option) for option in row.options}:
+        raise Invalid(
+            f"decision {decision.value!r} is not offered; options: {', '.join(row.options)}",
+            code="invalid_decision",
+        )
+    if text and not row.allow_text and decision not in {Decision.MODIFY, Decision.ANSWER}:
+        raise Invalid("this approval takes no free text", code="invalid_decision")
+
+
 class ApprovalService:
     def __init__(
         self,
@@ -82,13 +93,7 @@ class ApprovalService:
         self, owner: str, approval_id: str, decision: Decision, text: str | None
     ) -> ApprovalView:
         row = await self._own(owner, approval_id)
-        if decision not in {Decision(option) for option in row.options}:
-            raise Invalid(
-                f"decision {decision.value!r} is not offered; options: {', '.join(row.options)}",
-                code="invalid_decision",
-            )
-        if text and not row.allow_text and decision not in {Decision.MODIFY, Decision.ANSWER}:
-            raise Invalid("this approval takes no free text", code="invalid_decision")
+        _check_decision(row, decision, text)
         async with self._store.write(row.session_id) as tx:
             result = await tx.db.execute(
                 update(Approval)
