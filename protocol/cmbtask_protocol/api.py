@@ -71,7 +71,7 @@ class SessionView(BaseModel):
     status: SessionStatus
     version: int
     last_seq: int
-    #: the phase of the session's latest task
+    #: the phase of the task the session is on (the last one to change phase)
     phase: TaskPhase | None = None
     step: int | None = None
     plan: list[dict[str, Any]] | None = None

@@ -101,9 +101,11 @@ def move(task: Task, session: Session | None, target: TaskPhase) -> bool:
 
 
 def queue(tx: WriteTx, task: Task, session: Session, behind: str | None) -> None:
-    """A new task enters the lifecycle: ``queued``, announced by ``task.queued``."""
+    """A new task enters the lifecycle: ``queued``, announced by ``task.queued``
+    (naming the task it waits ``behind``, whose phase the session keeps showing)."""
     task.phase = TaskPhase.QUEUED.value
-    session.phase = TaskPhase.QUEUED.value
+    if behind is None:
+        session.phase = TaskPhase.QUEUED.value
     data: dict[str, Any] = {"engine": task.engine, "mode": task.mode, "prompt": task.prompt}
     if behind is not None:
         data["behind"] = behind
