@@ -45,8 +45,9 @@ def test_ruff_format_is_clean_on_the_packages() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_passes_on_gateway_and_protocol() -> None:
-    result = _run("mypy", "--strict", "gateway/cmbtask_gateway", "protocol/cmbtask_protocol")
+def test_mypy_strict_passes_on_all_four_packages() -> None:
+    packages = [f"{folder}/cmbtask_{folder}" for folder in ("protocol", "gateway", "runner", "operator")]
+    result = _run("mypy", "--strict", *packages)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success" in result.stdout
 

@@ -25,9 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .api.routes import approvals, meta, sessions, tasks
 from .api.ws_client import router as client_socket
 from .api.ws_runner import router as runner_socket
+from .composition import Gateway
 from .db.migrate import upgrade
 from .errors import GatewayError
-from .gateway import Gateway
 from .logs import get_logger
 from .settings import Settings
 

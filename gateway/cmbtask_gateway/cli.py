@@ -99,13 +99,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .client import submit
+    from .terminal_client import submit
 
     return asyncio.run(submit(args))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .client import watch
+    from .terminal_client import watch
 
     return asyncio.run(watch(args))
 

@@ -12,16 +12,36 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .metrics import Metrics
 
-__all__ = ["Hub", "Subscriber"]
+__all__ = ["Delivery", "Hub", "Poke", "Stored", "Subscriber"]
+
+
+class Stored(NamedTuple):
+    """An event this process stored: its ``seq`` and its envelope's JSON."""
+
+    seq: int
+    text: str
+
+
+class Poke(NamedTuple):
+    """Events up to ``last_seq`` were stored by another replica: the receiver
+    reads them from the database."""
+
+    last_seq: int
+
+
+#: What a subscriber's queue holds. Items may arrive out of ``seq`` order (a
+#: poke can trail this process's own later events); the receiver restores it.
+Delivery = Stored | Poke
 
 
 @dataclass(eq=False)
 class Subscriber:
     session_id: str
-    queue: asyncio.Queue[tuple[int, str]]
+    queue: asyncio.Queue[Delivery]
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -52,11 +72,11 @@ class Hub:
 
     def poke(self, session_id: str, last_seq: int) -> None:
         """Events up to ``last_seq`` were stored elsewhere: subscribers read them
-        from the database (an item without text)."""
-        self.publish(session_id, [(last_seq, "")])
+        from the database."""
+        self.publish(session_id, [Poke(last_seq)])
 
-    def publish(self, session_id: str, events: list[tuple[int, str]]) -> None:
-        """Queue ``(seq, json)`` pairs for every subscriber of the session."""
+    def publish(self, session_id: str, events: list[Delivery]) -> None:
+        """Queue ``events`` for every subscriber of the session."""
         for subscriber in tuple(self._subscribers.get(session_id, ())):
             if subscriber.overflowed.is_set():
                 continue

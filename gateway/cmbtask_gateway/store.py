@@ -5,8 +5,14 @@ Inside it, the caller changes rows and ``emit``s events; on exit the session's
 ``last_seq`` is bumped by the number of events in a single ``UPDATE …
 RETURNING`` (a row lock on PostgreSQL, the database lock on SQLite), so seqs
 are gap-free and strictly increasing even with several gateway replicas. The
-events are published to the hub only after the commit, under a lock that
-keeps publication in ``seq`` order within this process.
+events are published to the hub only after the commit.
+
+Publication is not in ``seq`` order, and cannot cheaply be: ``write`` and
+``write_group`` on one session serialise on the database row, not on a lock
+of this process, so the later commit may return first; and another replica's
+events arrive as a poke that can trail this process's own later ones. The
+receiver (the client socket's sender) restores the order, filling gaps from
+the database with reads bounded by the seq it is about to send.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .db.models import Event, Session, utcnow
 from .errors import NotFound
-from .hub import Hub
+from .hub import Hub, Poke, Stored
 from .metrics import Metrics
-from .relay import PgRelay
+from .replica_relay import PgRelay
 
 __all__ = ["EventStore", "WriteGroup", "WriteTx", "envelope", "format_ts"]
 
@@ -121,6 +127,7 @@ class EventStore:
         metrics: Metrics,
         *,
         single_writer: bool,
+        relay: PgRelay | None = None,
     ) -> None:
         self._sessions = sessions
         self._hub = hub
@@ -128,8 +135,8 @@ class EventStore:
         # SQLite has one writer anyway: queueing here is cheaper than its
         # busy-wait. PostgreSQL serialises per session on the row lock.
         self._global_lock: asyncio.Lock | None = asyncio.Lock() if single_writer else None
-        #: set on PostgreSQL so that other replicas learn of stored events
-        self.relay: PgRelay | None = None
+        #: on PostgreSQL: how other replicas learn of the events stored here
+        self._relay = relay
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, session_id: str) -> asyncio.Lock:
@@ -193,8 +200,8 @@ class EventStore:
             .execution_options(synchronize_session=False)
         )
         last_seqs: dict[str, int] = {session_id: last_seq for session_id, last_seq in result}
-        if self.relay is not None:
-            await self.relay.announce(db, last_seqs)
+        if self._relay is not None:
+            await self._relay.announce(db, last_seqs)
         rows: list[dict[str, Any]] = []
         for tx in txs:
             if not tx.drafts:
@@ -220,8 +227,8 @@ class EventStore:
         return tx.stored
 
     def _publish(self, tx: WriteTx) -> None:
-        items = [
-            (
+        items: list[Stored | Poke] = [
+            Stored(
                 row["seq"],
                 json.dumps(
                     envelope(row["seq"], tx.session_id, row["task_id"], row["type"], row["ts"], row["data"]),
@@ -233,14 +240,15 @@ class EventStore:
         self._metrics.events_in.inc(len(items))
         self._hub.publish(tx.session_id, items)
 
-    async def page(self, session_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    async def page(
+        self, session_id: str, after: int, limit: int, *, until: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored events with ``after < seq`` (and ``seq <= until``), oldest first."""
+        conditions = [Event.session_id == session_id, Event.seq > after]
+        if until is not None:
+            conditions.append(Event.seq <= until)
         async with self._sessions() as db:
-            rows = await db.scalars(
-                select(Event)
-                .where(Event.session_id == session_id, Event.seq > after)
-                .order_by(Event.seq)
-                .limit(limit)
-            )
+            rows = await db.scalars(select(Event).where(*conditions).order_by(Event.seq).limit(limit))
             return [
                 envelope(row.seq, row.session_id, row.task_id, row.type, row.ts, row.data) for row in rows
             ]

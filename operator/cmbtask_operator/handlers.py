@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -37,9 +38,9 @@ from .expiry import expire_forever
 from .kube import Kube, connect
 from .pods import PodInput, build_pod, pod_name
 from .settings import OperatorSettings
-from .statuses import final_patch, is_final, read_pod, status_patch
+from .statuses import PodReport, final_patch, is_final, read_pod, status_patch
 
-__all__ = ["patch_from_fresh", "refusal", "register"]
+__all__ = ["OperatorMemo", "patch_from_fresh", "refusal", "registry"]
 
 log = structlog.get_logger("cmbtask_operator")
 _CMBTASKS = (CRD_GROUP, CRD_VERSION, CRD_PLURAL)
@@ -96,106 +97,144 @@ async def patch_from_fresh(kube: Kube, namespace: str, name: str, compute: Any) 
     raise kopf.TemporaryError(f"status of {namespace}/{name} kept changing under us", delay=1)
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
-    """Attach every handler to ``registry``, bound to ``config``."""
+@dataclass
+class OperatorMemo:
+    """What every handler shares (kopf hands each object a shallow copy): the
+    configuration, and the API client once the startup handler connected."""
 
-    @kopf.on.startup(id="connect", registry=registry)
-    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        _configure_kopf(settings, config)
-        memo["kube"] = Kube(await connect())
-        if not config.standalone:
-            await _ensure_peering(memo["kube"], config)
-        memo["expiry"] = asyncio.create_task(expire_forever(memo["kube"], config), name="expiry")
+    config: OperatorSettings
+    kube: Kube | None = None
+    expiry: asyncio.Task[None] | None = None
 
-    @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # A private registry gets none of kopf's default login handlers.
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    @property
+    def api(self) -> Kube:
+        if self.kube is None:
+            raise kopf.TemporaryError("not connected to the Kubernetes API yet", delay=1)
+        return self.kube
 
-    @kopf.on.cleanup(id="disconnect", registry=registry)
-    async def disconnect(memo: kopf.Memo, **_: Any) -> None:
-        if "expiry" in memo:
-            memo["expiry"].cancel()
-        kube = memo.get("kube")
-        if kube is not None:
-            await kube.close()
 
-    @kopf.on.resume(*_CMBTASKS, id="launch", registry=registry)
-    @kopf.on.create(*_CMBTASKS, id="launch", registry=registry)
-    async def launch(
-        name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
-        meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any,
-    ) -> None:  # fmt: skip
-        if is_final(status.get("phase")):
-            return
-        try:
-            task = CmbTaskSpec.model_validate(dict(spec))
-        except ValidationError as error:  # what the schema cannot say; retrying would not help
-            _refuse(patch, status, body, (TaskPhase.FAILED, "InvalidSpec", str(error)[:4000]))
-            return
-        problem = await _problem(memo["kube"], _namespaced(namespace), name, task, meta, config)
-        if problem is not None:
-            _refuse(patch, status, body, problem)
-            return
-        if await _pod_lost(memo["kube"], _namespaced(namespace), status):
-            message = "the runner pod was deleted while the operator was away"
-            _refuse(patch, status, body, (TaskPhase.FAILED, "PodDeleted", message))
-            return
-        pod = build_pod(
-            PodInput(name=name, namespace=_namespaced(namespace), uid=uid, spec=task, settings=config)
+#: every handler below, for ``kopf.operator(registry=…, memo=OperatorMemo(…))``
+registry = kopf.OperatorRegistry()
+
+
+@kopf.on.startup(id="connect", registry=registry)
+async def connect_api(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
+    _configure_kopf(settings, memo.config)
+    memo.kube = Kube(await connect())
+    if not memo.config.standalone:
+        await _ensure_peering(memo.kube, memo.config)
+    memo.expiry = asyncio.create_task(expire_forever(memo.kube, memo.config), name="expiry")
+
+
+@kopf.on.login(id="login", registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # A private registry gets none of kopf's default login handlers.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup(id="disconnect", registry=registry)
+async def disconnect(memo: OperatorMemo, **_: Any) -> None:
+    if memo.expiry is not None:
+        memo.expiry.cancel()
+    if memo.kube is not None:
+        await memo.kube.close()
+
+
+@kopf.on.resume(*_CMBTASKS, id="launch", registry=registry)
+@kopf.on.create(*_CMBTASKS, id="launch", registry=registry)
+async def launch(
+    name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status, body: kopf.Body,
+    meta: kopf.Meta, patch: kopf.Patch, memo: OperatorMemo, **_: Any,
+) -> None:  # fmt: skip
+    if is_final(status.get("phase")):
+        return
+    task, problem = await _launch_problem(memo, _namespaced(namespace), name, spec, status, meta)
+    if task is not None and problem is None:
+        source = PodInput(
+            name=name, namespace=_namespaced(namespace), uid=uid, spec=task, settings=memo.config
         )
-        try:
-            created = await memo["kube"].create_pod(namespace, pod)
-        except ApiException as error:
-            if error.status not in (400, 403, 422):
-                raise  # kopf retries the transient ones
-            message = f"pod not created: {error.reason}: {error.body!s}"[:4000]
-            _refuse(patch, status, body, (TaskPhase.FAILED, "PodRefused", message))
-            return
-        log.info(
-            "cmbtask.pod_created" if created else "cmbtask.pod_exists",
-            cmbtask=name, task_id=task_id_of(uid, task), pod=pod["metadata"]["name"],
-        )  # fmt: skip
-        patch.status.update(_launched(status, pod["metadata"]["name"], task_id_of(uid, task)))
+        problem = await _create_pod(memo.api, source, status, patch)
+    if problem is not None:
+        _refuse(patch, status, body, problem)
 
-    @kopf.on.event("v1", "pods", id="mirror", labels={LABEL_MANAGED_BY: OPERATOR_NAME}, registry=registry)
-    async def mirror_pod(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        owner, namespace = _owner(body), body.metadata.namespace
-        if owner is None or namespace is None:
-            return
-        if event["type"] == "DELETED":
-            await _pod_deleted(memo["kube"], namespace, owner)
-            return
-        report = read_pod(body)
-        if report is None:
-            return
-        written = await patch_from_fresh(
-            memo["kube"], namespace, owner, lambda s: status_patch(report, s, _now())
+
+@kopf.on.event("v1", "pods", id="mirror", labels={LABEL_MANAGED_BY: OPERATOR_NAME}, registry=registry)
+async def mirror_pod(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    owner, namespace = _owner(body), body.metadata.namespace
+    if owner is None or namespace is None:
+        return
+    if event["type"] == "DELETED":
+        await _pod_deleted(memo.api, namespace, owner)
+        return
+    report = read_pod(body)
+    if report is not None:
+        await _mirror(memo.api, namespace, owner, body, report)
+
+
+@kopf.on.field(*_CMBTASKS, id="cancel", field="spec.cancel", new=True, registry=registry)
+async def cancel(name: str, namespace: str | None, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    # Status first: the pod's deletion must find the task already final.
+    if await patch_from_fresh(memo.api, _namespaced(namespace), name, _cancelled):
+        kopf.info(body, reason="Cancelled", message="cancelled on request; deleting the runner pod")
+    await memo.api.delete_pod(_namespaced(namespace), pod_name(name), grace_s=memo.config.pod_grace_s)
+    log.info("cmbtask.cancelled", cmbtask=name, namespace=namespace)
+
+
+def _cancelled(status: Mapping[str, Any]) -> dict[str, Any] | None:
+    if is_final(status.get("phase")):
+        return None
+    return final_patch(status, TaskPhase.CANCELLED, "Cancelled", "cancelled on request", _now())
+
+
+async def _launch_problem(
+    memo: OperatorMemo, namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta
+) -> tuple[CmbTaskSpec | None, tuple[TaskPhase, str, str] | None]:
+    """The validated spec, and why not to make its pod (or None)."""
+    try:
+        task = CmbTaskSpec.model_validate(dict(spec))
+    except ValidationError as error:  # what the schema cannot say; retrying would not help
+        return None, (TaskPhase.FAILED, "InvalidSpec", str(error)[:4000])
+    problem = await _problem(memo.api, namespace, name, task, meta, memo.config)
+    if problem is None and await _pod_lost(memo.api, namespace, status):
+        problem = TaskPhase.FAILED, "PodDeleted", "the runner pod was deleted while the operator was away"
+    return task, problem
+
+
+async def _create_pod(
+    kube: Kube, source: PodInput, status: kopf.Status, patch: kopf.Patch
+) -> tuple[TaskPhase, str, str] | None:
+    """Create the runner pod (idempotent) and record it; a refusal for good is returned."""
+    pod = build_pod(source)
+    try:
+        created = await kube.create_pod(source.namespace, pod)
+    except ApiException as error:
+        if error.status not in (400, 403, 422):
+            raise  # kopf retries the transient ones
+        return TaskPhase.FAILED, "PodRefused", f"pod not created: {error.reason}: {error.body!s}"[:4000]
+    task_id = task_id_of(source.uid, source.spec)
+    log.info(
+        "cmbtask.pod_created" if created else "cmbtask.pod_exists",
+        cmbtask=source.name, task_id=task_id, pod=pod["metadata"]["name"],
+    )  # fmt: skip
+    patch.status.update(_launched(status, pod["metadata"]["name"], task_id))
+    return None
+
+
+async def _mirror(kube: Kube, namespace: str, owner: str, body: kopf.Body, report: PodReport) -> None:
+    """Pod life → the owning CmbTask's status; a pod that can never succeed is removed."""
+    written = await patch_from_fresh(kube, namespace, owner, lambda s: status_patch(report, s, _now()))
+    if written:
+        log.info("cmbtask.status", cmbtask=owner, namespace=namespace, phase=written.get("phase"))
+    if not report.fail_fast:
+        return
+    await kube.delete_pod(namespace, body.metadata.name, grace_s=0)
+    if written:
+        uid = body.metadata.get("ownerReferences", [{}])[0].get("uid", "")
+        kopf.warn(
+            kopf.Body(cast(kopf.RawBody, _reference(namespace, owner, uid))),
+            reason=report.reason or "Failed",
+            message=report.message or "",
         )
-        if written:
-            log.info("cmbtask.status", cmbtask=owner, namespace=namespace, phase=written.get("phase"))
-        if report.fail_fast:
-            await memo["kube"].delete_pod(namespace, body.metadata.name, grace_s=0)
-            if written:
-                uid = body.metadata.get("ownerReferences", [{}])[0].get("uid", "")
-                kopf.warn(
-                    kopf.Body(cast(kopf.RawBody, _reference(namespace, owner, uid))),
-                    reason=report.reason or "Failed",
-                    message=report.message or "",
-                )
-
-    @kopf.on.field(*_CMBTASKS, id="cancel", field="spec.cancel", new=True, registry=registry)
-    async def cancel(name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        def cancelled(status: Mapping[str, Any]) -> dict[str, Any] | None:
-            if is_final(status.get("phase")):
-                return None
-            return final_patch(status, TaskPhase.CANCELLED, "Cancelled", "cancelled on request", _now())
-
-        # Status first: the pod's deletion must find the task already final.
-        if await patch_from_fresh(memo["kube"], _namespaced(namespace), name, cancelled):
-            kopf.info(body, reason="Cancelled", message="cancelled on request; deleting the runner pod")
-        await memo["kube"].delete_pod(_namespaced(namespace), pod_name(name), grace_s=config.pod_grace_s)
-        log.info("cmbtask.cancelled", cmbtask=name, namespace=namespace)
 
 
 def _configure_kopf(settings: kopf.OperatorSettings, operator: OperatorSettings) -> None:

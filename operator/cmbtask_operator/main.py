@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 import structlog
 
-from .handlers import register
+from .handlers import OperatorMemo, registry
 from .settings import OperatorSettings
 
 __all__ = ["main", "run", "run_async"]
@@ -58,10 +58,9 @@ async def run_async(
     ready_flag: asyncio.Event | None = None,
 ) -> None:
     config = settings or OperatorSettings()
-    registry = kopf.OperatorRegistry()
-    register(registry, config)
     await kopf.operator(
         registry=registry,
+        memo=OperatorMemo(config=config),
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         standalone=config.standalone,

@@ -15,6 +15,10 @@ from cmbtask_protocol import (
     CRD_GROUP,
     CRD_KIND,
     CRD_VERSION,
+    ENV_GATEWAY_URL,
+    ENV_TASK_ID,
+    ENV_TASK_TOKEN,
+    ENV_WORK_DIR,
     LABEL_MANAGED_BY,
     LABEL_TASK,
     OPERATOR_NAME,
@@ -166,10 +170,10 @@ def _env(source: PodInput) -> list[dict[str, Any]]:
     spec = source.spec
     secret_ref = {"name": token_secret_name(source.name, spec), "key": TOKEN_SECRET_KEY}
     return [
-        {"name": "CMBTASK_TASK_ID", "value": task_id_of(source.uid, spec)},
-        {"name": "CMBTASK_GATEWAY_URL", "value": spec.gateway_url or source.settings.gateway_url},
-        {"name": "CMBTASK_TASK_TOKEN", "valueFrom": {"secretKeyRef": secret_ref}},
-        {"name": "CMBTASK_WORK_DIR", "value": source.settings.work_dir},
+        {"name": ENV_TASK_ID, "value": task_id_of(source.uid, spec)},
+        {"name": ENV_GATEWAY_URL, "value": spec.gateway_url or source.settings.gateway_url},
+        {"name": ENV_TASK_TOKEN, "valueFrom": {"secretKeyRef": secret_ref}},
+        {"name": ENV_WORK_DIR, "value": source.settings.work_dir},
         {"name": "HOME", "value": source.settings.work_dir},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]

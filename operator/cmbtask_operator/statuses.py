@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cmbtask_protocol import ConditionStatus, ConditionType, TaskPhase, set_condition, timestamp
+from cmbtask_protocol import (
+    ConditionStatus,
+    ConditionType,
+    RunnerExit,
+    TaskPhase,
+    set_condition,
+    timestamp,
+)
 
 __all__ = [
     "FAIL_FAST_REASONS",
@@ -40,9 +47,12 @@ FAIL_FAST_REASONS = frozenset(
         "RunContainerError",
     }
 )
-#: the runner's exit codes for the endings that are not failures of the pod
-#: (``cmbtask_runner.running.EXIT_CODES``); any other non-zero code is ``failed``
-RUNNER_EXIT_PHASES = {2: (TaskPhase.CANCELLED, "task cancelled"), 3: (TaskPhase.TIMED_OUT, "task timed out")}
+#: the runner's exit codes (``cmbtask_protocol.RunnerExit``) for the endings
+#: that are not failures of the pod; any other non-zero code is ``failed``
+RUNNER_EXIT_PHASES: dict[int, tuple[TaskPhase, str]] = {
+    RunnerExit.CANCELLED: (TaskPhase.CANCELLED, "task cancelled"),
+    RunnerExit.TIMED_OUT: (TaskPhase.TIMED_OUT, "task timed out"),
+}
 _ORDER = {TaskPhase.QUEUED: 0, TaskPhase.STARTING: 1, TaskPhase.RUNNING: 2, TaskPhase.WAITING_APPROVAL: 2}
 
 

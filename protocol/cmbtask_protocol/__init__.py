@@ -4,7 +4,7 @@ Every other component imports its message shapes from here and from nowhere
 else, so that gateway, runner, operator and UI cannot drift apart.
 """
 
-from . import api, client, crd, engines, events, modes, phases, runner
+from . import api, client, crd, engines, events, modes, phases, process, runner
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
 from .crd import *  # noqa: F403
@@ -12,6 +12,7 @@ from .engines import *  # noqa: F403
 from .events import *  # noqa: F403
 from .modes import *  # noqa: F403
 from .phases import *  # noqa: F403
+from .process import *  # noqa: F403
 from .runner import *  # noqa: F403
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     *events.__all__,
     *modes.__all__,
     *phases.__all__,
+    *process.__all__,
     *runner.__all__,
 ]

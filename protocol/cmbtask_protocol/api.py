@@ -47,6 +47,11 @@ class SessionCreate(_Strict):
     title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS)
     mode: str = Field(default="planning-control", min_length=1, max_length=64)
     ttl_s: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+    parallel_tasks: bool = Field(
+        default=False,
+        description="Run this session's tasks side by side. By default a session runs one task at a "
+        "time, in submission order, since its tasks load and save the same stored state.",
+    )
 
 
 class SessionUpdate(_Strict):
@@ -66,13 +71,15 @@ class SessionView(BaseModel):
     status: SessionStatus
     version: int
     last_seq: int
-    phase: str | None = None
+    #: the phase of the task the session is on (the last one to change phase)
+    phase: TaskPhase | None = None
     step: int | None = None
     plan: list[dict[str, Any]] | None = None
     context: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)
     has_state: bool = False
     state_version: int = 0
+    parallel_tasks: bool = False
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None = None

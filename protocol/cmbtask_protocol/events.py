@@ -8,6 +8,7 @@ only ``type`` and ``data`` (plus their own ``rseq``); the gateway wraps them.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,8 +49,11 @@ PROTOCOL_VERSION: Final = 1
 MAX_TEXT = 1_000_000  # one event's text; output is split into lines long before this
 
 
-class EventType:
-    """Dotted event names. Add new ones freely; never rename one."""
+class EventType(StrEnum):
+    """Dotted event names. Add new ones freely; never rename one.
+
+    Each has its payload model in ``EVENT_PAYLOADS`` (a test holds them in
+    step), and the UI's generated types map each name to its payload."""
 
     TASK_QUEUED = "task.queued"
     TASK_STARTED = "task.started"
@@ -77,7 +81,7 @@ class EventType:
 
 
 #: The four final task events and the phase each one ends a task in.
-FINAL_EVENT_PHASES: Final = {
+FINAL_EVENT_PHASES: Final[dict[str, TaskPhase]] = {
     EventType.TASK_SUCCEEDED: TaskPhase.SUCCEEDED,
     EventType.TASK_FAILED: TaskPhase.FAILED,
     EventType.TASK_CANCELLED: TaskPhase.CANCELLED,
@@ -95,6 +99,9 @@ class TaskQueued(_Payload):
     engine: str
     mode: str
     prompt: str = ""
+    behind: str | None = Field(
+        default=None, description="The task this one waits for: its session runs one task at a time."
+    )
 
 
 class TaskStarted(_Payload):

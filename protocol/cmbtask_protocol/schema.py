@@ -44,6 +44,10 @@ def json_schema() -> dict[str, Any]:
         "$id": "cmbtask.protocol.v1",
         "title": "cmbtask wire protocol",
         "event_types": sorted(events.EVENT_PAYLOADS),
+        #: the payload model of each event type, for the UI's discriminated union
+        "event_payloads": {
+            str(name): model.__name__ for name, model in sorted(events.EVENT_PAYLOADS.items())
+        },
         "$defs": dict(sorted(defs.items())),
     }
 

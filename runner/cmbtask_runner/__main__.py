@@ -21,16 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+from cmbtask_protocol import EXIT_FILE, RunnerExit
 
 from .config import ConfigError, RunnerConfig
 from .describe import describe_engines
 from .logs import LogSink, configure_logging
 from .running import RunResult, run_task
 
-__all__ = ["EXIT_FILE", "main"]
+__all__ = ["main"]
 
-EXIT_FILE = "exit.json"
-EXIT_USAGE = 64
 DESCRIBE_FLAG = "--describe-engines"
 
 
@@ -42,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = RunnerConfig.load(argv)
     except ConfigError as exc:
         sys.stderr.write(f"cmbtask-runner: {exc}\n")
-        return EXIT_USAGE
+        return RunnerExit.USAGE
     config.work_dir.mkdir(parents=True, exist_ok=True)
     sink = LogSink(config.work_dir / "runner.log", os.dup(2))
     configure_logging(sink, task_id=config.task_id)
@@ -52,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(run_task(config, sink))
     except Exception as exc:  # the last line of defence: say why, and still leave an exit file
         log.exception("runner.crashed")
-        result = RunResult(1, reason=f"runner crashed: {type(exc).__name__}: {exc}")
+        result = RunResult(RunnerExit.FAILED, reason=f"runner crashed: {type(exc).__name__}: {exc}")
     _write_exit_file(config.work_dir, result)
     log.info("runner.exit", exit_code=result.exit_code, final_event=result.final_event, acked=result.acked)
     return result.exit_code

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmbtask_protocol import ENV_GATEWAY_URL, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORK_DIR
+
 __all__ = ["ConfigError", "RunnerConfig"]
 
 
@@ -38,9 +40,9 @@ class RunnerConfig:
     def load(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> RunnerConfig:
         environ = os.environ if env is None else env
         parser = argparse.ArgumentParser(prog="cmbtask-runner", description="Run one cmbtask task.")
-        parser.add_argument("--task-id", default=environ.get("CMBTASK_TASK_ID"))
-        parser.add_argument("--gateway-url", default=environ.get("CMBTASK_GATEWAY_URL"))
-        parser.add_argument("--work-dir", default=environ.get("CMBTASK_WORK_DIR"))
+        parser.add_argument("--task-id", default=environ.get(ENV_TASK_ID))
+        parser.add_argument("--gateway-url", default=environ.get(ENV_GATEWAY_URL))
+        parser.add_argument("--work-dir", default=environ.get(ENV_WORK_DIR))
         parser.add_argument(
             "--give-up-s", type=float, default=float(environ.get("CMBTASK_LINK_GIVE_UP_S", 900))
         )
@@ -52,13 +54,13 @@ class RunnerConfig:
         )
         args = parser.parse_args(argv)
         # The token stays out of argv on purpose: argv is visible to every user of the machine.
-        token = environ.get("CMBTASK_TASK_TOKEN", "")
+        token = environ.get(ENV_TASK_TOKEN, "")
         missing = [
             name
             for name, value in (
-                ("CMBTASK_TASK_ID", args.task_id),
-                ("CMBTASK_GATEWAY_URL", args.gateway_url),
-                ("CMBTASK_TASK_TOKEN", token),
+                (ENV_TASK_ID, args.task_id),
+                (ENV_GATEWAY_URL, args.gateway_url),
+                (ENV_TASK_TOKEN, token),
             )
             if not value
         ]

@@ -53,18 +53,22 @@ class _PendingSave:
 
 
 class RunnerContext:
-    """Implements :class:`~cmbtask_runner.engines.base.EngineContext`."""
+    """Implements :class:`~cmbtask_runner.engines.base.EngineContext`.
 
-    def __init__(self, welcome: RunnerWelcome, work_dir: Path, outbox: Outbox) -> None:
-        self.task: TaskSpec = welcome.task
+    It exists from the runner's start, pending until the gateway's first
+    ``welcome`` names the task and its stored state: a cancel (a signal, a
+    cancel frame) that comes before then is held like any other."""
+
+    def __init__(self, work_dir: Path, outbox: Outbox) -> None:
+        self._task: TaskSpec | None = None
         self.work_dir = work_dir
         self.cancelled = threading.Event()
         self.cancel_reason = ""
         self._generic_reason = False
         self._outbox = outbox
-        self._state = welcome.state
-        self._version = welcome.state_version
-        self.started_from_version = welcome.state_version if welcome.state is not None else None
+        self._state: dict[str, Any] | None = None
+        self._version = 0
+        self.started_from_version: int | None = None
         self._cv = threading.Condition()
         self._waiting_approvals: set[str] = set()
         self._decisions: dict[str, RunnerApprovalDecision] = {}
@@ -75,6 +79,16 @@ class RunnerContext:
         self.flush_output: Callable[[], None] | None = None
         #: called once on cancel, from the cancelling thread (an engine stops its child process)
         self.cancel_hooks: list[Callable[[], None]] = []
+
+    @property
+    def task(self) -> TaskSpec:
+        if self._task is None:
+            raise RuntimeError("the task is not known before the gateway's welcome")
+        return self._task
+
+    @property
+    def welcomed(self) -> bool:
+        return self._task is not None
 
     # ---- events ---------------------------------------------------------------------
 
@@ -217,9 +231,14 @@ class RunnerContext:
                 self._cv.notify_all()
 
     def on_welcome(self, welcome: RunnerWelcome) -> None:
-        """After a reconnect: a save the gateway stored but whose answer was lost
-        shows as a newer stored version; treat it as confirmed."""
+        """The first one names the task and its stored state. After a
+        reconnect: a save the gateway stored but whose answer was lost shows
+        as a newer stored version; treat it as confirmed."""
         with self._cv:
+            if self._task is None:
+                self._task = welcome.task
+                self._state, self._version = welcome.state, welcome.state_version
+                self.started_from_version = welcome.state_version if welcome.state is not None else None
             for rseq, pending in self._pending_saves.items():
                 lost = rseq <= welcome.acked_rseq and rseq not in self._state_results
                 if lost and welcome.state_version > (pending.expected_version or 0):

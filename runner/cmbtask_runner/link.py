@@ -16,7 +16,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -39,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .outbox import Outbox
 
-__all__ = ["Backoff", "Link", "LinkFatal", "LinkHandlers", "runner_ws_url"]
+__all__ = ["Backoff", "Inbound", "Link", "LinkFatal", "runner_ws_url"]
 
 log = structlog.get_logger("cmbtask_runner.link")
 
@@ -88,15 +87,9 @@ class Backoff:
         self._attempt = 0
 
 
-@dataclass
-class LinkHandlers:
-    """What the runner does with the gateway's frames (all run on the event loop)."""
-
-    on_welcome: Callable[[RunnerWelcome], None]
-    on_decision: Callable[[RunnerApprovalDecision], None]
-    on_state_result: Callable[[RunnerStateResult], None]
-    on_cancel: Callable[[str], None]
-    pending_approvals: Callable[[], list[str]]
+#: What the gateway says that the task must hear, in arrival order, on the
+#: link's inbound queue (acks and errors the link handles itself).
+Inbound = RunnerWelcome | RunnerApprovalDecision | RunnerStateResult | RunnerCancel
 
 
 class Link:
@@ -107,7 +100,8 @@ class Link:
         task_id: str,
         token: str,
         outbox: Outbox,
-        handlers: LinkHandlers,
+        inbound: asyncio.Queue[Inbound],
+        pending_approvals: Callable[[], list[str]],
         pid: int,
         host: str,
         give_up_s: float = 900.0,
@@ -116,7 +110,8 @@ class Link:
         self.url = runner_ws_url(gateway_url, task_id)
         self._token = token
         self._outbox = outbox
-        self._handlers = handlers
+        self._inbound = inbound
+        self._pending_approvals = pending_approvals
         self._hello = {"type": "hello", "pid": pid, "host": host}
         self._give_up_s = give_up_s
         self._backoff = backoff or Backoff()
@@ -127,7 +122,6 @@ class Link:
         #: when the gateway was last seen (None while connected)
         self._down_since: float | None = time.monotonic()
         self.connects = 0
-        self.welcomed = asyncio.Event()
 
     # ---- called from any thread / the runner ---------------------------------------
 
@@ -206,7 +200,7 @@ class Link:
                 self._ws = None
 
     async def _handshake(self, ws: ClientConnection) -> int:
-        hello = {**self._hello, "pending_approvals": self._handlers.pending_approvals()}
+        hello = {**self._hello, "pending_approvals": self._pending_approvals()}
         await ws.send(json.dumps(hello))
         frame = _INBOUND.validate_json(await asyncio.wait_for(ws.recv(), timeout=15))
         if isinstance(frame, RunnerError):
@@ -218,8 +212,7 @@ class Link:
         self._backoff.reset()
         self._outbox.ack(frame.acked_rseq)
         self._acked.set()
-        self._handlers.on_welcome(frame)
-        self.welcomed.set()
+        self._inbound.put_nowait(frame)
         log.info(
             "link.welcome", connects=self.connects, acked_rseq=frame.acked_rseq, pending=self._outbox.pending
         )
@@ -262,16 +255,10 @@ class Link:
             self._outbox.ack(frame.rseq)
             self._acked.set()
             self._wake.set()  # acks make room in the window: more frames may go out
-        elif isinstance(frame, RunnerApprovalDecision):
-            self._handlers.on_decision(frame)
-        elif isinstance(frame, RunnerStateResult):
-            self._handlers.on_state_result(frame)
-        elif isinstance(frame, RunnerCancel):
-            self._handlers.on_cancel(frame.reason)
         elif isinstance(frame, RunnerError):
             log.warning("link.gateway_error", code=frame.code, message=frame.message)
-        elif isinstance(frame, RunnerWelcome):
-            self._handlers.on_welcome(frame)
+        else:
+            self._inbound.put_nowait(frame)
 
 
 def _describe(exc: BaseException) -> str:

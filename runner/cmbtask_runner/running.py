@@ -17,14 +17,16 @@ import socket
 import threading
 import traceback
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from cmbtask_protocol import (
+    CANCEL_TIMEOUT,
     CLOSE_NOT_FOUND,
     EventType,
     RunnerApprovalDecision,
+    RunnerExit,
     RunnerStateResult,
     RunnerWelcome,
 )
@@ -34,24 +36,14 @@ from .config import RunnerConfig
 from .context import RunnerContext
 from .engines import load_engine
 from .engines.base import EngineError, TaskCancelled
-from .link import Link, LinkFatal, LinkHandlers
+from .link import Inbound, Link, LinkFatal
 from .logs import LogSink, configure_logging
 from .outbox import Outbox
 
-__all__ = ["EXIT_CODES", "RunResult", "run_task"]
+__all__ = ["RunResult", "run_task"]
 
 log = structlog.get_logger("cmbtask_runner.running")
 
-#: exit code of the runner process for each way a task can end
-EXIT_CODES = {
-    EventType.TASK_SUCCEEDED: 0,
-    EventType.TASK_FAILED: 1,
-    EventType.TASK_CANCELLED: 2,
-    EventType.TASK_TIMED_OUT: 3,
-}
-EXIT_LINK_FATAL = 4
-EXIT_FINAL_NOT_ACKED = 5
-TIMEOUT_REASON = "timeout"
 #: the runner's own timeout backstop fires this long after ``timeout_s`` (the gateway's comes first)
 LOCAL_TIMEOUT_MARGIN_S = 2.0
 _TRACEBACK_CHARS = 4000
@@ -59,7 +51,7 @@ _TRACEBACK_CHARS = 4000
 
 @dataclass
 class RunResult:
-    exit_code: int
+    exit_code: RunnerExit
     final_event: str | None = None
     reason: str = ""
     acked: bool = False
@@ -72,40 +64,20 @@ class _EngineResult:
 
 
 @dataclass
-class _Dispatch:
-    """Routes the link's callbacks to the context, which exists only after welcome."""
+class _Run:
+    """One runner's parts, made once at start."""
 
-    welcome: RunnerWelcome | None = None
-    ctx: RunnerContext | None = None
-    early_cancel: list[str] = field(default_factory=list)
-
-    def on_welcome(self, welcome: RunnerWelcome) -> None:
-        if self.welcome is None:
-            self.welcome = welcome
-        elif self.ctx is not None:
-            self.ctx.on_welcome(welcome)
-
-    def on_decision(self, frame: RunnerApprovalDecision) -> None:
-        if self.ctx is not None:
-            self.ctx.on_decision(frame)
-
-    def on_state_result(self, frame: RunnerStateResult) -> None:
-        if self.ctx is not None:
-            self.ctx.on_state_result(frame)
-
-    def on_cancel(self, reason: str, *, generic: bool = False) -> None:
-        if self.ctx is not None:
-            self.ctx.cancel(reason, generic=generic)
-        else:
-            self.early_cancel.append(reason)
-
-    def pending_approvals(self) -> list[str]:
-        return [] if self.ctx is None else self.ctx.pending_approval_ids()
+    config: RunnerConfig
+    sink: LogSink
+    ctx: RunnerContext
+    link: Link
+    link_task: asyncio.Task[None]
+    welcomed: asyncio.Event
+    terminated: asyncio.Event
 
 
 async def run_task(config: RunnerConfig, sink: LogSink) -> RunResult:
     loop = asyncio.get_running_loop()
-    dispatch = _Dispatch()
     link: Link | None = None
 
     def wake() -> None:
@@ -114,41 +86,57 @@ async def run_task(config: RunnerConfig, sink: LogSink) -> RunResult:
                 loop.call_soon_threadsafe(link.wake)
 
     outbox = Outbox(config.work_dir / "outbox.spill.jsonl", on_put=wake)
-    handlers = LinkHandlers(
-        on_welcome=dispatch.on_welcome,
-        on_decision=dispatch.on_decision,
-        on_state_result=dispatch.on_state_result,
-        on_cancel=dispatch.on_cancel,
-        pending_approvals=dispatch.pending_approvals,
-    )
+    ctx = RunnerContext(config.work_dir, outbox)
+    inbound: asyncio.Queue[Inbound] = asyncio.Queue()
     link = Link(
         gateway_url=config.gateway_url,
         task_id=config.task_id,
         token=config.token,
         outbox=outbox,
-        handlers=handlers,
+        inbound=inbound,
+        pending_approvals=ctx.pending_approval_ids,
         pid=os.getpid(),
         host=socket.gethostname(),
         give_up_s=config.give_up_s,
     )
-    link_task = asyncio.create_task(link.run(), name="link")
-    terminated = _watch_signals(loop, dispatch)
+    welcomed = asyncio.Event()
+    helpers = [
+        asyncio.create_task(link.run(), name="link"),
+        asyncio.create_task(_consume(inbound, ctx, welcomed), name="inbound"),
+    ]
+    run = _Run(config, sink, ctx, link, helpers[0], welcomed, _watch_signals(loop, ctx))
     try:
-        return await _run_linked(config, sink, link, link_task, dispatch, outbox, terminated)
+        return await _run_linked(run)
     finally:
         await link.close()
-        link_task.cancel()
-        await asyncio.gather(link_task, return_exceptions=True)
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
 
 
-def _watch_signals(loop: asyncio.AbstractEventLoop, dispatch: _Dispatch) -> asyncio.Event:
+async def _consume(inbound: asyncio.Queue[Inbound], ctx: RunnerContext, welcomed: asyncio.Event) -> None:
+    """The one consumer of what the gateway says, in the order it said it."""
+    while True:
+        frame = await inbound.get()
+        if isinstance(frame, RunnerWelcome):
+            ctx.on_welcome(frame)
+            welcomed.set()
+        elif isinstance(frame, RunnerApprovalDecision):
+            ctx.on_decision(frame)
+        elif isinstance(frame, RunnerStateResult):
+            ctx.on_state_result(frame)
+        else:
+            ctx.cancel(frame.reason)
+
+
+def _watch_signals(loop: asyncio.AbstractEventLoop, ctx: RunnerContext) -> asyncio.Event:
     """SIGTERM/SIGINT mean cancel: the engine stops, ``task.cancelled`` goes out."""
     terminated = asyncio.Event()
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         log.info("runner.signal", signal=name)
-        dispatch.on_cancel(f"terminated ({name})", generic=True)
+        ctx.cancel(f"terminated ({name})", generic=True)
         terminated.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -156,33 +144,19 @@ def _watch_signals(loop: asyncio.AbstractEventLoop, dispatch: _Dispatch) -> asyn
     return terminated
 
 
-async def _run_linked(
-    config: RunnerConfig,
-    sink: LogSink,
-    link: Link,
-    link_task: asyncio.Task[None],
-    dispatch: _Dispatch,
-    outbox: Outbox,
-    terminated: asyncio.Event,
-) -> RunResult:
-    welcomed = asyncio.create_task(link.welcomed.wait())
-    stopped = asyncio.create_task(terminated.wait())
+async def _run_linked(run: _Run) -> RunResult:
+    config, sink, ctx, link, link_task = run.config, run.sink, run.ctx, run.link, run.link_task
+    welcomed = asyncio.create_task(run.welcomed.wait())
+    stopped = asyncio.create_task(run.terminated.wait())
     await asyncio.wait({welcomed, link_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     welcomed.cancel()
     stopped.cancel()
     if link_task.done():
         return _link_fatal(link_task)
-    if dispatch.welcome is None:
+    if not ctx.welcomed:
         log.info("runner.stopped_before_welcome")
-        return RunResult(EXIT_CODES[EventType.TASK_CANCELLED], reason="terminated before the task started")
-    welcome = dispatch.welcome
-    configure_logging(sink, task_id=config.task_id, session_id=welcome.task.session_id)
-    ctx = RunnerContext(welcome, config.work_dir, outbox)
-    dispatch.ctx = ctx
-    for reason in dispatch.early_cancel:
-        ctx.cancel(reason)
-    if welcome.cancel_requested:
-        ctx.cancel("cancel requested")
+        return RunResult(RunnerExit.CANCELLED, reason="terminated before the task started")
+    configure_logging(sink, task_id=config.task_id, session_id=ctx.task.session_id)
     final_type, data = await _run_engine(config, sink, ctx, link_task)
     if final_type is None:
         return _link_fatal(link_task)
@@ -193,7 +167,7 @@ def _link_fatal(link_task: asyncio.Task[None]) -> RunResult:
     error = link_task.exception() if link_task.done() and not link_task.cancelled() else None
     reason = str(error) if error is not None else "link ended"
     log.error("runner.link_fatal", reason=reason)
-    return RunResult(EXIT_LINK_FATAL, reason=reason)
+    return RunResult(RunnerExit.LINK_LOST, reason=reason)
 
 
 async def _run_engine(
@@ -207,7 +181,7 @@ async def _run_engine(
     cancel_seen = _cancel_event(loop, ctx)
     timer = None
     if ctx.task.timeout_s is not None:
-        timer = loop.call_later(ctx.task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, TIMEOUT_REASON)
+        timer = loop.call_later(ctx.task.timeout_s + LOCAL_TIMEOUT_MARGIN_S, ctx.cancel, CANCEL_TIMEOUT)
     capture = OutputCapture(ctx.emit, max_lines_per_s=_lines_cap(ctx.task.params))
     capture.start()
     ctx.flush_output = capture.flush
@@ -304,8 +278,8 @@ def _set_done(done: asyncio.Future[None]) -> None:
 def _final_event(ctx: RunnerContext, outcome: _EngineResult, *, finished: bool) -> tuple[str, dict[str, Any]]:
     error = outcome.error
     succeeded = finished and error is None
-    if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == TIMEOUT_REASON):
-        if ctx.cancel_reason == TIMEOUT_REASON:
+    if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == CANCEL_TIMEOUT):
+        if ctx.cancel_reason == CANCEL_TIMEOUT:
             return EventType.TASK_TIMED_OUT, {"reason": f"timed out after {ctx.task.timeout_s} s"}
         return EventType.TASK_CANCELLED, {"reason": ctx.cancel_reason}
     if succeeded:
@@ -341,8 +315,8 @@ async def _report(
         acked = True
     if not acked:
         log.error("task.final_not_acked", final_event=final_type, waited_s=config.final_ack_s)
-        return RunResult(EXIT_FINAL_NOT_ACKED, final_type, reason, acked=False)
-    return RunResult(EXIT_CODES[final_type], final_type, reason, acked=True)
+        return RunResult(RunnerExit.FINAL_NOT_ACKED, final_type, reason, acked=False)
+    return RunResult(RunnerExit.for_final_event(final_type), final_type, reason, acked=True)
 
 
 def _task_already_final(link_task: asyncio.Task[None]) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cmbtask_gateway.executors.k8s_records import Records
+from cmbtask_gateway.composition import Gateway
 from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import cmbtask_name_for_task
 
@@ -140,11 +140,12 @@ def test_gateway_dying_between_registering_and_labelling_an_import_makes_no_seco
 
 
 async def _register(database_url: str, name: str, uid: str, spec: dict[str, Any]) -> tuple[str, str]:
-    records = Records(Settings(database_url=database_url))
+    # the gateway's own records without its process; a secret key, so no data dir is written
+    built = Gateway.build(Settings(database_url=database_url, executor="none", secret_key="unused"))
     try:
-        return await records.register("local", name, uid, spec)
+        return await built.records.register("local", name, uid, spec)
     finally:
-        await records.close()
+        await built.engine.dispose()
 
 
 GREEDY = """

@@ -18,8 +18,8 @@ FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 LOCAL = {"CMBTASK_EXECUTOR": "local", "CMBTASK_CANCEL_GRACE_S": "5", "CMBTASK_WATCHDOG_INTERVAL_S": "0.5"}
 
 
-def new_session(http: httpx.Client, title: str = "runner test") -> str:
-    response = http.post("/api/sessions", json={"title": title})
+def new_session(http: httpx.Client, title: str = "runner test", *, parallel_tasks: bool = False) -> str:
+    response = http.post("/api/sessions", json={"title": title, "parallel_tasks": parallel_tasks})
     assert response.status_code == 201, response.text
     session_id: str = response.json()["id"]
     return session_id

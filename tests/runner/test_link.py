@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cmbtask_protocol import RunnerApprovalDecision, RunnerStateResult, RunnerWelcome
-from cmbtask_runner.link import Backoff, Link, LinkFatal, LinkHandlers, runner_ws_url
+from cmbtask_protocol import RunnerApprovalDecision, RunnerCancel, RunnerStateResult, RunnerWelcome
+from cmbtask_runner.link import Backoff, Inbound, Link, LinkFatal, runner_ws_url
 from cmbtask_runner.outbox import Outbox
 
 from tests.runner.runner_fakegw import TOKEN, FakeGateway, TaskRecord, wait_for
 
 
 class Harness:
-    """A link in this process, with the callbacks recorded."""
+    """A link in this process, with what it hands the task recorded."""
 
     def __init__(
         self,
@@ -26,10 +27,8 @@ class Harness:
         give_up_s: float = 30,
         **outbox_kw: int,
     ):
-        self.welcomes: list[RunnerWelcome] = []
-        self.decisions: list[RunnerApprovalDecision] = []
-        self.results: list[RunnerStateResult] = []
-        self.cancels: list[str] = []
+        self.inbound: asyncio.Queue[Inbound] = asyncio.Queue()
+        self.received: list[Inbound] = []
         self.pending: list[str] = []
         self.outbox = Outbox(tmp / "spill.jsonl", **outbox_kw)
         self.link = Link(
@@ -37,13 +36,8 @@ class Harness:
             task_id=record.spec.id,
             token=token,
             outbox=self.outbox,
-            handlers=LinkHandlers(
-                on_welcome=self.welcomes.append,
-                on_decision=self.decisions.append,
-                on_state_result=self.results.append,
-                on_cancel=self.cancels.append,
-                pending_approvals=lambda: list(self.pending),
-            ),
+            inbound=self.inbound,
+            pending_approvals=lambda: list(self.pending),
             pid=1234,
             host="test",
             give_up_s=give_up_s,
@@ -51,6 +45,27 @@ class Harness:
         )
         self.outbox.set_on_put(self.link.wake)
         self.task: asyncio.Task[None] | None = None
+
+    def _of(self, kind: type[Inbound]) -> list[Any]:
+        while not self.inbound.empty():
+            self.received.append(self.inbound.get_nowait())
+        return [frame for frame in self.received if isinstance(frame, kind)]
+
+    @property
+    def welcomes(self) -> list[RunnerWelcome]:
+        return self._of(RunnerWelcome)
+
+    @property
+    def decisions(self) -> list[RunnerApprovalDecision]:
+        return self._of(RunnerApprovalDecision)
+
+    @property
+    def results(self) -> list[RunnerStateResult]:
+        return self._of(RunnerStateResult)
+
+    @property
+    def cancels(self) -> list[str]:
+        return [frame.reason for frame in self._of(RunnerCancel)]
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.link.run())
@@ -178,7 +193,7 @@ async def test_hello_carries_pending_approvals_and_gets_decisions(
     assert h.decisions[0].resolved_by == "alice"
 
 
-async def test_cancel_and_state_results_reach_the_handlers(
+async def test_cancel_and_state_results_reach_the_inbound_queue_in_order(
     gw: FakeGateway, harness: tuple[Harness, TaskRecord]
 ) -> None:
     h, record = harness

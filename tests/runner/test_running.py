@@ -19,7 +19,9 @@ from tests.runner.runner_fakegw import FakeGateway, finish, runner_env, start_ru
 
 def _ctx(tmp_path: Path) -> RunnerContext:
     spec = TaskSpec(id="t", session_id="s", engine="demo", mode="one-shot", timeout_s=5)
-    return RunnerContext(RunnerWelcome(task=spec, acked_rseq=0), tmp_path, Outbox(tmp_path / "spill"))
+    ctx = RunnerContext(tmp_path, Outbox(tmp_path / "spill"))
+    ctx.on_welcome(RunnerWelcome(task=spec, acked_rseq=0))
+    return ctx
 
 
 def _crash() -> _EngineResult:

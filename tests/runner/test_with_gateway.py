@@ -159,7 +159,7 @@ async def test_runner_sigkill_fails_the_task_and_state_resumes(local_gateway: Ga
 
 async def test_cancel_running_and_waiting_tasks(local_gateway: GatewayProcess) -> None:
     with local_gateway.client() as http:
-        session_id = new_session(http)
+        session_id = new_session(http, parallel_tasks=True)
         running = submit(http, session_id, engine="demo", params={"steps": 100, "step_delay_s": 0.5})
         waiting = submit(http, session_id, engine="demo", params={"steps": 2, "approve_plan": True})
         await wait_event(local_gateway, session_id, "step.started")

@@ -27,9 +27,12 @@ function pythonSchema() {
 
 // Pydantic titles every field; only the definitions' own titles should become
 // type names, or the output fills with aliases such as `Prompt1 = string`.
+// A reference with a sibling `default` would become a copy of its target under
+// a numbered name (`OnTimeout1`); the reference alone names the one type.
 function untitled(node, keep) {
   if (Array.isArray(node)) return node.map((item) => untitled(item, false));
   if (node === null || typeof node !== "object") return node;
+  if (!keep && "$ref" in node) return { $ref: node.$ref };
   return Object.fromEntries(
     Object.entries(node)
       .filter(([key]) => keep || key !== "title")
@@ -70,7 +73,26 @@ async function typescriptFrom(schemaText) {
     "",
     `export const EVENT_TYPES = ${eventTypes} as const;`,
     "",
+    ...eventUnion(schema.event_payloads),
+    "",
   ].join("\n");
+}
+
+// Every event type with its payload, and the envelope as a union discriminated
+// by `type`: a `switch` over it narrows `data`, and one that must handle every
+// type fails to compile when the protocol gains one.
+function eventUnion(payloads) {
+  return [
+    "/** The payload model of each event type. */",
+    "export interface EventPayloads {",
+    ...Object.entries(payloads).map(([type, model]) => `  ${JSON.stringify(type)}: ${model};`),
+    "}",
+    "export type EventType = keyof EventPayloads;",
+    "/** An event envelope whose `type` names its payload. */",
+    "export type TypedEvent = {",
+    '  [T in EventType]: Omit<Event, "type" | "data"> & { type: T; data: EventPayloads[T] };',
+    "}[EventType];",
+  ];
 }
 
 const committedSchema = readFileSync(schemaPath, "utf-8");

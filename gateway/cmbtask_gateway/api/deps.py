@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from ..auth import Identity
-from ..gateway import Gateway
+from ..composition import Gateway
 
 __all__ = [
     "CurrentUser",

@@ -8,7 +8,6 @@ dropped, so nothing is sent twice. Commands from the client share the socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -35,11 +34,12 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
+from ..composition import Gateway
 from ..errors import GatewayError
-from ..gateway import Gateway
-from ..hub import Subscriber
+from ..hub import Poke, Subscriber
 from ..logs import get_logger
 from .deps import get_gateway, identity_for_connection
+from .sockets import cancel_and_wait, receive_text
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -59,11 +59,14 @@ class _ClientSocket:
         await self.ws.send_text(frame.model_dump_json(exclude_none=True))
 
     async def replay(self, after: int, until: int) -> None:
-        """Send stored events in ``(after, until]`` page by page."""
+        """Send stored events in ``(after, until]`` page by page.
+
+        Never past ``until``: the pump fills a gap up to the event it is about
+        to send, and an unbounded page sent that event (and more) twice."""
         self.last_sent = after
         page_size = self.gateway.settings.replay_page_size
         while self.last_sent < until:
-            page = await self.gateway.store.page(self.session_id, self.last_sent, page_size)
+            page = await self.gateway.store.page(self.session_id, self.last_sent, page_size, until=until)
             if not page:
                 break
             for item in page:
@@ -80,24 +83,25 @@ class _ClientSocket:
             try:
                 # wait_for costs a task and a timer per call: under load it was
                 # half of the CPU per delivery, so it is only paid when idle.
-                seq, text = queue.get_nowait()
+                item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 try:
                     # asyncio.timeout is a timer only; wait_for also makes a task
                     async with asyncio.timeout(heartbeat):
-                        seq, text = await queue.get()
+                        item = await queue.get()
                 except TimeoutError:
                     await self.send_model(WsHeartbeat(last_seq=self.last_sent))
                     continue
-            if seq <= self.last_sent:
+            if isinstance(item, Poke):  # another replica stored these: read them
+                if item.last_seq > self.last_sent:
+                    await self.replay(self.last_sent, item.last_seq)
                 continue
-            if not text:  # a poke from another replica: read what it stored
-                await self.replay(self.last_sent, seq)
+            if item.seq <= self.last_sent:
                 continue
-            if seq > self.last_sent + 1:
-                await self.replay(self.last_sent, seq - 1)
-            await self.ws.send_text(text)
-            self.last_sent = seq
+            if item.seq > self.last_sent + 1:
+                await self.replay(self.last_sent, item.seq - 1)
+            await self.ws.send_text(item.text)
+            self.last_sent = item.seq
             self.gateway.metrics.events_out.inc()
 
     async def receive(self) -> None:
@@ -150,19 +154,6 @@ class _ClientSocket:
         if isinstance(command, CancelTaskCommand):
             return (await gateway.tasks.cancel(user, command.task_id)).model_dump(mode="json")
         raise AssertionError(f"unhandled command {command!r}")
-
-
-async def receive_text(ws: WebSocket) -> str | None:
-    """The next text frame; None for a binary frame that is not UTF-8."""
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
-    if message.get("text") is not None:
-        return str(message["text"])
-    try:
-        return bytes(message.get("bytes") or b"").decode()
-    except UnicodeDecodeError:
-        return None
 
 
 def _describe(error: ValidationError, message: str) -> str:
@@ -228,7 +219,7 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
         if subscriber.overflowed.is_set():
             # Stop the sender first: an event it was still writing would
             # otherwise follow the cursor named in the close reason.
-            await _cancel(tasks)
+            await cancel_and_wait(tasks)
             log.warning("ws.slow_consumer", last_sent=client.last_sent)
             await ws.close(CLOSE_SLOW_CONSUMER, f"too slow; reconnect with after={client.last_sent}")
         for task in done:
@@ -238,12 +229,4 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sent after close)
     finally:
-        await _cancel(tasks)
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(BaseException):
-            await task
+        await cancel_and_wait(tasks)

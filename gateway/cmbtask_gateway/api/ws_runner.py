@@ -29,13 +29,13 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..composition import Gateway
 from ..db.models import Task
 from ..errors import Conflict, GatewayError, NotFound
-from ..gateway import Gateway
 from ..logs import get_logger
 from ..services.ingest import RunnerFrame
 from .deps import bearer_from, get_gateway
-from .ws_client import receive_text
+from .sockets import cancel_and_wait, receive_text
 
 router = APIRouter()
 log = get_logger(__name__)
@@ -91,7 +91,7 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
     finally:
         gateway.registry.detach(task_id, connection)
         gateway.metrics.connections.labels("runner").dec()
-        gateway.dispatcher.wake()
+        gateway.doorbell.ring()
 
 
 async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, session_id: str) -> None:
@@ -114,9 +114,7 @@ async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, sess
     try:
         await _process_loop(gateway, connection, queue, task_id, session_id)
     finally:
-        reader.cancel()
-        with contextlib.suppress(BaseException):
-            await reader
+        await cancel_and_wait([reader])
 
 
 async def _read_frame(gateway: Gateway, ws: WebSocket) -> Any:

@@ -22,10 +22,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiToken", "Approval", "Base", "Event", "Session", "Task", "utcnow"]
+__all__ = ["ApiToken", "Approval", "Base", "Event", "Session", "Task", "UtcDateTime", "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -42,6 +45,19 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, also read back aware from SQLite (which
+    stores none): everything we store is UTC, so rows map onto views as is."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -67,11 +83,17 @@ class Session(Base):
     history: Mapped[list[Any]] = mapped_column(JSON, default=list)
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     state_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: false (the default): the session's tasks run one at a time, in submission order
+    parallel_tasks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index("ix_sessions_owner_created", "owner", "created_at"),)
+
+    @property
+    def has_state(self) -> bool:
+        return self.state is not None
 
 
 class Task(Base):
@@ -96,9 +118,9 @@ class Task(Base):
     acked_rseq: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Event(Base):
@@ -111,7 +133,7 @@ class Event(Base):
     #: the runner's own number; NULL for events the gateway makes itself
     rseq: Mapped[int | None] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(64))
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime())
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (
@@ -137,9 +159,9 @@ class Approval(Base):
     decision: Mapped[str | None] = mapped_column(String(16))
     response: Mapped[str | None] = mapped_column(Text)
     resolved_by: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class ApiToken(Base):
@@ -151,6 +173,6 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: what the token is for, as its owner wrote it ("laptop", "ci")
     name: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from ..settings import Settings
 from .base import Executor, ExecutorError, ExecutorStatus, LaunchRequest
+from .k8s_records import Records
 
 __all__ = ["Executor", "ExecutorError", "ExecutorStatus", "LaunchRequest", "NoExecutor", "build_executor"]
 
@@ -39,7 +40,8 @@ class NoExecutor:
         return None
 
 
-def build_executor(settings: Settings) -> Executor:
+def build_executor(settings: Settings, records: Records) -> Executor:
+    """The configured backend; ``records`` are the gateway's, for the kubernetes one."""
     if settings.executor == "local":
         from .local import LocalExecutor
 
@@ -47,6 +49,6 @@ def build_executor(settings: Settings) -> Executor:
     if settings.executor == "kubernetes":
         from .kubernetes import KubernetesExecutor  # type: ignore[import-not-found,unused-ignore]
 
-        executor: Executor = KubernetesExecutor(settings)
+        executor: Executor = KubernetesExecutor(settings, records)
         return executor
     return NoExecutor()

@@ -17,16 +17,11 @@ from typing import Any
 
 from cmbtask_protocol import ACTIVE_TASK_PHASES, ApprovalStatus, SessionCreate, TaskCreate, TaskPhase
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..db.engine import make_engine, make_sessionmaker
 from ..db.models import Approval, Session, Task
-from ..hub import Hub
-from ..metrics import Metrics
-from ..runners import RunnerRegistry
 from ..services.sessions import SessionService
 from ..services.tasks import TaskService
-from ..settings import Settings
-from ..store import EventStore
 
 __all__ = ["ImportedIds", "Records"]
 
@@ -45,16 +40,15 @@ class ImportedIds:
 
 
 class Records:
-    """Reached through the gateway's services on a private connection pool."""
+    """Reached through the gateway's own services: an imported task is stored,
+    published to connected clients and dispatched like any submitted one."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._engine = make_engine(settings.resolved_database_url)
-        self._db = make_sessionmaker(self._engine)
-        metrics = Metrics()
-        store = EventStore(self._db, Hub(settings.client_queue_size, metrics), metrics, single_writer=False)
-        self._sessions = SessionService(self._db)
-        # The gateway's dispatcher finds the queued task on its next round.
-        self._tasks = TaskService(self._db, store, RunnerRegistry(), lambda: None)
+    def __init__(
+        self, db: async_sessionmaker[AsyncSession], sessions: SessionService, tasks: TaskService
+    ) -> None:
+        self._db = db
+        self._sessions = sessions
+        self._tasks = tasks
 
     async def register(self, owner: str, name: str, uid: str, spec: dict[str, Any]) -> tuple[str, str]:
         """The (task id, session id) of the CmbTask with this uid, made once."""
@@ -106,6 +100,3 @@ class Records:
             }
             for t in tasks
         }
-
-    async def close(self) -> None:
-        await self._engine.dispose()

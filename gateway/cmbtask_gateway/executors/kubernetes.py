@@ -66,8 +66,9 @@ _SYNCED_PHASES = {TaskPhase.RUNNING.value, TaskPhase.WAITING_APPROVAL.value}
 class KubernetesExecutor:
     name: str = "kubernetes"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, records: Records) -> None:
         self._settings = settings
+        self._records = records
         self._namespace = settings.kubernetes_namespace
         self._api: client.ApiClient | None = None
         self._lock = asyncio.Lock()
@@ -83,7 +84,6 @@ class KubernetesExecutor:
         except ConfigException:
             await config.load_kube_config()
         self._api = client.ApiClient()
-        self._records = Records(self._settings)
         self._loops = [
             asyncio.create_task(self._watch(), name="k8s-watch"),
             asyncio.create_task(self._sync(), name="k8s-sync"),
@@ -110,8 +110,6 @@ class KubernetesExecutor:
                 await loop
         if self._api is not None:
             await self._api.close()
-        if getattr(self, "_records", None) is not None:
-            await self._records.close()
 
     # ---- the executor interface ------------------------------------------------------
 

@@ -36,6 +36,15 @@ from typing import Any
 
 import psutil
 import structlog
+from cmbtask_protocol import (
+    ENV_GATEWAY_URL,
+    ENV_SESSION_ID,
+    ENV_TASK_ID,
+    ENV_TASK_TOKEN,
+    ENV_WORK_DIR,
+    EXIT_FILE,
+    RunnerExit,
+)
 
 from .base import ExecutorError, ExecutorStatus, LaunchRequest
 
@@ -43,8 +52,6 @@ __all__ = ["LocalExecutor"]
 
 log = structlog.get_logger("cmbtask_gateway.executors.local")
 
-#: written by the runner into its work directory when it exits
-EXIT_FILE = "exit.json"
 #: written here at launch, so that a later gateway can map a handle to its task
 LAUNCH_FILE = "launch.json"
 #: the runner's stdout/stderr (its own logs; task output travels as events)
@@ -52,15 +59,6 @@ RUNNER_OUT = "runner.out"
 #: create times are compared with this tolerance (psutil derives them from clock ticks)
 _CTIME_TOLERANCE_S = 0.05
 _REAP_EVERY_S = 0.5
-_EXIT_MEANINGS = {
-    0: "succeeded",
-    1: "failed",
-    2: "cancelled",
-    3: "timed out",
-    4: "lost its link to the gateway",
-    5: "could not report its final event",
-    64: "was started without its configuration",
-}
 
 
 class LocalExecutor:
@@ -211,11 +209,11 @@ class LocalExecutor:
         env = self._base_env()
         env.update(
             {
-                "CMBTASK_TASK_ID": request.task_id,
-                "CMBTASK_SESSION_ID": request.session_id,
-                "CMBTASK_GATEWAY_URL": request.gateway_url,
-                "CMBTASK_TASK_TOKEN": request.token,
-                "CMBTASK_WORK_DIR": str(work_dir),
+                ENV_TASK_ID: request.task_id,
+                ENV_SESSION_ID: request.session_id,
+                ENV_GATEWAY_URL: request.gateway_url,
+                ENV_TASK_TOKEN: request.token,
+                ENV_WORK_DIR: str(work_dir),
             }
         )
         return env
@@ -281,7 +279,7 @@ class LocalExecutor:
         elif code < 0:
             reason = f"runner killed by signal {_signal_name(-code)}"
         else:
-            meaning = _EXIT_MEANINGS.get(code, "exited abnormally")
+            meaning = RunnerExit(code).meaning if code in set(RunnerExit) else "exited abnormally"
             reason = f"runner {meaning} (exit code {code})"
             if record is not None and record.get("reason"):
                 reason += f": {record['reason']}"

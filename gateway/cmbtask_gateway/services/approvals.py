@@ -17,15 +17,15 @@ from cmbtask_protocol import (
     Decision,
     EventType,
     RunnerApprovalDecision,
-    TaskPhase,
 )
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..db.models import Approval, Task, utcnow
+from ..db.models import Approval, utcnow
 from ..errors import Conflict, Invalid, NotFound
-from ..runners import RunnerRegistry
+from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
+from . import lifecycle
 from .views import approval_view
 
 __all__ = ["ApprovalService", "decision_frame"]
@@ -39,6 +39,17 @@ def decision_frame(row: Approval) -> RunnerApprovalDecision:
         text=row.response,
         resolved_by=row.resolved_by,
     )
+
+
+def _check_decision(row: Approval, decision: Decision, text: str | None) -> None:
+    """``Invalid`` (422) for a decision the approval does not offer."""
+    if decision not in {Decision(option) for option in row.options}:
+        raise Invalid(
+            f"decision {decision.value!r} is not offered; options: {', '.join(row.options)}",
+            code="invalid_decision",
+        )
+    if text and not row.allow_text and decision not in {Decision.MODIFY, Decision.ANSWER}:
+        raise Invalid("this approval takes no free text", code="invalid_decision")
 
 
 class ApprovalService:
@@ -82,13 +93,7 @@ class ApprovalService:
         self, owner: str, approval_id: str, decision: Decision, text: str | None
     ) -> ApprovalView:
         row = await self._own(owner, approval_id)
-        if decision not in {Decision(option) for option in row.options}:
-            raise Invalid(
-                f"decision {decision.value!r} is not offered; options: {', '.join(row.options)}",
-                code="invalid_decision",
-            )
-        if text and not row.allow_text and decision not in {Decision.MODIFY, Decision.ANSWER}:
-            raise Invalid("this approval takes no free text", code="invalid_decision")
+        _check_decision(row, decision, text)
         async with self._store.write(row.session_id) as tx:
             result = await tx.db.execute(
                 update(Approval)
@@ -124,24 +129,11 @@ class ApprovalService:
                 },
                 task_id=fresh.task_id,
             )
-            await self._resume_task(tx.db, fresh.task_id)
+            await lifecycle.approval_closed(tx, fresh.task_id)
             frame = decision_frame(fresh)
             task_id = fresh.task_id
             tx.after_commit(lambda: self._registry.send(task_id, frame))
         return approval_view(fresh)
-
-    async def _resume_task(self, db: AsyncSession, task_id: str) -> None:
-        """Back to ``running`` once no approval of the task is pending."""
-        task = await db.get(Task, task_id, with_for_update=True)
-        if task is None or task.phase != TaskPhase.WAITING_APPROVAL.value:
-            return
-        still_pending = await db.scalar(
-            select(func.count())
-            .select_from(Approval)
-            .where(Approval.task_id == task_id, Approval.status == ApprovalStatus.PENDING.value)
-        )
-        if not still_pending:
-            task.phase = TaskPhase.RUNNING.value
 
     async def expire_due(self) -> int:
         """Expire every pending approval past its deadline; tell the runners."""
@@ -177,7 +169,7 @@ class ApprovalService:
                 {"approval_id": approval_id, "on_timeout": row.on_timeout},
                 task_id=row.task_id,
             )
-            await self._resume_task(tx.db, row.task_id)
+            await lifecycle.approval_closed(tx, row.task_id)
             frame, task_id = decision_frame(row), row.task_id
             tx.after_commit(lambda: self._registry.send(task_id, frame))
         return 1

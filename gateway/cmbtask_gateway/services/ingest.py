@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,7 +37,7 @@ from ..db.models import Approval, Session, Task, utcnow
 from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
 from ..store import EventStore, WriteGroup, WriteTx
-from .tasks import finish_task
+from . import lifecycle
 
 __all__ = ["IngestResult", "RunnerFrame", "RunnerIngest"]
 
@@ -108,7 +109,11 @@ class RunnerIngest:
         self._queue.append(pending)
         self._queued.set()
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="runner-ingest")
+            # A fresh context: the writer serves every runner, so it must not
+            # carry the log context (task_id, …) of the one that started it.
+            self._writer = asyncio.create_task(
+                self._write_loop(), name="runner-ingest", context=contextvars.Context()
+            )
         return await pending.future
 
     async def close(self) -> None:
@@ -233,32 +238,23 @@ class RunnerIngest:
                 rseq=frame.rseq,
             )
             return
-        phase = TaskPhase(task.phase)
+        rseq, ts = frame.rseq, frame.ts
         final_phase = FINAL_EVENT_PHASES.get(frame.event_type)
         if final_phase is not None:
-            if phase.is_final:
-                return  # exactly one final event per task: the first one stands
-            tx.emit(frame.event_type, data, task_id=task.id, rseq=frame.rseq, ts=frame.ts)
-            await finish_task(
-                tx,
-                task,
-                final_phase,
-                reason=str(data.get("reason", "")),
-                exit_code=data.get("exit_code"),
-                emit_event=False,
-            )
-            result.finished = True
+            reason, exit_code = str(data.get("reason", "")), data.get("exit_code")
+            if await lifecycle.finish(
+                tx, task, final_phase, reason=reason, exit_code=exit_code, data=data, rseq=rseq, ts=ts
+            ):
+                result.finished = True
             return
-        tx.emit(frame.event_type, data, task_id=task.id, rseq=frame.rseq, ts=frame.ts)
-        if frame.event_type == EventType.TASK_STARTED and phase in {TaskPhase.QUEUED, TaskPhase.STARTING}:
-            task.phase = TaskPhase.RUNNING.value
-            task.started_at = utcnow()
-        elif frame.event_type == EventType.PLAN_PROPOSED:
+        if frame.event_type == EventType.TASK_STARTED:
+            lifecycle.mark_running(tx, task, session, data, rseq, ts)
+            return
+        tx.emit(frame.event_type, data, task_id=task.id, rseq=rseq, ts=ts)
+        if frame.event_type == EventType.PLAN_PROPOSED:
             session.plan = data.get("steps")
-            session.phase = "planned"
         elif frame.event_type == EventType.STEP_STARTED:
             session.step = data["step"]
-            session.phase = f"step {data['step']}/{data['total']}"
 
     async def _approval(self, tx: WriteTx, task: Task, frame: RunnerApprovalRequest) -> None:
         if await tx.db.get(Approval, frame.approval_id) is not None:
@@ -306,8 +302,7 @@ class RunnerIngest:
             task_id=task.id,
             rseq=frame.rseq,
         )
-        if task.phase in {TaskPhase.RUNNING.value, TaskPhase.STARTING.value}:
-            task.phase = TaskPhase.WAITING_APPROVAL.value
+        lifecycle.approval_opened(task, await tx.db.get(Session, task.session_id))
 
     def _save_state(
         self, tx: WriteTx, task: Task, session: Session, frame: RunnerStateSave, result: IngestResult

@@ -42,6 +42,7 @@ class SessionService:
             context={},
             history=[],
             state_version=0,
+            parallel_tasks=body.parallel_tasks,
             created_at=now,
             updated_at=now,
             expires_at=now + timedelta(seconds=body.ttl_s) if body.ttl_s else None,

@@ -1,8 +1,7 @@
 """Tasks: submit, read, cancel, and the gateway's side of finishing them.
 
-A task's phase changes only here and in the runner ingest, always in the same
-transaction as the event that announces it, so the stored phase and the
-event log can never disagree.
+Phases change only through ``lifecycle``, which also decides which queued
+task may start; this module holds the requests that lead there.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from typing import Any
 from cmbtask_protocol import (
     ACTIVE_TASK_PHASES,
     BUILTIN_ENGINE_PARAMS,
-    ApprovalStatus,
     EnginesDescription,
-    EventType,
     RunnerCancel,
     SessionStatus,
     TaskCreate,
@@ -30,21 +27,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..catalog import EngineCatalog, refusal
-from ..db.models import Approval, Session, Task, utcnow
+from ..db.models import Session, Task, utcnow
 from ..errors import Conflict, Invalid, NotFound
 from ..limits import UserLimits
-from ..runners import RunnerRegistry
-from ..store import EventStore, WriteTx
+from ..runner_sockets import RunnerRegistry
+from ..store import EventStore
+from . import lifecycle
 from .views import task_view
 
-__all__ = ["TaskService", "available_engines", "finish_task"]
-
-FINAL_EVENT = {
-    TaskPhase.SUCCEEDED: EventType.TASK_SUCCEEDED,
-    TaskPhase.FAILED: EventType.TASK_FAILED,
-    TaskPhase.CANCELLED: EventType.TASK_CANCELLED,
-    TaskPhase.TIMED_OUT: EventType.TASK_TIMED_OUT,
-}
+__all__ = ["TaskService", "available_engines"]
 
 
 def available_engines() -> list[str]:
@@ -54,46 +45,6 @@ def available_engines() -> list[str]:
 
 def _history_entry(**fields: Any) -> dict[str, Any]:
     return {"ts": datetime.now(UTC).isoformat(), **fields}
-
-
-async def finish_task(
-    tx: WriteTx,
-    task: Task,
-    phase: TaskPhase,
-    *,
-    reason: str,
-    exit_code: int | None = None,
-    emit_event: bool = True,
-) -> None:
-    """Move ``task`` to a final phase inside ``tx``: the final event (unless the
-    runner already sent it), pending approvals cancelled, history appended."""
-    task.phase = phase.value
-    task.reason = reason or None
-    task.exit_code = exit_code
-    task.finished_at = utcnow()
-    if emit_event:
-        data: dict[str, Any] = {"reason": reason}
-        if exit_code is not None:
-            data["exit_code"] = exit_code
-        tx.emit(FINAL_EVENT[phase], data, task_id=task.id)
-    pending = await tx.db.scalars(
-        select(Approval).where(Approval.task_id == task.id, Approval.status == ApprovalStatus.PENDING.value)
-    )
-    for approval in pending:
-        approval.status = ApprovalStatus.CANCELLED.value
-        approval.resolved_at = utcnow()
-        tx.emit(
-            EventType.APPROVAL_CANCELLED,
-            {"approval_id": approval.id, "reason": f"task {phase.value}"},
-            task_id=task.id,
-        )
-    session = await tx.db.get(Session, task.session_id)
-    if session is not None:
-        session.history = [
-            *(session.history or []),
-            _history_entry(task_id=task.id, role="task", phase=phase.value, reason=reason),
-        ]
-        session.phase = phase.value
 
 
 class TaskService:
@@ -178,6 +129,7 @@ class TaskService:
                 )
             if self._limits is not None:
                 await self._limits.check_task_submission(tx.db, owner)
+            behind = await lifecycle.waiting_behind(tx, session)
             task = Task(
                 id=task_id,
                 session_id=session_id,
@@ -186,7 +138,6 @@ class TaskService:
                 mode=body.mode,
                 prompt=body.prompt,
                 params=params,
-                phase=TaskPhase.QUEUED.value,
                 timeout_s=body.timeout_s,
                 approval_timeout_s=body.approval_timeout_s,
                 on_timeout=body.on_timeout.value,
@@ -195,17 +146,13 @@ class TaskService:
                 created_at=utcnow(),
             )
             tx.db.add(task)
+            lifecycle.queue(tx, task, session, behind)
             session.history = [
                 *(session.history or []),
                 _history_entry(
                     task_id=task_id, role="user", prompt=body.prompt, engine=body.engine, mode=body.mode
                 ),
             ]
-            tx.emit(
-                EventType.TASK_QUEUED,
-                {"engine": body.engine, "mode": body.mode, "prompt": body.prompt},
-                task_id=task_id,
-            )
             tx.after_commit(self._wake)
         return task_view(task)
 
@@ -226,7 +173,9 @@ class TaskService:
             if phase.is_final:
                 raise Conflict(f"task already finished ({phase.value})", code="already_finished")
             if phase is TaskPhase.QUEUED:
-                await finish_task(tx, task, TaskPhase.CANCELLED, reason=reason)
+                # A waiting task has no runner: it leaves the queue at once.
+                await lifecycle.finish(tx, task, TaskPhase.CANCELLED, reason=reason)
+                tx.after_commit(self._wake)
             elif not task.cancel_requested:
                 task.cancel_requested = True
                 task.cancel_reason = reason
@@ -242,11 +191,13 @@ class TaskService:
             )
             return list(rows)
 
-    async def queued(self, limit: int) -> list[Task]:
+    async def startable(self, limit: int) -> list[Task]:
+        """Queued tasks that may start now, oldest first (see ``lifecycle``)."""
         async with self._sessions() as db:
             rows = await db.scalars(
                 select(Task)
-                .where(Task.phase == TaskPhase.QUEUED.value)
+                .join(Session, Session.id == Task.session_id)
+                .where(lifecycle.may_start())
                 .order_by(Task.created_at, Task.id)
                 .limit(limit)
             )
@@ -259,20 +210,17 @@ class TaskService:
         False when the task had already finished."""
         async with self._store.write(session_id) as tx:
             task = await tx.db.get(Task, task_id, with_for_update=True)
-            if task is None or TaskPhase(task.phase).is_final:
+            if task is None:
                 return False
-            await finish_task(tx, task, phase, reason=reason, exit_code=exit_code)
+            if not await lifecycle.finish(tx, task, phase, reason=reason, exit_code=exit_code):
+                return False
             tx.after_commit(self._wake)
         return True
 
     async def mark_starting(self, task_id: str, session_id: str, executor: str) -> bool:
         async with self._store.write(session_id) as tx:
             task = await tx.db.get(Task, task_id, with_for_update=True)
-            if task is None or task.phase != TaskPhase.QUEUED.value:
-                return False
-            task.phase = TaskPhase.STARTING.value
-            task.executor = executor
-            return True
+            return task is not None and await lifecycle.start(tx, task, executor)
 
     async def set_handle(self, task_id: str, handle: str) -> None:
         async with self._sessions.begin() as db:

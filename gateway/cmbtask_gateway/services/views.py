@@ -1,4 +1,5 @@
-"""Row → wire model conversion, in one place."""
+"""Row → wire model conversion, in one place: the views read the rows'
+attributes (``from_attributes``), so a field added to both needs no code here."""
 
 from __future__ import annotations
 
@@ -19,66 +20,12 @@ def aware(ts: datetime | None) -> datetime | None:
 
 
 def session_view(row: Session) -> SessionView:
-    return SessionView(
-        id=row.id,
-        owner=row.owner,
-        title=row.title,
-        mode=row.mode,
-        status=row.status,
-        version=row.version,
-        last_seq=row.last_seq,
-        phase=row.phase,
-        step=row.step,
-        plan=row.plan,
-        context=row.context or {},
-        history=row.history or [],
-        has_state=row.state is not None,
-        state_version=row.state_version,
-        created_at=aware(row.created_at),
-        updated_at=aware(row.updated_at),
-        expires_at=aware(row.expires_at),
-    )
+    return SessionView.model_validate(row, from_attributes=True)
 
 
 def task_view(row: Task) -> TaskView:
-    return TaskView(
-        id=row.id,
-        session_id=row.session_id,
-        owner=row.owner,
-        engine=row.engine,
-        mode=row.mode,
-        prompt=row.prompt,
-        params=row.params or {},
-        phase=row.phase,
-        timeout_s=row.timeout_s,
-        approval_timeout_s=row.approval_timeout_s,
-        on_timeout=row.on_timeout,
-        executor=row.executor,
-        handle=row.handle,
-        exit_code=row.exit_code,
-        reason=row.reason,
-        created_at=aware(row.created_at),
-        started_at=aware(row.started_at),
-        finished_at=aware(row.finished_at),
-    )
+    return TaskView.model_validate(row, from_attributes=True)
 
 
 def approval_view(row: Approval) -> ApprovalView:
-    return ApprovalView(
-        id=row.id,
-        session_id=row.session_id,
-        task_id=row.task_id,
-        kind=row.kind,
-        prompt=row.prompt,
-        options=row.options,
-        allow_text=row.allow_text,
-        context=row.context or {},
-        status=row.status,
-        on_timeout=row.on_timeout,
-        decision=row.decision,
-        response=row.response,
-        resolved_by=row.resolved_by,
-        created_at=aware(row.created_at),
-        expires_at=aware(row.expires_at),
-        resolved_at=aware(row.resolved_at),
-    )
+    return ApprovalView.model_validate(row, from_attributes=True)

@@ -1,7 +1,7 @@
 """token lifecycle: names, expiry and revocation of user tokens
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-02 05:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -62,9 +62,12 @@ class ApprovalOutcome:
 class EngineContext(Protocol):
     """What an engine may do. Every method is safe to call from any thread."""
 
-    task: TaskSpec
     work_dir: Path
     cancelled: threading.Event
+
+    @property
+    def task(self) -> TaskSpec:
+        """The task being run (read-only)."""
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         """Send one event (buffered and delivered exactly once)."""

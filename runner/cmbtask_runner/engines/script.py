@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import psutil
-from cmbtask_protocol import ScriptParams, TaskSpec
+from cmbtask_protocol import ENV_SESSION_ID, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORK_DIR, ScriptParams, TaskSpec
 
 from ..sdk import SOCKET_ENV
 from ..sdk_serving import SdkServer
@@ -79,14 +79,14 @@ def _argv(params: ScriptParams, work_dir: Path) -> list[str]:
 
 
 def _env(params: ScriptParams, ctx: EngineContext, socket_path: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "CMBTASK_TASK_TOKEN"}
+    env = {key: value for key, value in os.environ.items() if key != ENV_TASK_TOKEN}
     env.update(params.env)
     env.update(
         {
             SOCKET_ENV: socket_path,
-            "CMBTASK_TASK_ID": ctx.task.id,
-            "CMBTASK_SESSION_ID": ctx.task.session_id,
-            "CMBTASK_WORK_DIR": str(ctx.work_dir),
+            ENV_TASK_ID: ctx.task.id,
+            ENV_SESSION_ID: ctx.task.session_id,
+            ENV_WORK_DIR: str(ctx.work_dir),
             "PYTHONUNBUFFERED": "1",  # output as it happens, not in 8 KB lumps
             # The SDK needs only the standard library: make it importable from any
             # Python a command may run, not just the runner's own interpreter.

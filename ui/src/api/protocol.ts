@@ -11,16 +11,8 @@ export type OnTimeout = "reject" | "approve" | "fail";
 export type Decision = "approve" | "reject" | "modify" | "answer";
 export type ApprovalStatus =
   "pending" | "approved" | "rejected" | "modified" | "answered" | "expired" | "cancelled";
-/**
- * What a runner does when an approval expires unanswered.
- */
-export type OnTimeout1 = "reject" | "approve" | "fail";
 export type ClientCommand =
   SubmitTaskCommand | ResolveApprovalCommand | CancelTaskCommand | PingCommand;
-/**
- * What a runner does when an approval expires unanswered.
- */
-export type OnTimeout2 = "reject" | "approve" | "fail";
 export type RunnerInbound =
   | RunnerWelcome
   | RunnerAck
@@ -28,10 +20,6 @@ export type RunnerInbound =
   | RunnerStateResult
   | RunnerCancel
   | RunnerError;
-/**
- * What a runner does when an approval expires unanswered.
- */
-export type OnTimeout3 = "reject" | "approve" | "fail";
 export type RunnerOutbound =
   RunnerHello | RunnerEvent | RunnerApprovalRequest | RunnerStateSave | RunnerPing;
 export type SessionStatus = "active" | "suspended" | "completed" | "expired";
@@ -173,7 +161,7 @@ export interface ApprovalRequested {
     [k: string]: unknown;
   };
   expires_at?: string | null;
-  on_timeout?: OnTimeout1;
+  on_timeout?: OnTimeout;
   [k: string]: unknown;
 }
 export interface ApprovalResolve {
@@ -213,7 +201,7 @@ export interface TaskCreate {
   };
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
-  on_timeout?: OnTimeout2;
+  on_timeout?: OnTimeout;
 }
 export interface ResolveApprovalCommand {
   /**
@@ -414,7 +402,7 @@ export interface TaskSpec {
   };
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
-  on_timeout?: OnTimeout3;
+  on_timeout?: OnTimeout;
 }
 export interface RunnerStateResult {
   type?: "state.result";
@@ -439,6 +427,10 @@ export interface SessionCreate {
   title?: string;
   mode?: string;
   ttl_s?: number | null;
+  /**
+   * Run this session's tasks side by side. By default a session runs one task at a time, in submission order, since its tasks load and save the same stored state.
+   */
+  parallel_tasks?: boolean;
 }
 export interface SessionList {
   items: SessionView[];
@@ -454,7 +446,7 @@ export interface SessionView {
   status: SessionStatus;
   version: number;
   last_seq: number;
-  phase?: string | null;
+  phase?: TaskPhase | null;
   step?: number | null;
   plan?:
     | {
@@ -469,6 +461,7 @@ export interface SessionView {
   }[];
   has_state?: boolean;
   state_version?: number;
+  parallel_tasks?: boolean;
   created_at: string;
   updated_at: string;
   expires_at?: string | null;
@@ -530,6 +523,10 @@ export interface TaskQueued {
   engine: string;
   mode: string;
   prompt?: string;
+  /**
+   * The task this one waits for: its session runs one task at a time.
+   */
+  behind?: string | null;
   [k: string]: unknown;
 }
 export interface TaskStarted {
@@ -633,3 +630,35 @@ export const EVENT_TYPES = [
   "task.succeeded",
   "task.timed_out"
 ] as const;
+
+/** The payload model of each event type. */
+export interface EventPayloads {
+  "agent.message": AgentMessage;
+  "agent.tool_call": AgentToolCall;
+  "approval.cancelled": ApprovalCancelled;
+  "approval.expired": ApprovalExpired;
+  "approval.requested": ApprovalRequested;
+  "approval.resolved": ApprovalResolved;
+  "code": Code;
+  "cost.update": CostUpdate;
+  "error": ErrorData;
+  "file.created": FileCreated;
+  "output": Output;
+  "plan.proposed": PlanProposed;
+  "state.saved": StateSaved;
+  "step.completed": StepCompleted;
+  "step.failed": StepFailed;
+  "step.progress": StepProgress;
+  "step.started": StepStarted;
+  "task.cancelled": TaskFinished;
+  "task.failed": TaskFinished;
+  "task.queued": TaskQueued;
+  "task.started": TaskStarted;
+  "task.succeeded": TaskFinished;
+  "task.timed_out": TaskFinished;
+}
+export type EventType = keyof EventPayloads;
+/** An event envelope whose `type` names its payload. */
+export type TypedEvent = {
+  [T in EventType]: Omit<Event, "type" | "data"> & { type: T; data: EventPayloads[T] };
+}[EventType];

@@ -113,4 +113,18 @@ describe("SessionStore", () => {
       "agent.message",
     ]);
   });
+
+  it("knows which task a queued task waits for, until it starts", () => {
+    const store = new SessionStore();
+    seq = 0;
+    store.apply([
+      ev("task.queued", { engine: "demo", mode: "one-shot" }, "t1"),
+      ev("task.queued", { engine: "demo", mode: "one-shot", behind: "t1" }, "t2"),
+    ]);
+    expect(store.tasks.get("t2")!.behind).toBe("t1");
+    expect(store.tasks.get("t2")!.phase).toBe("queued");
+    expect(store.tasks.get("t1")!.behind).toBeNull();
+    store.apply([ev("task.started", { engine: "demo", mode: "one-shot" }, "t2")]);
+    expect(store.tasks.get("t2")!.phase).toBe("running");
+  });
 });

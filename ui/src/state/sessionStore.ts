@@ -7,14 +7,15 @@
  * caller so that a burst of events costs one render.
  */
 import type {
-  ApprovalRequested,
-  ApprovalResolved,
   CostUpdate,
   Decision,
   Event,
+  EventType,
   FileCreated,
+  Output,
   PlanStep,
   TaskPhase,
+  TypedEvent,
 } from "../api/protocol";
 
 export interface OutputLine {
@@ -31,6 +32,8 @@ export interface TaskState {
   engine: string;
   mode: string;
   prompt: string;
+  /** the task this one waits for while queued (a session runs one task at a time) */
+  behind: string | null;
   plan: PlanStep[];
   stepStatus: StepStatus[];
   step: number;
@@ -63,32 +66,51 @@ export interface ApprovalState {
   seq: number;
 }
 
-/** Events shown in the reading view; output goes to the task's output panel. */
-const TIMELINE_TYPES = new Set([
-  "plan.proposed",
-  "step.started",
-  "step.completed",
-  "step.failed",
-  "agent.message",
-  "agent.tool_call",
-  "code",
-  "approval.requested",
-  "error",
-  "task.queued",
-  "task.started",
-  "task.succeeded",
-  "task.failed",
-  "task.cancelled",
-  "task.timed_out",
-  "file.created",
-]);
+/** Whether the reading view shows each event type (output goes to the task's
+ * output panel). A record over every type: the protocol gaining one fails the
+ * type check until it is placed here. */
+const IN_TIMELINE: Record<EventType, boolean> = {
+  "task.queued": true,
+  "task.started": true,
+  "task.succeeded": true,
+  "task.failed": true,
+  "task.cancelled": true,
+  "task.timed_out": true,
+  "plan.proposed": true,
+  "step.started": true,
+  "step.progress": false,
+  "step.completed": true,
+  "step.failed": true,
+  "agent.message": true,
+  "agent.tool_call": true,
+  code: true,
+  output: false,
+  "approval.requested": true,
+  "approval.resolved": false,
+  "approval.expired": false,
+  "approval.cancelled": false,
+  "state.saved": false,
+  "cost.update": false,
+  "file.created": true,
+  error: true,
+};
 
-const FINAL_PHASES: Record<string, TaskPhase> = {
+const FINAL_PHASE = {
   "task.succeeded": "succeeded",
   "task.failed": "failed",
   "task.cancelled": "cancelled",
   "task.timed_out": "timed_out",
-};
+} as const satisfies Partial<Record<EventType, TaskPhase>>;
+
+type StepEvent = Extract<TypedEvent, { type: "step.started" | "step.progress" | "step.completed" | "step.failed" }>;
+type FinalEvent = Extract<TypedEvent, { type: keyof typeof FINAL_PHASE }>;
+
+/** The event with its payload typed by its `type`; null for a type this UI
+ * does not know (a newer gateway). The gateway validated the payload of every
+ * known type before storing it. */
+function typed(event: Event): TypedEvent | null {
+  return Object.hasOwn(IN_TIMELINE, event.type) ? (event as TypedEvent) : null;
+}
 
 export function isFinal(phase: TaskPhase): boolean {
   return phase === "succeeded" || phase === "failed" || phase === "cancelled" || phase === "timed_out";
@@ -101,6 +123,7 @@ function newTask(id: string): TaskState {
     engine: "",
     mode: "",
     prompt: "",
+    behind: null,
     plan: [],
     stepStatus: [],
     step: 0,
@@ -117,8 +140,6 @@ function newTask(id: string): TaskState {
     finishedAt: null,
   };
 }
-
-type Data = Record<string, unknown>;
 
 export class SessionStore {
   version = 0;
@@ -167,39 +188,34 @@ export class SessionStore {
   }
 
   private applyOne(event: Event): void {
-    const data = (event.data ?? {}) as Data;
-    if (TIMELINE_TYPES.has(event.type)) this.timeline.push(event);
-    if (event.type.startsWith("approval.")) this.applyApproval(event, data);
-    if (!event.task_id) return;
-    const task = this.task(event.task_id);
-    const final = FINAL_PHASES[event.type];
-    if (final) {
-      task.phase = final;
-      task.reason = String(data.reason ?? "");
-      task.finishedAt = event.ts;
-      for (let i = 0; i < task.stepStatus.length; i++) {
-        if (task.stepStatus[i] === "running") task.stepStatus[i] = final === "succeeded" ? "done" : "failed";
-      }
-      return;
-    }
-    this.applyTaskEvent(task, event, data);
+    const known = typed(event);
+    if (known === null) return;
+    if (IN_TIMELINE[known.type]) this.timeline.push(event);
+    this.applyApproval(known);
+    if (known.task_id) this.applyTaskEvent(this.task(known.task_id), known);
   }
 
-  private applyTaskEvent(task: TaskState, event: Event, data: Data): void {
+  private applyTaskEvent(task: TaskState, event: TypedEvent): void {
     switch (event.type) {
       case "task.queued":
-        task.engine = String(data.engine ?? "");
-        task.mode = String(data.mode ?? "");
-        task.prompt = String(data.prompt ?? "");
+        task.engine = event.data.engine;
+        task.mode = event.data.mode;
+        task.prompt = event.data.prompt ?? "";
+        task.behind = event.data.behind ?? null;
         return;
       case "task.started":
         if (!isFinal(task.phase)) task.phase = "running";
-        task.engine = String(data.engine ?? task.engine);
-        task.mode = String(data.mode ?? task.mode);
+        task.engine = event.data.engine || task.engine;
+        task.mode = event.data.mode || task.mode;
         task.startedAt = event.ts;
         return;
+      case "task.succeeded":
+      case "task.failed":
+      case "task.cancelled":
+      case "task.timed_out":
+        return finish(task, event);
       case "plan.proposed":
-        task.plan = (data.steps as PlanStep[] | undefined) ?? [];
+        task.plan = event.data.steps;
         task.total = task.plan.length;
         task.stepStatus = task.plan.map(() => "pending");
         return;
@@ -207,13 +223,13 @@ export class SessionStore {
       case "step.progress":
       case "step.completed":
       case "step.failed":
-        return applyStep(task, event.type, data);
+        return applyStep(task, event);
       case "output":
-        return appendOutput(task, event.seq, data);
+        return appendOutput(task, event.seq, event.data);
       case "cost.update":
-        return addCost(task, data as unknown as CostUpdate);
+        return addCost(task, event.data);
       case "file.created":
-        task.files.push(data as unknown as FileCreated);
+        task.files.push(event.data);
         return;
       case "approval.requested":
         if (!isFinal(task.phase)) task.phase = "waiting_approval";
@@ -223,15 +239,22 @@ export class SessionStore {
       case "approval.cancelled":
         if (task.phase === "waiting_approval") task.phase = "running";
         return;
+      case "agent.message":
+      case "agent.tool_call":
+      case "code":
+      case "state.saved":
+      case "error":
+        return; // shown by the timeline, nothing to add up
+      default:
+        return unhandled(event);
     }
   }
 
-  private applyApproval(event: Event, data: Data): void {
-    const id = String(data.approval_id ?? "");
+  private applyApproval(event: TypedEvent): void {
     if (event.type === "approval.requested") {
-      const req = data as unknown as ApprovalRequested;
-      this.approvals.set(id, {
-        id,
+      const req = event.data;
+      this.approvals.set(req.approval_id, {
+        id: req.approval_id,
         taskId: event.task_id ?? "",
         kind: req.kind ?? "approval",
         prompt: req.prompt,
@@ -247,35 +270,47 @@ export class SessionStore {
       });
       return;
     }
-    const approval = this.approvals.get(id);
-    if (!approval) return;
     if (event.type === "approval.resolved") {
-      const res = data as unknown as ApprovalResolved;
-      approval.status = res.status;
-      approval.decision = res.decision;
-      approval.text = res.text ?? null;
-      approval.resolvedBy = res.resolved_by;
-    } else if (event.type === "approval.expired") {
-      approval.status = "expired";
-    } else if (event.type === "approval.cancelled") {
-      approval.status = "cancelled";
+      const approval = this.approvals.get(event.data.approval_id);
+      if (!approval) return;
+      approval.status = event.data.status;
+      approval.decision = event.data.decision;
+      approval.text = event.data.text ?? null;
+      approval.resolvedBy = event.data.resolved_by;
+    } else if (event.type === "approval.expired" || event.type === "approval.cancelled") {
+      const approval = this.approvals.get(event.data.approval_id);
+      if (approval) approval.status = event.type === "approval.expired" ? "expired" : "cancelled";
     }
   }
 }
 
-function applyStep(task: TaskState, type: string, data: Data): void {
-  const step = Number(data.step ?? 0);
-  const total = Number(data.total ?? task.total);
+/** Compile-time proof that a switch covered every event type. */
+function unhandled(event: never): void {
+  void event;
+}
+
+function finish(task: TaskState, event: FinalEvent): void {
+  const final = FINAL_PHASE[event.type];
+  task.phase = final;
+  task.reason = event.data.reason ?? "";
+  task.finishedAt = event.ts;
+  for (let i = 0; i < task.stepStatus.length; i++) {
+    if (task.stepStatus[i] === "running") task.stepStatus[i] = final === "succeeded" ? "done" : "failed";
+  }
+}
+
+function applyStep(task: TaskState, event: StepEvent): void {
+  const { step, total } = event.data;
   task.total = Math.max(task.total, total);
   while (task.stepStatus.length < task.total) task.stepStatus.push("pending");
   task.step = step;
-  if (type === "step.started") {
+  if (event.type === "step.started") {
     task.stepStatus[step - 1] = "running";
-    task.stepTitle = String(data.title ?? task.plan[step - 1]?.title ?? "");
+    task.stepTitle = event.data.title || task.plan[step - 1]?.title || "";
     task.fraction = 0;
-  } else if (type === "step.progress") {
-    task.fraction = Number(data.fraction ?? 0);
-  } else if (type === "step.completed") {
+  } else if (event.type === "step.progress") {
+    task.fraction = event.data.fraction;
+  } else if (event.type === "step.completed") {
     task.stepStatus[step - 1] = "done";
     task.fraction = 1;
   } else {
@@ -283,12 +318,10 @@ function applyStep(task: TaskState, type: string, data: Data): void {
   }
 }
 
-function appendOutput(task: TaskState, seq: number, data: Data): void {
-  const stream = (data.stream as OutputLine["stream"]) ?? "stdout";
-  const text = String(data.text ?? "");
+function appendOutput(task: TaskState, seq: number, data: Output): void {
   // One event may carry several lines; a trailing newline ends the last one.
-  const lines = text.endsWith("\n") ? text.slice(0, -1).split("\n") : text.split("\n");
-  for (const line of lines) task.output.push({ seq, stream, text: line });
+  const lines = data.text.endsWith("\n") ? data.text.slice(0, -1).split("\n") : data.text.split("\n");
+  for (const line of lines) task.output.push({ seq, stream: data.stream, text: line });
 }
 
 function addCost(task: TaskState, cost: CostUpdate): void {

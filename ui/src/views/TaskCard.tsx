@@ -43,6 +43,11 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
           </button>
         )}
       </header>
+      {task.phase === "queued" && task.behind && (
+        <p className="muted" data-testid="task-waiting">
+          Waiting for task <code>{task.behind.slice(0, 8)}</code> to finish: this session runs one task at a time.
+        </p>
+      )}
       {task.prompt && <p className="prose prompt">{task.prompt}</p>}
       {task.reason && final && <p className="muted">Reason: {task.reason}</p>}
       {progress.total > 0 && (

@@ -12,6 +12,7 @@ from cmbtask_protocol import (
     SessionUpdate,
     SessionView,
     TaskCreate,
+    TaskPhase,
     TaskView,
 )
 from fastapi import APIRouter, Query, Response, status
@@ -58,7 +59,7 @@ async def update_session(
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_session(session_id: str, user: CurrentUser, gateway: GatewayDep) -> Response:
     for task in await gateway.sessions.delete(user, session_id):
-        if task.handle and task.phase not in {"succeeded", "failed", "cancelled", "timed_out"}:
+        if task.handle and not TaskPhase(task.phase).is_final:
             await gateway.dispatcher.cancel_runner(task, "session deleted")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

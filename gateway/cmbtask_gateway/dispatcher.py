@@ -1,25 +1,27 @@
 """Starting queued tasks within the concurrency limit, and watching them.
 
-The dispatcher launches queued tasks (oldest first) while fewer than
-``max_concurrent_tasks`` are active. The watchdog notices what runners cannot
-report themselves: a runner that died without a final event, a task past its
-timeout, a cancel that was not honoured, a runner that never connected.
+The dispatcher launches the queued tasks that may start (oldest first; a
+session's next task only once the one before it ended, see
+``services/lifecycle``) while fewer than ``max_concurrent_tasks`` are active.
+The watchdog notices what runners cannot report themselves: a runner that
+died without a final event, a task past its timeout, a cancel that was not
+honoured, a runner that never connected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import timedelta
 
-from cmbtask_protocol import RunnerCancel, TaskPhase
+from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 
 from .auth import RunnerTokens
 from .db.models import Task, utcnow
+from .doorbell import Doorbell
 from .executors.base import Executor, ExecutorError, LaunchRequest
 from .logs import get_logger
-from .runners import RunnerRegistry
+from .runner_sockets import RunnerRegistry
 from .services.tasks import TaskService
 from .services.views import aware
 from .settings import Settings
@@ -37,21 +39,19 @@ class Dispatcher:
         tasks: TaskService,
         tokens: RunnerTokens,
         registry: RunnerRegistry,
+        doorbell: Doorbell,
     ) -> None:
         self._settings = settings
         self._executor = executor
         self._tasks = tasks
         self._tokens = tokens
         self._registry = registry
-        self._wake = asyncio.Event()
+        self._doorbell = doorbell
         #: task id -> monotonic time the cancel was first seen by the watchdog
         self._cancel_seen: dict[str, float] = {}
         self._stopping: set[str] = set()
         # Strong references: the event loop keeps only weak ones to its tasks.
         self._stoppers: set[asyncio.Task[None]] = set()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def run(self) -> None:
         """Dispatch and watch until cancelled."""
@@ -63,9 +63,7 @@ class Dispatcher:
                 raise
             except Exception:
                 log.exception("dispatch.loop_error")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.watchdog_interval_s)
-            self._wake.clear()
+            await self._doorbell.wait(self._settings.watchdog_interval_s)
 
     async def adopt(self) -> None:
         """After a restart: keep tasks whose runner lives, finish the others."""
@@ -90,8 +88,8 @@ class Dispatcher:
         # Launch side by side: one after the other, each launch waited for its
         # database writes behind the running tasks' events, and 50 tasks
         # submitted at once took 16 s to all have a process instead of 2.5 s.
-        queued = await self._tasks.queued(free)
-        await asyncio.gather(*(self._launch(task) for task in queued))
+        startable = await self._tasks.startable(free)
+        await asyncio.gather(*(self._launch(task) for task in startable))
 
     async def _launch(self, task: Task) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)
@@ -122,7 +120,7 @@ class Dispatcher:
             if task.cancel_requested:
                 await self._enforce_cancel(task)
             elif self._timed_out(task, now):
-                await self._tasks.request_cancel(task.id, task.session_id, "timeout")
+                await self._tasks.request_cancel(task.id, task.session_id, CANCEL_TIMEOUT)
             elif not self._registry.is_connected(task.id):
                 await self._check_quiet(task, now)
 
@@ -143,7 +141,7 @@ class Dispatcher:
         status = await self._executor.inspect(task.handle) if task.handle else None
         grace_over = time.monotonic() - first_seen > self._settings.cancel_grace_s + 5
         if (status is not None and not status.alive) or grace_over or task.handle is None:
-            phase = TaskPhase.TIMED_OUT if task.cancel_reason == "timeout" else TaskPhase.CANCELLED
+            phase = TaskPhase.TIMED_OUT if task.cancel_reason == CANCEL_TIMEOUT else TaskPhase.CANCELLED
             reason = "timed out" if phase is TaskPhase.TIMED_OUT else (task.cancel_reason or "cancelled")
             if await self._tasks.finish(task.id, task.session_id, phase, reason=reason):
                 log.info("dispatch.cancel_enforced", task_id=task.id, phase=phase.value)
@@ -172,7 +170,7 @@ class Dispatcher:
     async def _finish_dead(self, task: Task, reason: str | None, exit_code: int | None) -> None:
         phase = TaskPhase.FAILED
         if task.cancel_requested:
-            phase = TaskPhase.TIMED_OUT if task.cancel_reason == "timeout" else TaskPhase.CANCELLED
+            phase = TaskPhase.TIMED_OUT if task.cancel_reason == CANCEL_TIMEOUT else TaskPhase.CANCELLED
         words = reason or "runner exited"
         text = f"runner process ended without reporting a result: {words}"
         if await self._tasks.finish(task.id, task.session_id, phase, reason=text, exit_code=exit_code):

@@ -10,7 +10,11 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from .logs import get_logger
+
 __all__ = ["RunnerConnection", "RunnerRegistry"]
+
+log = get_logger(__name__)
 
 
 class RunnerConnection(Protocol):
@@ -45,6 +49,8 @@ class RunnerRegistry:
             return False
         try:
             await connection.send_frame(frame)
-        except Exception:
+        except Exception as error:
+            # The runner is told again on its next hello; say why it was not now.
+            log.warning("runner.send_failed", task_id=task_id, frame=type(frame).__name__, error=repr(error))
             return False
         return True

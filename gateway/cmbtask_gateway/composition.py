@@ -1,4 +1,12 @@
-"""The gateway's parts, wired once per app and shared by routes and sockets."""
+"""The composition root: the gateway's parts, built once per app, in order,
+each given what it needs; routes and sockets share them.
+
+Nothing else builds services. The order has no cycle: the dispatcher's
+doorbell exists before the services that ring it and the dispatcher that
+waits on it, and the kubernetes executor's records are made from the same
+services (so an imported CmbTask is stored, published and dispatched like
+any other task).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +21,16 @@ from .auth import Authenticator, RunnerTokens
 from .catalog import EngineCatalog, parse_engines_json
 from .connections import Connections
 from .db.engine import make_engine, make_sessionmaker
-from .dispatch import Dispatcher
+from .dispatcher import Dispatcher
+from .doorbell import Doorbell
 from .executors import Executor, build_executor
+from .executors.k8s_records import Records
 from .hub import Hub
 from .limits import UserLimits
 from .logs import get_logger
 from .metrics import Metrics
-from .relay import PgRelay
-from .runners import RunnerRegistry
+from .replica_relay import PgRelay
+from .runner_sockets import RunnerRegistry
 from .services.approvals import ApprovalService
 from .services.ingest import RunnerIngest
 from .services.sessions import SessionService
@@ -50,8 +60,11 @@ class Gateway:
     ingest: RunnerIngest
     executor: Executor
     dispatcher: Dispatcher
+    doorbell: Doorbell
     engines: EngineCatalog
     connections: Connections
+    records: Records
+    relay: PgRelay | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -60,16 +73,18 @@ class Gateway:
         factory = make_sessionmaker(engine)
         metrics = Metrics()
         hub = Hub(settings.client_queue_size, metrics)
+        relay = None if settings.is_sqlite else PgRelay(settings.resolved_database_url, hub)
+        store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite, relay=relay)
         registry = RunnerRegistry()
-        store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite)
-        wake: list[Dispatcher] = []
+        doorbell = Doorbell()
         catalog = EngineCatalog(parse_engines_json(settings.engines_json) if settings.engines_json else None)
         limits = UserLimits(settings, factory)
-        tasks = TaskService(factory, store, registry, lambda: wake[0].wake(), catalog=catalog, limits=limits)
+        sessions = SessionService(factory, limits)
+        tasks = TaskService(factory, store, registry, doorbell.ring, catalog=catalog, limits=limits)
+        records = Records(factory, sessions, tasks)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
-        chosen = executor or build_executor(settings)
-        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry)
-        wake.append(dispatcher)
+        chosen = executor or build_executor(settings, records)
+        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry, doorbell)
         auth = Authenticator(settings, factory)
         return cls(
             settings=settings,
@@ -81,20 +96,22 @@ class Gateway:
             store=store,
             auth=auth,
             runner_tokens=tokens,
-            sessions=SessionService(factory, limits),
+            sessions=sessions,
             tasks=tasks,
             approvals=ApprovalService(factory, store, registry),
-            ingest=RunnerIngest(factory, store, settings.approval_timeout_s, dispatcher.wake),
+            ingest=RunnerIngest(factory, store, settings.approval_timeout_s, doorbell.ring),
             executor=chosen,
             dispatcher=dispatcher,
+            doorbell=doorbell,
             engines=catalog,
             connections=Connections(settings, factory, auth),
+            records=records,
+            relay=relay,
         )
 
     async def start(self) -> None:
-        if not self.settings.is_sqlite:
-            self.store.relay = PgRelay(self.settings.resolved_database_url, self.hub)
-            await self.store.relay.start()
+        if self.relay is not None:
+            await self.relay.start()
         self._describe_engines()
         await self.executor.start()
         await self.dispatcher.adopt()
@@ -137,7 +154,7 @@ class Gateway:
         await self.engines.close()
         await self.connections.close()
         await self.ingest.close()
-        if self.store.relay is not None:
-            await self.store.relay.close()
+        if self.relay is not None:
+            await self.relay.close()
         await self.executor.close()
         await self.engine.dispose()

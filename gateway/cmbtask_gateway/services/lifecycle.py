@@ -1,0 +1,243 @@
+"""The task lifecycle: the one place a task's phase changes.
+
+    queued → starting → running ⇄ waiting_approval → succeeded | failed | cancelled | timed_out
+
+Every change goes through this module inside an ``EventStore.write`` (or
+``write_group``) transaction, together with the event that announces it, so
+the stored phase and the event log never disagree. A change the graph does
+not allow is refused and logged as an error; nothing is applied or emitted.
+Two shortcuts are edges of their own: a task whose runner someone else
+started (executor ``none``) goes from ``queued`` straight to ``running``, and
+any unfinished task may end.
+
+Which queued task may start is decided here too: a session runs its tasks
+one at a time, in submission order (the oldest unfinished task of a session
+is the only one that may start), unless the session allows parallel tasks.
+The rule is a query on stored rows, so it holds across gateway restarts and
+between replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from cmbtask_protocol import FINAL_TASK_PHASES, ApprovalStatus, EventType, TaskPhase
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy.orm import aliased
+
+from ..db.models import Approval, Session, Task, utcnow
+from ..logs import get_logger
+from ..store import WriteTx
+
+__all__ = [
+    "EDGES",
+    "FINAL_EVENT",
+    "UNFINISHED",
+    "allowed",
+    "approval_closed",
+    "approval_opened",
+    "finish",
+    "is_next_in_session",
+    "mark_running",
+    "may_start",
+    "move",
+    "queue",
+    "start",
+    "waiting_behind",
+]
+
+log = get_logger(__name__)
+
+_ENDS = frozenset(FINAL_TASK_PHASES)
+
+#: Every legal change of phase. A phase maps to the phases it may become.
+EDGES: Final[Mapping[TaskPhase, frozenset[TaskPhase]]] = {
+    TaskPhase.QUEUED: frozenset({TaskPhase.STARTING, TaskPhase.RUNNING}) | _ENDS,
+    TaskPhase.STARTING: frozenset({TaskPhase.RUNNING, TaskPhase.WAITING_APPROVAL}) | _ENDS,
+    TaskPhase.RUNNING: frozenset({TaskPhase.WAITING_APPROVAL}) | _ENDS,
+    TaskPhase.WAITING_APPROVAL: frozenset({TaskPhase.RUNNING}) | _ENDS,
+    **{phase: frozenset() for phase in FINAL_TASK_PHASES},
+}
+
+#: The event that announces each final phase.
+FINAL_EVENT: Final[Mapping[TaskPhase, str]] = {
+    TaskPhase.SUCCEEDED: EventType.TASK_SUCCEEDED,
+    TaskPhase.FAILED: EventType.TASK_FAILED,
+    TaskPhase.CANCELLED: EventType.TASK_CANCELLED,
+    TaskPhase.TIMED_OUT: EventType.TASK_TIMED_OUT,
+}
+
+UNFINISHED: Final = sorted(phase.value for phase in TaskPhase if not phase.is_final)
+
+
+def allowed(source: TaskPhase, target: TaskPhase) -> bool:
+    return target in EDGES[source]
+
+
+def move(task: Task, session: Session | None, target: TaskPhase) -> bool:
+    """Apply one edge of the graph to ``task`` (and its session's phase).
+
+    The named steps below are what services call; each is one of these."""
+    source = TaskPhase(task.phase)
+    if not allowed(source, target):
+        log.error(
+            "task.illegal_transition",
+            task_id=task.id,
+            session_id=task.session_id,
+            source=source.value,
+            target=target.value,
+        )
+        return False
+    task.phase = target.value
+    if target is TaskPhase.RUNNING and task.started_at is None:
+        task.started_at = utcnow()
+    if target.is_final:
+        task.finished_at = utcnow()
+    if session is not None:
+        session.phase = target.value
+    return True
+
+
+def queue(tx: WriteTx, task: Task, session: Session, behind: str | None) -> None:
+    """A new task enters the lifecycle: ``queued``, announced by ``task.queued``
+    (naming the task it waits ``behind``, whose phase the session keeps showing)."""
+    task.phase = TaskPhase.QUEUED.value
+    if behind is None:
+        session.phase = TaskPhase.QUEUED.value
+    data: dict[str, Any] = {"engine": task.engine, "mode": task.mode, "prompt": task.prompt}
+    if behind is not None:
+        data["behind"] = behind
+    tx.emit(EventType.TASK_QUEUED, data, task_id=task.id)
+
+
+async def start(tx: WriteTx, task: Task, executor: str) -> bool:
+    """``queued → starting`` for the dispatcher, if the task may start now."""
+    if task.phase != TaskPhase.QUEUED.value:
+        return False
+    if not await is_next_in_session(tx, task):
+        return False
+    session = await tx.db.get(Session, task.session_id)
+    if not move(task, session, TaskPhase.STARTING):
+        return False
+    task.executor = executor
+    return True
+
+
+def mark_running(
+    tx: WriteTx, task: Task, session: Session, data: dict[str, Any], rseq: int, ts: datetime | None
+) -> None:
+    """The runner's ``task.started``: stored as sent, and the task runs."""
+    tx.emit(EventType.TASK_STARTED, data, task_id=task.id, rseq=rseq, ts=ts)
+    if task.phase in {TaskPhase.QUEUED.value, TaskPhase.STARTING.value}:
+        move(task, session, TaskPhase.RUNNING)
+
+
+def approval_opened(task: Task, session: Session | None) -> None:
+    """A runner asked for an approval: the task waits (if it was under way)."""
+    if task.phase in {TaskPhase.RUNNING.value, TaskPhase.STARTING.value}:
+        move(task, session, TaskPhase.WAITING_APPROVAL)
+
+
+async def approval_closed(tx: WriteTx, task_id: str) -> None:
+    """An approval was decided or expired: back to ``running`` once none is pending."""
+    task = await tx.db.get(Task, task_id, with_for_update=True)
+    if task is None or task.phase != TaskPhase.WAITING_APPROVAL.value:
+        return
+    still_pending = await tx.db.scalar(
+        select(func.count())
+        .select_from(Approval)
+        .where(Approval.task_id == task_id, Approval.status == ApprovalStatus.PENDING.value)
+    )
+    if not still_pending:
+        move(task, await tx.db.get(Session, task.session_id), TaskPhase.RUNNING)
+
+
+async def finish(
+    tx: WriteTx,
+    task: Task,
+    phase: TaskPhase,
+    *,
+    reason: str,
+    exit_code: int | None = None,
+    data: dict[str, Any] | None = None,
+    rseq: int | None = None,
+    ts: datetime | None = None,
+) -> bool:
+    """End ``task`` in ``phase``: its final event (the runner's own ``data``
+    and ``rseq``/``ts`` when it sent one), pending approvals cancelled, the
+    session's history appended. False when the task had already ended: the
+    first final event stands (a runner and the watchdog may race to it)."""
+    if TaskPhase(task.phase).is_final:
+        log.info("task.already_final", task_id=task.id, phase=task.phase, ignored=phase.value)
+        return False
+    session = await tx.db.get(Session, task.session_id)
+    if not move(task, session, phase):
+        return False
+    task.reason = reason or None
+    task.exit_code = exit_code
+    if data is None:
+        data = {"reason": reason}
+        if exit_code is not None:
+            data["exit_code"] = exit_code
+    tx.emit(FINAL_EVENT[phase], data, task_id=task.id, rseq=rseq, ts=ts)
+    pending = await tx.db.scalars(
+        select(Approval).where(Approval.task_id == task.id, Approval.status == ApprovalStatus.PENDING.value)
+    )
+    for approval in pending:
+        approval.status = ApprovalStatus.CANCELLED.value
+        approval.resolved_at = utcnow()
+        tx.emit(
+            EventType.APPROVAL_CANCELLED,
+            {"approval_id": approval.id, "reason": f"task {phase.value}"},
+            task_id=task.id,
+        )
+    if session is not None:
+        entry = {"ts": datetime.now(UTC).isoformat(), "task_id": task.id, "role": "task"}
+        session.history = [*(session.history or []), {**entry, "phase": phase.value, "reason": reason}]
+    return True
+
+
+def _ahead_of(task: type[Task] | Any) -> ColumnElement[bool]:
+    """An unfinished task of the same session submitted before ``task``."""
+    earlier = aliased(Task)
+    return exists().where(
+        earlier.session_id == task.session_id,
+        earlier.phase.in_(UNFINISHED),
+        earlier.id != task.id,
+        or_(
+            earlier.created_at < task.created_at,
+            and_(earlier.created_at == task.created_at, earlier.id < task.id),
+        ),
+    )
+
+
+def may_start() -> ColumnElement[bool]:
+    """Where-clause over ``Task`` joined with its ``Session``: queued and first
+    in line (or in a session that allows parallel tasks)."""
+    return and_(
+        Task.phase == TaskPhase.QUEUED.value,
+        or_(Session.parallel_tasks.is_(True), not_(_ahead_of(Task))),
+    )
+
+
+async def is_next_in_session(tx: WriteTx, task: Task) -> bool:
+    """Checked again under the task's row lock: another replica's dispatcher
+    may have started the task ahead meanwhile."""
+    found = await tx.db.scalar(
+        select(Task.id).join(Session, Session.id == Task.session_id).where(Task.id == task.id, may_start())
+    )
+    return found is not None
+
+
+async def waiting_behind(tx: WriteTx, session: Session) -> str | None:
+    """The task a new task of ``session`` waits behind: the latest unfinished one."""
+    if session.parallel_tasks:
+        return None
+    return await tx.db.scalar(
+        select(Task.id)
+        .where(Task.session_id == session.id, Task.phase.in_(UNFINISHED))
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(1)
+    )

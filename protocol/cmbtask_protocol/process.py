@@ -1,0 +1,82 @@
+"""The runner process contract: what a runner process is started with and
+what it leaves behind when it ends.
+
+Whoever starts a runner (the local executor, the operator's pod builder)
+sets these environment variables; whoever watches one end (the local
+executor, the operator's status mirror, the gateway's watchdog) reads its
+exit code and ``exit.json``. Both sides read the names from here.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Final
+
+from .events import EventType
+
+__all__ = [
+    "CANCEL_TIMEOUT",
+    "ENV_GATEWAY_URL",
+    "ENV_SESSION_ID",
+    "ENV_TASK_ID",
+    "ENV_TASK_TOKEN",
+    "ENV_WORK_DIR",
+    "EXIT_FILE",
+    "RunnerExit",
+]
+
+ENV_TASK_ID: Final = "CMBTASK_TASK_ID"
+ENV_SESSION_ID: Final = "CMBTASK_SESSION_ID"
+ENV_GATEWAY_URL: Final = "CMBTASK_GATEWAY_URL"
+#: the per-task token; never passed on to the task's own child processes
+ENV_TASK_TOKEN: Final = "CMBTASK_TASK_TOKEN"
+ENV_WORK_DIR: Final = "CMBTASK_WORK_DIR"
+
+#: written atomically into the work directory as the runner exits:
+#: ``{"exit_code", "final_event", "reason", …}``
+EXIT_FILE: Final = "exit.json"
+
+#: the cancel reason that makes a task end ``timed_out`` instead of ``cancelled``
+CANCEL_TIMEOUT: Final = "timeout"
+
+
+class RunnerExit(IntEnum):
+    """The runner process's exit code, one per way it can end."""
+
+    SUCCEEDED = 0
+    FAILED = 1
+    CANCELLED = 2
+    TIMED_OUT = 3
+    #: the link to the gateway was refused for good, or never came back
+    LINK_LOST = 4
+    #: the final event was sent but never acknowledged
+    FINAL_NOT_ACKED = 5
+    #: started without its configuration (task id, gateway URL, token)
+    USAGE = 64
+
+    @classmethod
+    def for_final_event(cls, event_type: str) -> RunnerExit:
+        return _BY_FINAL_EVENT[event_type]
+
+    @property
+    def meaning(self) -> str:
+        """How a person would say it: "the runner …"."""
+        return _MEANINGS[self]
+
+
+_BY_FINAL_EVENT: Final[dict[str, RunnerExit]] = {
+    EventType.TASK_SUCCEEDED: RunnerExit.SUCCEEDED,
+    EventType.TASK_FAILED: RunnerExit.FAILED,
+    EventType.TASK_CANCELLED: RunnerExit.CANCELLED,
+    EventType.TASK_TIMED_OUT: RunnerExit.TIMED_OUT,
+}
+
+_MEANINGS: Final = {
+    RunnerExit.SUCCEEDED: "succeeded",
+    RunnerExit.FAILED: "failed",
+    RunnerExit.CANCELLED: "cancelled",
+    RunnerExit.TIMED_OUT: "timed out",
+    RunnerExit.LINK_LOST: "lost its link to the gateway",
+    RunnerExit.FINAL_NOT_ACKED: "could not report its final event",
+    RunnerExit.USAGE: "was started without its configuration",
+}

@@ -1,0 +1,86 @@
+"""Runner ingest on its own, on a real database: frames stored once each, a
+gap refused, the lifecycle followed (started, approval, final), a second
+final event ignored, state saves checked against their version."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cmbtask_gateway.composition import Gateway
+from cmbtask_gateway.db.migrate import upgrade
+from cmbtask_gateway.errors import Conflict
+from cmbtask_gateway.settings import Settings
+from cmbtask_protocol import (
+    RunnerApprovalRequest,
+    RunnerEvent,
+    RunnerStateSave,
+    SessionCreate,
+    TaskCreate,
+)
+
+
+@pytest.fixture
+async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+    await asyncio.to_thread(upgrade, database_url)
+    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path, executor="none"))
+    yield built
+    await built.ingest.close()
+    await built.engine.dispose()
+
+
+async def _task(gateway: Gateway) -> tuple[str, str]:
+    session = await gateway.sessions.create("alice", SessionCreate(title="ingest"))
+    task = await gateway.tasks.submit("alice", session.id, TaskCreate(engine="demo"))
+    return task.id, session.id
+
+
+def _event(rseq: int, event_type: str, **data: Any) -> RunnerEvent:
+    return RunnerEvent(type="event", rseq=rseq, event_type=event_type, data=data)
+
+
+async def _types(gateway: Gateway, session_id: str) -> list[str]:
+    return [event["type"] for event in await gateway.store.page(session_id, 0, 100)]
+
+
+async def test_frames_are_stored_once_and_a_gap_is_refused(gateway: Gateway) -> None:
+    task_id, session_id = await _task(gateway)
+    started = _event(1, "task.started", engine="demo", mode="one-shot")
+    line = _event(2, "output", stream="stdout", text="hello")
+    result = await gateway.ingest.apply(task_id, session_id, [started, line])
+    assert result.acked_rseq == 2
+    again = await gateway.ingest.apply(task_id, session_id, [started, line])  # a resend after reconnect
+    assert again.acked_rseq == 2
+    with pytest.raises(Conflict, match="rseq 4 skips 3"):
+        await gateway.ingest.apply(task_id, session_id, [_event(4, "output", stream="stdout", text="x")])
+    assert await _types(gateway, session_id) == ["task.queued", "task.started", "output"]
+    assert (await gateway.tasks.get("alice", task_id)).phase == "running"
+
+
+async def test_the_lifecycle_is_followed_and_the_first_final_event_stands(gateway: Gateway) -> None:
+    task_id, session_id = await _task(gateway)
+    asking = RunnerApprovalRequest(type="approval.request", rseq=2, approval_id="approval-1", prompt="ok?")
+    await gateway.ingest.apply(
+        task_id, session_id, [_event(1, "task.started", engine="demo", mode="x"), asking]
+    )
+    assert (await gateway.tasks.get("alice", task_id)).phase == "waiting_approval"
+    done = _event(3, "task.succeeded", reason="")
+    result = await gateway.ingest.apply(task_id, session_id, [done, _event(4, "task.failed", reason="late")])
+    assert result.finished and result.acked_rseq == 4
+    view = await gateway.tasks.get("alice", task_id)
+    assert view.phase == "succeeded" and view.finished_at is not None
+    assert (await _types(gateway, session_id))[-2:] == ["task.succeeded", "approval.cancelled"]
+    session = await gateway.sessions.get("alice", session_id)
+    assert session.phase == "succeeded"
+
+
+async def test_a_state_save_from_an_old_version_is_refused(gateway: Gateway) -> None:
+    task_id, session_id = await _task(gateway)
+    first = RunnerStateSave(type="state.save", rseq=1, state={"n": 1}, expected_version=0)
+    stale = RunnerStateSave(type="state.save", rseq=2, state={"n": 2}, expected_version=0)
+    result = await gateway.ingest.apply(task_id, session_id, [first, stale])
+    assert [(reply.ok, reply.version) for reply in result.replies] == [(True, 1), (False, 1)]
+    assert (await gateway.sessions.get("alice", session_id)).state_version == 1
