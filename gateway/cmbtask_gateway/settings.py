@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     max_client_frame_bytes: int = Field(default=256 * 1024, ge=1024)
     max_runner_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: path and query string; longer gets 414
+    max_url_bytes: int = Field(default=8 * 1024, ge=256)
+    #: all request headers together, and how many; more gets 431
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    #: a request body must be complete this long after the request began (408)
+    request_body_timeout_s: float = Field(default=30.0, gt=0)
     max_bad_frames: int = Field(default=10, ge=1)
     replay_page_size: int = Field(default=500, ge=1)
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .jsontypes import JSON_NUMBER, JsonFloat
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
 
 __all__ = [
+    "MAX_DB_INT",
     "MAX_PARAMS_BYTES",
     "MAX_PROMPT_CHARS",
+    "MAX_TITLE_CHARS",
     "ApprovalList",
     "ApprovalResolve",
     "ApprovalView",
@@ -29,9 +32,15 @@ __all__ = [
 MAX_PROMPT_CHARS = 100_000
 MAX_PARAMS_BYTES = 256 * 1024
 MAX_TITLE_CHARS = 200
+#: the largest integer every database column takes (PostgreSQL ``integer``):
+#: numbers compared with stored ones are bounded by it, so no query overflows
+MAX_DB_INT = 2**31 - 1
 
 
 class _Strict(BaseModel):
+    """A request body: unknown fields are refused, and numbers must be JSON
+    numbers (``"5"`` is not 5), as the JSON Schema says."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -46,13 +55,13 @@ class ErrorBody(BaseModel):
 class SessionCreate(_Strict):
     title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS)
     mode: str = Field(default="planning-control", min_length=1, max_length=64)
-    ttl_s: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+    ttl_s: Annotated[int, Field(ge=60, le=365 * 24 * 3600), JSON_NUMBER] | None = None
 
 
 class SessionUpdate(_Strict):
     """PATCH body. ``version`` must equal the stored one (optimistic locking)."""
 
-    version: int = Field(ge=1)
+    version: Annotated[int, Field(ge=1, le=MAX_DB_INT), JSON_NUMBER]
     title: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS)
     mode: str | None = Field(default=None, min_length=1, max_length=64)
     context: dict[str, Any] | None = None
@@ -90,8 +99,8 @@ class TaskCreate(_Strict):
     mode: str = Field(default="one-shot", min_length=1, max_length=64)
     prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
     params: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
-    approval_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    approval_timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     on_timeout: OnTimeout = OnTimeout.REJECT
 
 

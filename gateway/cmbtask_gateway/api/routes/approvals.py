@@ -8,11 +8,12 @@ from cmbtask_protocol import ApprovalList, ApprovalResolve, ApprovalStatus, Appr
 from fastapi import APIRouter, Query
 
 from ..deps import CurrentUser, GatewayDep
+from ..errors_doc import AUTHENTICATED, WITH_BODY, errors
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
 
 
-@router.get("")
+@router.get("", responses=errors(AUTHENTICATED))
 async def list_approvals(
     user: CurrentUser,
     gateway: GatewayDep,
@@ -23,7 +24,7 @@ async def list_approvals(
     return ApprovalList(items=items)
 
 
-@router.post("/{approval_id}/resolve")
+@router.post("/{approval_id}/resolve", responses=errors(AUTHENTICATED, WITH_BODY, 404, 409))
 async def resolve_approval(
     approval_id: str, body: ApprovalResolve, user: CurrentUser, gateway: GatewayDep
 ) -> ApprovalView:
