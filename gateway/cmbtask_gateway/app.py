@@ -156,5 +156,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     _mount_ui(app, settings)
-    install_openapi(app, available_engines)
+    install_openapi(app, available_engines, settings.auth_mode, settings.proxy_user_header)
     return app

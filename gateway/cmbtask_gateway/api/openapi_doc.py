@@ -81,13 +81,38 @@ def task_create_variants(schema: dict[str, Any], installed: Sequence[str]) -> No
     components["TaskCreate"] = {"title": "TaskCreate", "oneOf": variants}
 
 
-def install_openapi(app: FastAPI, installed: Callable[[], Sequence[str]]) -> None:
-    """Build ``app``'s document once, with ``TaskCreate`` per engine."""
+#: how each auth mode's credentials travel (``none`` has none)
+_SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "token": {"type": "http", "scheme": "bearer", "description": "a token from `cmbtask token create`"},
+    "proxy": {"type": "apiKey", "in": "header", "name": "X-Forwarded-User"},
+}
+
+
+def declare_security(schema: dict[str, Any], auth_mode: str, proxy_header: str) -> None:
+    """Name the credentials on every operation that can answer 401."""
+    scheme = _SECURITY_SCHEMES.get(auth_mode)
+    if scheme is None:
+        return
+    if auth_mode == "proxy":
+        scheme = {**scheme, "name": proxy_header}
+    schema["components"]["securitySchemes"] = {auth_mode: scheme}
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            if "401" in operation.get("responses", {}):
+                operation["security"] = [{auth_mode: []}]
+
+
+def install_openapi(
+    app: FastAPI, installed: Callable[[], Sequence[str]], auth_mode: str, proxy_header: str
+) -> None:
+    """Build ``app``'s document once, with ``TaskCreate`` per engine and the
+    auth mode's credentials."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             task_create_variants(schema, installed())
+            declare_security(schema, auth_mode, proxy_header)
             app.openapi_schema = schema
         return app.openapi_schema
 
