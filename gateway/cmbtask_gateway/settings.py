@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     approval_sweep_interval_s: float = Field(default=0.5, gt=0)
 
     heartbeat_s: float = Field(default=15.0, gt=0)
+    #: WebSocket pings: a peer that answers none within the timeout is gone
+    #: (a half-open connection) and its socket is closed
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)
     client_queue_size: int = Field(default=4096, ge=16)
     max_client_frame_bytes: int = Field(default=256 * 1024, ge=1024)
     max_runner_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from cmbtask_protocol import MODES, ModeInfo, TaskPhase
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -59,6 +61,7 @@ async def metrics(gateway: GatewayDep) -> Response:
     gateway.metrics.approvals_pending.set(await gateway.approvals.pending_count())
     gateway.metrics.connections.labels("runner").set(len(gateway.registry))
     gateway.metrics.connections.labels("client").set(gateway.hub.subscriber_count())
+    gateway.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
     return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
