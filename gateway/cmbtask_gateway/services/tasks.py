@@ -7,6 +7,7 @@ event log can never disagree.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 from cmbtask_protocol import (
     ACTIVE_TASK_PHASES,
     BUILTIN_ENGINE_PARAMS,
+    MAX_PARAMS_BYTES,
     ApprovalStatus,
     EnginesDescription,
     EventType,
@@ -144,6 +146,12 @@ class TaskService:
                 code="engine_unavailable",
                 detail={"engine": body.engine, "mode": body.mode, "reason": reason},
             )
+        encoded = json.dumps(body.params, separators=(",", ":"), ensure_ascii=False)
+        size = len(encoded.encode(errors="surrogatepass"))
+        if size > MAX_PARAMS_BYTES:
+            raise Invalid(
+                f"params take {size} bytes as JSON; at most {MAX_PARAMS_BYTES}", code="too_large"
+            ).with_status(413)
         model = BUILTIN_ENGINE_PARAMS.get(body.engine)
         if model is None:
             return body.params
