@@ -6,6 +6,7 @@ answers before the application sees the request:
 
 - a path and query string over ``max_url_bytes`` → 414;
 - headers over ``max_header_bytes`` in all, or more than ``max_headers`` → 431;
+- a NUL (U+0000) in the path or query → 422 (PostgreSQL stores no NUL);
 - a body over ``max_body_bytes`` → 413, also a chunked one that announces no
   Content-Length: the body is read (at most that much) before the application
   runs, then handed to it unchanged;
@@ -50,10 +51,13 @@ class RequestGuard:
         self.body_timeout_s = body_timeout_s
 
     def _refuse_head(self, scope: Scope) -> tuple[int, str, str] | None:
-        """``(status, code, message)`` when the request line or headers are too large."""
+        """``(status, code, message)`` when the request line or headers are refused."""
         url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
         if url_bytes > self.max_url_bytes:
             return 414, "uri_too_long", f"path and query longer than {self.max_url_bytes} bytes"
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # PostgreSQL takes no NUL in text: refused here, not failed at the database
+            return 422, "invalid_request", "the path and query may not contain NUL (U+0000)"
         headers = scope.get("headers", [])
         header_bytes = sum(len(name) + len(value) for name, value in headers)
         if header_bytes > self.max_header_bytes or len(headers) > self.max_headers:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .jsontypes import JSON_NUMBER, JsonFloat
+from .jsontypes import JSON_NUMBER, JsonFloat, StorableText
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
 
 __all__ = [
@@ -37,9 +37,9 @@ MAX_TITLE_CHARS = 200
 MAX_DB_INT = 2**31 - 1
 
 
-class _Strict(BaseModel):
-    """A request body: unknown fields are refused, and numbers must be JSON
-    numbers (``"5"`` is not 5), as the JSON Schema says."""
+class _Strict(StorableText):
+    """A request body: unknown fields are refused, numbers must be JSON
+    numbers (``"5"`` is not 5), as the JSON Schema says, and text is storable (no NUL)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .api import TaskCreate
+from .jsontypes import StorableText
 from .phases import Decision
 
 __all__ = [
@@ -45,7 +46,7 @@ CLOSE_SLOW_CONSUMER = 4408  # could not keep up: reconnect with ``after``
 CLOSE_CONFLICT = 4409  # runner socket replaced by a newer connection
 
 
-class _Command(BaseModel):
+class _Command(StorableText):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(default=None, max_length=100, description="echoed in ws.result")
 

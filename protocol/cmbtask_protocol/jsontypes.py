@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool, model_validator
 
-__all__ = ["JSON_NUMBER", "JsonBool", "JsonFloat"]
+__all__ = ["JSON_NUMBER", "JsonBool", "JsonFloat", "StorableText"]
 
 
 def _number_only(value: Any) -> Any:
@@ -29,3 +29,35 @@ JSON_NUMBER = BeforeValidator(_number_only)
 JsonFloat = Annotated[float, Field(strict=True)]
 #: ``true`` or ``false`` only
 JsonBool = StrictBool
+
+
+def _refuse_unstorable(value: Any) -> None:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("text may not contain NUL (U+0000)")
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    raise ValueError("text must be Unicode without lone surrogates") from None
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+
+
+class StorableText(BaseModel):
+    """A body whose every string and key, however deep, a database can store:
+    no U+0000 (PostgreSQL keeps none in ``text`` or ``jsonb``) and no lone
+    surrogate (``"\\ud800"`` is valid JSON but no UTF-8). Refused with 422 at the
+    door instead of failing with 500 at the database, on every backend alike."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        _refuse_unstorable(data)
+        return data

@@ -163,3 +163,22 @@ def test_a_body_dribbled_too_slowly_is_cut_off(shared_gateway: GatewayProcess) -
     assert BODY_TIMEOUT_S - 0.5 <= elapsed <= BODY_TIMEOUT_S + 5, elapsed
     with httpx.Client(base_url=shared_gateway.url, headers={"X-Forwarded-User": "dribbler"}) as http:
         assert http.get("/api/sessions").json()["total"] == 0  # nothing was stored
+
+
+def test_text_no_database_stores_is_refused_on_every_backend(client: httpx.Client) -> None:
+    """PostgreSQL stores no U+0000 in text or jsonb: refused with 422, not a 500."""
+    sid = _session(client)
+    _refused(client.post("/api/sessions", json={"title": "a\u0000b"}), 422, "invalid_request", "NUL")
+    deep = {"engine": "cmbagent", "params": {"k": ["ok", {"\u0000": 1}]}}
+    _refused(client.post(f"/api/sessions/{sid}/tasks", json=deep), 422, "invalid_request", "NUL")
+    patch = {"version": 1, "context": {"note": "x\u0000"}}
+    _refused(client.patch(f"/api/sessions/{sid}", json=patch), 422, "invalid_request", "NUL")
+    _refused(client.get("/api/sessions", params={"q": "a\u0000"}), 422, "invalid_request", "NUL")
+    _refused(client.get("/api/sessions/a%00b"), 422, "invalid_request", "NUL")
+    # A lone surrogate is valid JSON but no UTF-8: no database stores it either.
+    lone = b'{"engine": "cmbagent", "params": {"k": "a\\ud800b"}}'
+    headers = {"Content-Type": "application/json"}
+    response = client.post(f"/api/sessions/{sid}/tasks", content=lone, headers=headers)
+    _refused(response, 422, "invalid_request", "surrogate")
+    assert client.get("/api/sessions").json()["total"] == 1
+    assert client.get(f"/api/sessions/{sid}").json()["version"] == 1
