@@ -7,7 +7,12 @@ schema-valid request refused, no schema-invalid one accepted, no response
 that breaks its own schema, and ``Allow`` on every 405.
 
 The number of cases is bounded (``--max-examples``) and the seed fixed, so a
-run takes about a minute on two cores and a failure replays. The same
+run takes about a minute on two cores and a failure replays. Strings keep
+schemathesis's default alphabet, without U+0000: the gateway refuses NUL
+everywhere (no database stores it; test_input_limits.py), which the document
+does not spell out for free-form objects such as ``params``, so
+``--generation-allow-x00 true`` reports that refusal as a valid request
+rejected. The same
 command works against any deployment (README, "Tests").
 """
 
