@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .jsontypes import JSON_NUMBER, JsonFloat, StorableText
+from .jsontypes import JSON_NUMBER, NO_NUL, JsonFloat, StorableText
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
 
 __all__ = [
@@ -39,7 +39,7 @@ MAX_DB_INT = 2**31 - 1
 
 class _Strict(StorableText):
     """A request body: unknown fields are refused, numbers must be JSON
-    numbers (``"5"`` is not 5), as the JSON Schema says, and text is storable (no NUL)."""
+    numbers (``"5"`` is not 5), as the JSON Schema says, and text is storable."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,8 +53,8 @@ class ErrorBody(BaseModel):
 
 
 class SessionCreate(_Strict):
-    title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS)
-    mode: str = Field(default="planning-control", min_length=1, max_length=64)
+    title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS, pattern=NO_NUL)
+    mode: str = Field(default="planning-control", min_length=1, max_length=64, pattern=NO_NUL)
     ttl_s: Annotated[int, Field(ge=60, le=365 * 24 * 3600), JSON_NUMBER] | None = None
 
 
@@ -62,8 +62,8 @@ class SessionUpdate(_Strict):
     """PATCH body. ``version`` must equal the stored one (optimistic locking)."""
 
     version: Annotated[int, Field(ge=1, le=MAX_DB_INT), JSON_NUMBER]
-    title: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS)
-    mode: str | None = Field(default=None, min_length=1, max_length=64)
+    title: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS, pattern=NO_NUL)
+    mode: str | None = Field(default=None, min_length=1, max_length=64, pattern=NO_NUL)
     context: dict[str, Any] | None = None
 
 
@@ -96,8 +96,8 @@ class SessionList(BaseModel):
 
 class TaskCreate(_Strict):
     engine: str = Field(default="demo", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
-    mode: str = Field(default="one-shot", min_length=1, max_length=64)
-    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    mode: str = Field(default="one-shot", min_length=1, max_length=64, pattern=NO_NUL)
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     approval_timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
@@ -150,7 +150,7 @@ class ApprovalList(BaseModel):
 
 class ApprovalResolve(_Strict):
     decision: Decision
-    text: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    text: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
 
 
 class EventPage(BaseModel):

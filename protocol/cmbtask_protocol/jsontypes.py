@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, StrictBool, model_validator
 
-__all__ = ["JSON_NUMBER", "JsonBool", "JsonFloat", "StorableText"]
+__all__ = ["JSON_NUMBER", "NO_NUL", "JsonBool", "JsonFloat", "StorableText"]
 
 
 def _number_only(value: Any) -> Any:
@@ -31,13 +31,16 @@ JsonFloat = Annotated[float, Field(strict=True)]
 JsonBool = StrictBool
 
 
+#: ``pattern`` of a string stored in a text column: PostgreSQL keeps no U+0000
+#: there (its ``json`` columns do, so free-form objects may hold it)
+NO_NUL = r"^[^\x00]*$"
+
+
 def _refuse_unstorable(value: Any) -> None:
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError("text may not contain NUL (U+0000)")
             if not item.isascii():
                 try:
                     item.encode()
@@ -51,10 +54,9 @@ def _refuse_unstorable(value: Any) -> None:
 
 
 class StorableText(BaseModel):
-    """A body whose every string and key, however deep, a database can store:
-    no U+0000 (PostgreSQL keeps none in ``text`` or ``jsonb``) and no lone
-    surrogate (``"\\ud800"`` is valid JSON but no UTF-8). Refused with 422 at the
-    door instead of failing with 500 at the database, on every backend alike."""
+    """A body whose every string and key, however deep, is Unicode a database
+    can store: no lone surrogate (``"\\ud800"`` is valid JSON but no UTF-8).
+    Refused with 422 at the door instead of a 500 from the database."""
 
     @model_validator(mode="before")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from cmbtask_protocol import ApprovalList, ApprovalResolve, ApprovalStatus, ApprovalView
+from cmbtask_protocol import NO_NUL, ApprovalList, ApprovalResolve, ApprovalStatus, ApprovalView
 from fastapi import APIRouter, Query
 
 from ..deps import CurrentUser, GatewayDep
@@ -18,7 +18,7 @@ async def list_approvals(
     user: CurrentUser,
     gateway: GatewayDep,
     status: Annotated[ApprovalStatus | None, Query()] = None,
-    session_id: Annotated[str | None, Query(max_length=64)] = None,
+    session_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> ApprovalList:
     items = await gateway.approvals.list(user, status.value if status else None, session_id)
     return ApprovalList(items=items)

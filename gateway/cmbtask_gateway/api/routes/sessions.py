@@ -6,6 +6,7 @@ from typing import Annotated
 
 from cmbtask_protocol import (
     MAX_DB_INT,
+    NO_NUL,
     EventPage,
     SessionCreate,
     SessionList,
@@ -33,9 +34,9 @@ async def create_session(body: SessionCreate, user: CurrentUser, gateway: Gatewa
 async def list_sessions(
     user: CurrentUser,
     gateway: GatewayDep,
-    mode: Annotated[str | None, Query(max_length=64)] = None,
+    mode: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     status: Annotated[SessionStatus | None, Query()] = None,
-    q: Annotated[str | None, Query(max_length=200, description="title contains")] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="title contains")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> SessionList:
