@@ -29,6 +29,7 @@ from tests.support.raw_ws import OP_BINARY, OP_CLOSE, OP_TEXT, RawSocket
 from tests.support.runner_client import TestRunner, runner_token
 
 SEED = 20261202
+pytestmark = pytest.mark.timeout(600)  # bounded loops, but slow on a busy machine
 ROUNDS = 60  # mutated frames per socket
 CLIENT_COMMANDS: list[dict[str, Any]] = [
     {"type": "ping", "id": "p"},
