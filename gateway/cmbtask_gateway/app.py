@@ -10,25 +10,28 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
 from cmbtask_protocol import ErrorBody
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api.allow import allowed_methods
+from .api.openapi_doc import install_openapi
 from .api.routes import approvals, meta, sessions, tasks
 from .api.ws_client import router as client_socket
 from .api.ws_runner import router as runner_socket
 from .composition import Gateway
 from .db.migrate import upgrade
 from .errors import GatewayError
+from .http_guard import RequestGuard
 from .logs import get_logger
+from .services.tasks import available_engines
 from .settings import Settings
 
 __all__ = ["create_app"]
@@ -43,7 +46,9 @@ def _error(
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """``routers``: the included ones, whose routes a 405's ``Allow`` names."""
+
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
         return _error(error.status_code, error.code, error.message, error.detail, error.headers())
@@ -57,51 +62,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", f"{where}: {first['msg']}", detail)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _error(error.status_code, "http_error", str(error.detail))
-
-
-class _BodyLimit:
-    """Refuse request bodies over the limit, also chunked ones that announce
-    no Content-Length: the body (at most ``limit`` bytes) is read before the
-    app runs, then handed to it unchanged."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.limit:
-                response = _error(413, "too_large", f"request body larger than {self.limit} bytes")
-                await response(scope, receive, send)
-                return
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        await self.app(scope, replay, send)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        response = _error(error.status_code, "http_error", str(error.detail))
+        response.headers.update(error.headers or {})
+        if error.status_code == 405:
+            routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
+            response.headers["Allow"] = allowed_methods(routes, request.scope)
+        return response
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
-    # Added first, so it runs inside the access log, which records its 413s.
-    app.add_middleware(_BodyLimit, limit=settings.max_request_bytes)
+    # Added first, so it runs inside the access log, which records its refusals.
+    app.add_middleware(
+        RequestGuard,
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_body_bytes=settings.max_request_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
+    )
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -173,16 +152,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("gateway.stopped")
 
     app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan)
-    _install_error_handlers(app)
+    routers = (sessions.router, tasks.router, approvals.router, meta.router, client_socket, runner_socket)
+    _install_error_handlers(app, routers)
     _install_middleware(app, settings)
-    for router in (
-        sessions.router,
-        tasks.router,
-        approvals.router,
-        meta.router,
-        client_socket,
-        runner_socket,
-    ):
+    for router in routers:
         app.include_router(router)
     _mount_ui(app, settings)
+    install_openapi(app, available_engines, settings.auth_mode, settings.proxy_user_header)
     return app

@@ -44,6 +44,8 @@ def _serve(settings: Settings, announce: bool) -> int:
         access_log=False,
         ws_per_message_deflate=False,  # costs 2.5-3x CPU per message on every client
         ws_max_size=settings.max_runner_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         backlog=4096,
         timeout_graceful_shutdown=5,
     )

@@ -24,6 +24,10 @@ class Metrics:
             "cmbtask_approvals_pending", "Approvals waiting for a decision", registry=self.registry
         )
         self.tasks = Gauge("cmbtask_tasks", "Tasks by phase", ["phase"], registry=self.registry)
+        # Leaks show here first: a socket that ends must take its tasks with it.
+        self.asyncio_tasks = Gauge(
+            "cmbtask_asyncio_tasks", "asyncio tasks alive in the gateway process", registry=self.registry
+        )
         self.http_requests = Counter(
             "cmbtask_http_requests", "HTTP requests", ["method", "status"], registry=self.registry
         )

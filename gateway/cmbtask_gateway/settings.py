@@ -75,10 +75,21 @@ class Settings(BaseSettings):
     approval_sweep_interval_s: float = Field(default=0.5, gt=0)
 
     heartbeat_s: float = Field(default=15.0, gt=0)
+    #: WebSocket pings: a peer that answers none within the timeout is gone
+    #: (a half-open connection) and its socket is closed
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0)
     client_queue_size: int = Field(default=4096, ge=16)
     max_client_frame_bytes: int = Field(default=256 * 1024, ge=1024)
     max_runner_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: path and query string; longer gets 414
+    max_url_bytes: int = Field(default=8 * 1024, ge=256)
+    #: all request headers together, and how many; more gets 431
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    #: a request body must be complete this long after the request began (408)
+    request_body_timeout_s: float = Field(default=30.0, gt=0)
     max_bad_frames: int = Field(default=10, ge=1)
     replay_page_size: int = Field(default=500, ge=1)
 

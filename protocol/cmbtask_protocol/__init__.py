@@ -4,12 +4,13 @@ Every other component imports its message shapes from here and from nowhere
 else, so that gateway, runner, operator and UI cannot drift apart.
 """
 
-from . import api, client, crd, engines, events, modes, phases, process, runner
+from . import api, client, crd, engines, events, jsontypes, modes, phases, process, runner
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
 from .crd import *  # noqa: F403
 from .engines import *  # noqa: F403
 from .events import *  # noqa: F403
+from .jsontypes import *  # noqa: F403
 from .modes import *  # noqa: F403
 from .phases import *  # noqa: F403
 from .process import *  # noqa: F403
@@ -21,6 +22,7 @@ __all__ = [
     *crd.__all__,
     *engines.__all__,
     *events.__all__,
+    *jsontypes.__all__,
     *modes.__all__,
     *phases.__all__,
     *process.__all__,

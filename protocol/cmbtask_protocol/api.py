@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .jsontypes import JSON_NUMBER, NO_NUL, JsonFloat, StorableText
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
 
 __all__ = [
+    "MAX_DB_INT",
     "MAX_PARAMS_BYTES",
     "MAX_PROMPT_CHARS",
+    "MAX_TITLE_CHARS",
     "ApprovalList",
     "ApprovalResolve",
     "ApprovalView",
@@ -29,9 +32,15 @@ __all__ = [
 MAX_PROMPT_CHARS = 100_000
 MAX_PARAMS_BYTES = 256 * 1024
 MAX_TITLE_CHARS = 200
+#: the largest integer every database column takes (PostgreSQL ``integer``):
+#: numbers compared with stored ones are bounded by it, so no query overflows
+MAX_DB_INT = 2**31 - 1
 
 
-class _Strict(BaseModel):
+class _Strict(StorableText):
+    """A request body: unknown fields are refused, numbers must be JSON
+    numbers (``"5"`` is not 5), as the JSON Schema says, and text is storable."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -44,9 +53,9 @@ class ErrorBody(BaseModel):
 
 
 class SessionCreate(_Strict):
-    title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS)
-    mode: str = Field(default="planning-control", min_length=1, max_length=64)
-    ttl_s: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+    title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS, pattern=NO_NUL)
+    mode: str = Field(default="planning-control", min_length=1, max_length=64, pattern=NO_NUL)
+    ttl_s: Annotated[int, Field(ge=60, le=365 * 24 * 3600), JSON_NUMBER] | None = None
     parallel_tasks: bool = Field(
         default=False,
         description="Run this session's tasks side by side. By default a session runs one task at a "
@@ -57,9 +66,9 @@ class SessionCreate(_Strict):
 class SessionUpdate(_Strict):
     """PATCH body. ``version`` must equal the stored one (optimistic locking)."""
 
-    version: int = Field(ge=1)
-    title: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS)
-    mode: str | None = Field(default=None, min_length=1, max_length=64)
+    version: Annotated[int, Field(ge=1, le=MAX_DB_INT), JSON_NUMBER]
+    title: str | None = Field(default=None, min_length=1, max_length=MAX_TITLE_CHARS, pattern=NO_NUL)
+    mode: str | None = Field(default=None, min_length=1, max_length=64, pattern=NO_NUL)
     context: dict[str, Any] | None = None
 
 
@@ -94,11 +103,11 @@ class SessionList(BaseModel):
 
 class TaskCreate(_Strict):
     engine: str = Field(default="demo", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
-    mode: str = Field(default="one-shot", min_length=1, max_length=64)
-    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    mode: str = Field(default="one-shot", min_length=1, max_length=64, pattern=NO_NUL)
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
     params: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
-    approval_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    approval_timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     on_timeout: OnTimeout = OnTimeout.REJECT
 
 
@@ -148,7 +157,7 @@ class ApprovalList(BaseModel):
 
 class ApprovalResolve(_Strict):
     decision: Decision
-    text: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    text: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
 
 
 class EventPage(BaseModel):

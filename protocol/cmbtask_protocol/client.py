@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .api import TaskCreate
+from .jsontypes import NO_NUL, StorableText
 from .phases import Decision
 
 __all__ = [
@@ -47,7 +48,7 @@ CLOSE_CONFLICT = 4409  # runner socket replaced by a newer connection
 CLOSE_LIMIT = 4429  # over a per-user limit (too many sockets): retry later
 
 
-class _Command(BaseModel):
+class _Command(StorableText):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(default=None, max_length=100, description="echoed in ws.result")
 
@@ -59,14 +60,14 @@ class SubmitTaskCommand(_Command):
 
 class ResolveApprovalCommand(_Command):
     type: Literal["resolve_approval"]
-    approval_id: str = Field(max_length=100)
+    approval_id: str = Field(max_length=100, pattern=NO_NUL)
     decision: Decision
-    text: str | None = Field(default=None, max_length=100_000)
+    text: str | None = Field(default=None, max_length=100_000, pattern=NO_NUL)
 
 
 class CancelTaskCommand(_Command):
     type: Literal["cancel_task"]
-    task_id: str = Field(max_length=100)
+    task_id: str = Field(max_length=100, pattern=NO_NUL)
 
 
 class PingCommand(_Command):

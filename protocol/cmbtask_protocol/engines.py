@@ -10,9 +10,11 @@ available and refuse a task no runner could start.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .jsontypes import JSON_NUMBER, JsonBool, JsonFloat
 
 __all__ = [
     "BUILTIN_ENGINE_PARAMS",
@@ -28,30 +30,47 @@ class DemoParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(default=3, ge=1, le=1000)
-    step_delay_s: float = Field(default=0.5, ge=0.0, le=3600.0)
-    lines_per_step: int = Field(default=3, ge=0, le=100_000)
-    approve_plan: bool = False
+    steps: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] = 3
+    step_delay_s: JsonFloat = Field(default=0.5, ge=0.0, le=3600.0)
+    lines_per_step: Annotated[int, Field(ge=0, le=100_000), JSON_NUMBER] = 3
+    approve_plan: JsonBool = False
     #: ask for an approval before these 1-based steps
-    approve_steps: list[int] = Field(default_factory=list, max_length=1000)
-    fail_at_step: int | None = Field(default=None, ge=1)
+    approve_steps: list[Annotated[int, Field(ge=1, le=1000), JSON_NUMBER]] = Field(
+        default_factory=list, max_length=1000
+    )
+    fail_at_step: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] | None = None
     #: emit agent messages, code blocks and cost updates along the way
-    chatter: bool = True
+    chatter: JsonBool = True
     #: save session state after every step (resume continues after the last one)
-    checkpoint: bool = True
+    checkpoint: JsonBool = True
+
+
+def _one_source(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: schema}}
 
 
 class ScriptParams(BaseModel):
     """The ``script`` engine: a user's Python source, a file, or a command."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The "exactly one source" rule below, in the JSON Schema too: a source
+    # counts when it is given, not null and not empty.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                _one_source("code", {"type": "string", "minLength": 1}),
+                _one_source("path", {"type": "string", "minLength": 1}),
+                _one_source("command", {"type": "array", "minItems": 1}),
+            ]
+        },
+    )
 
     code: str | None = Field(default=None, max_length=1_000_000)
     path: str | None = Field(default=None, max_length=4096)
     command: list[str] | None = Field(default=None, min_length=1, max_length=1000)
     env: dict[str, str] = Field(default_factory=dict, max_length=200)
     #: lines per second above which output is dropped (with a notice)
-    max_output_lines_per_s: int = Field(default=5000, ge=1, le=1_000_000)
+    max_output_lines_per_s: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] = 5000
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ScriptParams:

@@ -19,6 +19,7 @@ from cmbtask_protocol import (
     CLOSE_NOT_FOUND,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
+    MAX_DB_INT,
     CancelTaskCommand,
     ClientCommand,
     PingCommand,
@@ -120,7 +121,7 @@ class _ClientSocket:
         try:
             command = _commands.validate_json(message)
         except ValidationError as error:
-            await self.refuse(None, "bad_command", _describe(error, message))
+            await self.refuse(None, "bad_command", _describe(error))
             return
         self.bad_frames = 0
         try:
@@ -156,12 +157,12 @@ class _ClientSocket:
         raise AssertionError(f"unhandled command {command!r}")
 
 
-def _describe(error: ValidationError, message: str) -> str:
-    try:
-        json.loads(message)
-    except ValueError:
-        return "frame is not valid JSON"
+def _describe(error: ValidationError) -> str:
+    # Not json.loads to tell: it raises RecursionError on deeply nested input,
+    # a RuntimeError, which the socket loop takes for a client that went away.
     first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return "frame is not valid JSON"
     where = ".".join(str(part) for part in first["loc"])
     return f"invalid command at {where or 'frame'}: {first['msg']}"
 
@@ -179,8 +180,10 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
         await ws.close(code, error.message)
         return
     after_raw = ws.query_params.get("after", "0")
-    if not after_raw.isdigit():
-        await ws.close(CLOSE_BAD_FRAME, "after must be a non-negative integer")
+    # isdigit alone takes "²" and 5,000-digit numbers, which int() refuses
+    valid = after_raw.isascii() and after_raw.isdigit() and len(after_raw) <= len(str(MAX_DB_INT))
+    if not (valid and int(after_raw) <= MAX_DB_INT):
+        await ws.close(CLOSE_BAD_FRAME, f"after must be a non-negative integer up to {MAX_DB_INT}")
         return
     if (refusal := gateway.connections.admit(identity, ws)) is not None:
         await ws.close(CLOSE_LIMIT, refusal)

@@ -96,7 +96,11 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
 
 async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, session_id: str) -> None:
     ws = connection.ws
-    hello = await asyncio.wait_for(_read_frame(gateway, ws), HELLO_TIMEOUT_S)
+    try:
+        hello = await asyncio.wait_for(_read_frame(gateway, ws), HELLO_TIMEOUT_S)
+    except TimeoutError:
+        await ws.close(CLOSE_BAD_FRAME, f"no hello within {HELLO_TIMEOUT_S:g} s")
+        return
     if not isinstance(hello, RunnerHello):
         await ws.close(CLOSE_BAD_FRAME, "the first frame must be hello")
         return

@@ -101,7 +101,12 @@ class SessionService:
         return SessionList(items=items, total=total or 0, limit=limit, offset=offset)
 
     async def update(self, owner: str, session_id: str, body: SessionUpdate) -> SessionView:
-        changes = body.model_dump(exclude_unset=True, exclude={"version"})
+        # null means "leave as it is", as for a field not sent
+        changes = {
+            name: value
+            for name, value in body.model_dump(exclude_unset=True, exclude={"version"}).items()
+            if value is not None
+        }
         return await self._bump(owner, session_id, body.version, changes)
 
     async def set_status(

@@ -6,6 +6,7 @@ task may start; this module holds the requests that lead there.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 from cmbtask_protocol import (
     ACTIVE_TASK_PHASES,
     BUILTIN_ENGINE_PARAMS,
+    MAX_PARAMS_BYTES,
     EnginesDescription,
     RunnerCancel,
     SessionStatus,
@@ -98,6 +100,12 @@ class TaskService:
                 code="engine_unavailable",
                 detail={"engine": body.engine, "mode": body.mode, "reason": reason},
             )
+        encoded = json.dumps(body.params, separators=(",", ":"), ensure_ascii=False)
+        size = len(encoded.encode(errors="surrogatepass"))
+        if size > MAX_PARAMS_BYTES:
+            raise Invalid(
+                f"params take {size} bytes as JSON; at most {MAX_PARAMS_BYTES}", code="too_large"
+            ).with_status(413)
         model = BUILTIN_ENGINE_PARAMS.get(body.engine)
         if model is None:
             return body.params

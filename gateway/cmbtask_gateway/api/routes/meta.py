@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from cmbtask_protocol import MODES, ModeInfo, TaskPhase
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 
 from ...catalog import mode_views
 from ...db.models import Task
 from ...services.tasks import available_engines
 from ..deps import CurrentUser, GatewayDep
+from ..errors_doc import AUTHENTICATED, errors
 
 router = APIRouter(tags=["meta"])
+
+
+class Readiness(BaseModel):
+    status: str
+    #: why the database cannot be used, when it cannot
+    database: str | None = None
+
+
+class Identity(BaseModel):
+    user: str
+    auth_mode: str
 
 
 @router.get("/healthz")
@@ -21,7 +36,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": Readiness, "description": "The database answers."},
+        503: {"model": Readiness, "description": "The database does not answer."},
+    },
+)
 async def readyz(gateway: GatewayDep) -> Response:
     try:
         async with gateway.sessions_factory() as db:
@@ -31,7 +52,7 @@ async def readyz(gateway: GatewayDep) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(gateway: GatewayDep) -> Response:
     async with gateway.sessions_factory() as db:
         counts = dict((await db.execute(select(Task.phase, func.count()).group_by(Task.phase))).all())
@@ -40,16 +61,17 @@ async def metrics(gateway: GatewayDep) -> Response:
     gateway.metrics.approvals_pending.set(await gateway.approvals.pending_count())
     gateway.metrics.connections.labels("runner").set(len(gateway.registry))
     gateway.metrics.connections.labels("client").set(gateway.hub.subscriber_count())
+    gateway.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
     return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/modes")
+@router.get("/api/modes", responses=errors(AUTHENTICATED))
 async def modes(user: CurrentUser, gateway: GatewayDep) -> list[ModeInfo]:
     """Every mode, with the engines that can run it here and whether the
     ``cmbagent`` engine can (see catalog.py for the rules)."""
     return mode_views(MODES, await gateway.engines.get(), available_engines())
 
 
-@router.get("/api/me")
-async def me(user: CurrentUser, gateway: GatewayDep) -> dict[str, str]:
-    return {"user": user, "auth_mode": gateway.settings.auth_mode}
+@router.get("/api/me", responses=errors(AUTHENTICATED))
+async def me(user: CurrentUser, gateway: GatewayDep) -> Identity:
+    return Identity(user=user, auth_mode=gateway.settings.auth_mode)

@@ -10,23 +10,27 @@ from fastapi.responses import FileResponse
 
 from ...errors import NotFound
 from ..deps import CurrentUser, GatewayDep
+from ..errors_doc import AUTHENTICATED, errors
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
-@router.get("/{task_id}")
+@router.get("/{task_id}", responses=errors(AUTHENTICATED, 404))
 async def get_task(task_id: str, user: CurrentUser, gateway: GatewayDep) -> TaskView:
     return await gateway.tasks.get(user, task_id)
 
 
-@router.post("/{task_id}/cancel")
+@router.post("/{task_id}/cancel", responses=errors(AUTHENTICATED, 404, 409))
 async def cancel_task(task_id: str, user: CurrentUser, gateway: GatewayDep) -> TaskView:
     return await gateway.tasks.cancel(user, task_id)
 
 
-@router.get("/{task_id}/files/{path:path}")
+@router.get(
+    "/{task_id}/files/{path:path}",
+    responses={**errors(AUTHENTICATED, 404), 200: {"content": {"application/octet-stream": {}}}},
+)
 async def get_task_file(task_id: str, path: str, user: CurrentUser, gateway: GatewayDep) -> FileResponse:
     """A file from a local task's work directory (plots, reports)."""
     await gateway.tasks.get(user, task_id)
