@@ -158,5 +158,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     _mount_ui(app, settings)
-    install_openapi(app, available_engines, settings.auth_mode, settings.proxy_user_header)
+    install_openapi(app, lambda: _runnable_engines(app), settings.auth_mode, settings.proxy_user_header)
     return app
+
+
+def _runnable_engines(app: FastAPI) -> dict[str, list[str] | None]:
+    """What the document offers: the runners' answer once known, else every
+    installed engine with any mode (as submission then takes them)."""
+    gateway: Gateway | None = getattr(app.state, "gateway", None)
+    known = gateway.engines.runnable() if gateway is not None else None
+    return known if known is not None else dict.fromkeys(available_engines())

@@ -134,6 +134,26 @@ class EngineCatalog:
                 self._reask()
         return self._known
 
+    def known(self) -> EnginesDescription | None:
+        """The last answer, without waiting or asking again; None while unknown."""
+        if self._probe is None:
+            return self._fixed
+        if self._probe.done() and not self._probe.cancelled() and self._probe.exception() is None:
+            self._take(self._probe.result())
+        return self._known
+
+    def runnable(self) -> dict[str, list[str] | None] | None:
+        """Engine → the modes it can run here (None: any mode, as a label), for
+        the engines that can run something; None while the runners are unknown."""
+        description = self.known()
+        if description is None:
+            return None
+        return {
+            name: engine.modes
+            for name, engine in description.engines.items()
+            if engine.loaded and engine.available and (engine.modes is None or engine.modes)
+        }
+
     def _take(self, answer: EnginesDescription | None) -> None:
         # a failed re-ask keeps the last good answer: a flaky probe must not
         # make every mode look available again

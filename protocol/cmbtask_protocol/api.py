@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .jsontypes import JSON_NUMBER, NO_NUL, JsonFloat, StorableText
+from .jsontypes import JSON_NUMBER, NO_NUL, JsonBool, JsonFloat, StorableText
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
 
 __all__ = [
@@ -56,7 +56,7 @@ class SessionCreate(_Strict):
     title: str = Field(default="Untitled session", min_length=1, max_length=MAX_TITLE_CHARS, pattern=NO_NUL)
     mode: str = Field(default="planning-control", min_length=1, max_length=64, pattern=NO_NUL)
     ttl_s: Annotated[int, Field(ge=60, le=365 * 24 * 3600), JSON_NUMBER] | None = None
-    parallel_tasks: bool = Field(
+    parallel_tasks: JsonBool = Field(
         default=False,
         description="Run this session's tasks side by side. By default a session runs one task at a "
         "time, in submission order, since its tasks load and save the same stored state.",

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.gateway import GatewayProcess
@@ -80,6 +81,10 @@ def test_schemathesis_finds_nothing(
 ) -> None:
     gateway = gateway_factory(CMBTASK_AUTH_MODE=auth_mode)
     token = gateway.create_token("fuzzer") if auth_mode == "token" else None
+    # The document offers what the runners said they can run; /api/modes waits
+    # for their first answer, so the fuzzer reads the document of a settled gateway.
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    httpx.get(f"{gateway.url}/api/modes", headers=headers, timeout=60).raise_for_status()
     report_path = tmp_path / "schemathesis.json"
     # Its own working directory: schemathesis and hypothesis keep a cache there.
     run = subprocess.run(

@@ -3,21 +3,18 @@
 FastAPI documents a task's ``params`` as any object and its ``engine`` as
 any name, but submission refuses an engine that is not installed and checks
 the params of the built-in engines against their models. So the document
-describes ``TaskCreate`` as one variant per installed engine: the built-in
-ones with their params model, the others (``cmbagent``, validated by the
-runner) with any object. A request valid under the document is then one the
-gateway takes, and the reverse.
-
-One state of a deployment still answers a valid request with 422
-``engine_unavailable``: a runner that describes an engine as unusable here
-(the ``cmbagent`` library missing, no API key). That is the deployment's
-state, not the request's shape, and ``/api/modes`` tells it.
+describes ``TaskCreate`` as one variant per engine that can run here: the
+built-in ones with their params model, the others (``cmbagent``, validated by
+the runner) with any object, each with the modes it runs when it names them.
+What can run is the runners' own answer (``--describe-engines``, asked again
+now and then), so the document is made anew for each request of it: a
+request valid under the document is one the gateway takes, and the reverse.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cmbtask_protocol import BUILTIN_ENGINE_PARAMS
@@ -52,32 +49,34 @@ def _takes_empty_params(engine: str) -> bool:
 
 
 def _variant(
-    base: dict[str, Any], engines: list[str], params: dict[str, Any], default: bool
+    base: dict[str, Any], engine: str, modes: list[str] | None, components: dict[str, Any], default: str
 ) -> dict[str, Any]:
     variant = copy.deepcopy(base)
-    variant["properties"]["engine"] = {"type": "string", "enum": engines, "title": "Engine"}
-    variant["properties"]["params"] = params
+    properties = variant["properties"]
+    properties["engine"] = {"type": "string", "enum": [engine], "title": "Engine"}
+    properties["params"] = _params_schema(engine, components)
     required = set(variant.get("required", []))
-    if not default:
+    if modes is not None:
+        properties["mode"] = {"type": "string", "enum": modes, "title": "Mode"}
+        if base["properties"]["mode"].get("default") not in modes:
+            required.add("mode")  # the default mode is not one this engine runs
+    if engine != default:
         required.add("engine")  # without it the engine is the default one
-    if not _takes_empty_params(engines[0]):
+    if not _takes_empty_params(engine):
         required.add("params")  # the default, {}, is refused
     if required:
         variant["required"] = sorted(required)
-    variant["title"] = f"TaskCreate ({', '.join(engines)})"
+    variant["title"] = f"TaskCreate ({engine})"
     return variant
 
 
-def task_create_variants(schema: dict[str, Any], installed: Sequence[str]) -> None:
-    """Replace ``TaskCreate`` in ``schema`` by one variant per installed engine."""
+def task_create_variants(schema: dict[str, Any], runnable: Mapping[str, list[str] | None]) -> None:
+    """Replace ``TaskCreate`` in ``schema`` by one variant per engine that can
+    run here (engine → its modes, None for any mode)."""
     components = schema["components"]["schemas"]
     base = components["TaskCreate"]
     default = str(base["properties"]["engine"].get("default", ""))
-    builtin = [name for name in installed if name in BUILTIN_ENGINE_PARAMS]
-    others = [name for name in installed if name not in BUILTIN_ENGINE_PARAMS]
-    variants = [_variant(base, [name], _params_schema(name, components), name == default) for name in builtin]
-    if others:
-        variants.append(_variant(base, others, _params_schema(others[0], components), default in others))
+    variants = [_variant(base, name, runnable[name], components, default) for name in sorted(runnable)]
     components["TaskCreate"] = {"title": "TaskCreate", "oneOf": variants}
 
 
@@ -103,17 +102,15 @@ def declare_security(schema: dict[str, Any], auth_mode: str, proxy_header: str) 
 
 
 def install_openapi(
-    app: FastAPI, installed: Callable[[], Sequence[str]], auth_mode: str, proxy_header: str
+    app: FastAPI, runnable: Callable[[], Mapping[str, list[str] | None]], auth_mode: str, proxy_header: str
 ) -> None:
-    """Build ``app``'s document once, with ``TaskCreate`` per engine and the
-    auth mode's credentials."""
+    """Build ``app``'s document for each request of it, with ``TaskCreate`` per
+    engine that can run now and the auth mode's credentials."""
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            task_create_variants(schema, installed())
-            declare_security(schema, auth_mode, proxy_header)
-            app.openapi_schema = schema
-        return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        task_create_variants(schema, runnable())
+        declare_security(schema, auth_mode, proxy_header)
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
