@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api.routes import approvals, meta, sessions, tasks
+from .api.routes import account, approvals, meta, sessions, tasks
 from .api.ws_client import router as client_socket
 from .api.ws_runner import router as runner_socket
 from .db.migrate import upgrade
@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     _install_middleware(app, settings)
     for router in (
+        account.router,
         sessions.router,
         tasks.router,
         approvals.router,

@@ -20,6 +20,7 @@ from .db.models import Task, utcnow
 from .executors.base import Executor, ExecutorError, LaunchRequest
 from .logs import get_logger
 from .runners import RunnerRegistry
+from .services.keys import KeyService
 from .services.tasks import TaskService
 from .services.views import aware
 from .settings import Settings
@@ -37,8 +38,10 @@ class Dispatcher:
         tasks: TaskService,
         tokens: RunnerTokens,
         registry: RunnerRegistry,
+        keys: KeyService | None = None,
     ) -> None:
         self._settings = settings
+        self._keys = keys
         self._executor = executor
         self._tasks = tasks
         self._tokens = tokens
@@ -106,6 +109,7 @@ class Dispatcher:
             gateway_url=self._settings.resolved_public_url,
             token=self._tokens.issue(task.id, (task.timeout_s or 0) + self._settings.runner_token_ttl_s),
             timeout_s=task.timeout_s,
+            provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
         )
         try:
             handle = await self._executor.launch(request)

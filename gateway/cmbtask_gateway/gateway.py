@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .auth import Authenticator, RunnerTokens
 from .catalog import EngineCatalog, parse_engines_json
+from .crypto import KeyBox
 from .db.engine import make_engine, make_sessionmaker
 from .dispatch import Dispatcher
 from .executors import Executor, build_executor
@@ -21,8 +22,10 @@ from .relay import PgRelay
 from .runners import RunnerRegistry
 from .services.approvals import ApprovalService
 from .services.ingest import RunnerIngest
+from .services.keys import KeyService
 from .services.sessions import SessionService
 from .services.tasks import TaskService
+from .services.user_settings import UserSettingsService
 from .settings import Settings
 from .store import EventStore
 
@@ -49,6 +52,8 @@ class Gateway:
     executor: Executor
     dispatcher: Dispatcher
     engines: EngineCatalog
+    keys: KeyService
+    user_settings: UserSettingsService
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -64,7 +69,8 @@ class Gateway:
         tasks = TaskService(factory, store, registry, lambda: wake[0].wake(), catalog=catalog)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
         chosen = executor or build_executor(settings)
-        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry)
+        keys = KeyService(factory, KeyBox(settings.runner_secret()), fallback=settings.provider_keys_fallback)
+        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry, keys)
         wake.append(dispatcher)
         return cls(
             settings=settings,
@@ -83,6 +89,8 @@ class Gateway:
             executor=chosen,
             dispatcher=dispatcher,
             engines=catalog,
+            keys=keys,
+            user_settings=UserSettingsService(factory),
         )
 
     async def start(self) -> None:

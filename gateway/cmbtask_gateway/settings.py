@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     #: HMAC key for runner tokens; generated into the data dir when unset
     secret_key: str | None = None
     runner_token_ttl_s: int = 7 * 24 * 3600
+    #: hand runners the gateway's own provider keys (``OPENAI_API_KEY`` …) where
+    #: their user stored none; off: a runner has only the keys its user stored
+    provider_keys_fallback: bool = False
 
     executor: Literal["local", "kubernetes", "none"] = "local"
     runner_command: list[str] = Field(default_factory=lambda: [sys.executable, "-m", "cmbtask_runner"])

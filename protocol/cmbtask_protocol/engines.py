@@ -39,6 +39,8 @@ class DemoParams(BaseModel):
     chatter: bool = True
     #: save session state after every step (resume continues after the last one)
     checkpoint: bool = True
+    #: dollars each step's ``cost.update`` reports (with ``chatter``), to try budgets
+    cost_usd_per_step: float = Field(default=0.0, ge=0.0, le=1000.0)
 
 
 class ScriptParams(BaseModel):

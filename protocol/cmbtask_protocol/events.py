@@ -215,6 +215,11 @@ class CostUpdate(_Payload):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0.0)
+    #: the task's running totals and limits, added by the runner's budget
+    total_cost_usd: float | None = Field(default=None, ge=0.0)
+    total_tokens: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 class FileCreated(_Payload):

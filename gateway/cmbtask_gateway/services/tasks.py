@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..catalog import EngineCatalog, refusal
-from ..db.models import Approval, Session, Task, utcnow
+from ..db.models import Approval, Session, Task, UserSetting, utcnow
 from ..errors import Conflict, Invalid, NotFound
 from ..runners import RunnerRegistry
 from ..store import EventStore, WriteTx
@@ -173,6 +173,7 @@ class TaskService:
                 raise Conflict(
                     f"session is {session.status}; resume it before submitting tasks", code="bad_state"
                 )
+            defaults = await tx.db.get(UserSetting, owner)
             task = Task(
                 id=task_id,
                 session_id=session_id,
@@ -185,6 +186,9 @@ class TaskService:
                 timeout_s=body.timeout_s,
                 approval_timeout_s=body.approval_timeout_s,
                 on_timeout=body.on_timeout.value,
+                max_cost_usd=body.max_cost_usd or (defaults.max_cost_usd if defaults else None),
+                max_tokens=body.max_tokens or (defaults.max_tokens if defaults else None),
+                prices=(defaults.prices or None) if defaults else None,
                 acked_rseq=0,
                 cancel_requested=False,
                 created_at=utcnow(),

@@ -53,6 +53,8 @@ def task_view(row: Task) -> TaskView:
         timeout_s=row.timeout_s,
         approval_timeout_s=row.approval_timeout_s,
         on_timeout=row.on_timeout,
+        max_cost_usd=row.max_cost_usd,
+        max_tokens=row.max_tokens,
         executor=row.executor,
         handle=row.handle,
         exit_code=row.exit_code,

@@ -103,6 +103,7 @@ class DemoEngine:
                     "model": "demo",
                     "prompt_tokens": 100 * step,
                     "completion_tokens": 40 * step,
+                    "cost_usd": params.cost_usd_per_step,
                 },
             )
         ctx.emit(EventType.STEP_COMPLETED, {"step": step, "total": total, "summary": f"{title}: done"})
