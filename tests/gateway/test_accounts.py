@@ -46,7 +46,9 @@ def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _cli(gateway: GatewayProcess, token: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _cli(
+    gateway: GatewayProcess, token: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CMBTASK_URL": gateway.url, "CMBTASK_TOKEN": token}
     return subprocess.run(
         [sys.executable, "-m", "cmbtask_gateway.cli", *args],
@@ -99,7 +101,9 @@ def _files_containing(root: Path, needle: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
-async def test_a_users_key_reaches_only_their_runner_and_leaks_nowhere(shared_gateway: GatewayProcess) -> None:
+async def test_a_users_key_reaches_only_their_runner_and_leaks_nowhere(
+    shared_gateway: GatewayProcess,
+) -> None:
     gateway = shared_gateway
     alice, bob = gateway.create_token("alice"), gateway.create_token("bob")
 
