@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.runner.gateway_tasks import LOCAL, kill_runners_under
+from tests.runner.gateway_tasks import FINAL, LOCAL, kill_runners_under
 from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.slow
@@ -61,18 +61,20 @@ def _cli(
     )
 
 
-async def _run_probe(http: httpx.Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    session = http.post("/api/sessions", json={"title": "keys"}).json()["id"]
-    body = {"engine": "script", "params": {"code": KEY_PROBE}}
-    response = http.post(f"/api/sessions/{session}/tasks", json=body)
-    assert response.status_code == 201, response.text
-    task_id = response.json()["id"]
-    deadline = time.monotonic() + 90
-    while (task := http.get(f"/api/tasks/{task_id}").json())["phase"] not in {"succeeded", "failed"}:
-        assert time.monotonic() < deadline, f"task still {task['phase']}"
-        await asyncio.sleep(0.2)
-    events = http.get(f"/api/sessions/{session}/events", params={"after": 0, "limit": 5000}).json()["items"]
-    return task, events
+async def _run_probe(gateway: GatewayProcess, token: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
+        session = (await http.post("/api/sessions", json={"title": "keys"})).json()["id"]
+        body = {"engine": "script", "params": {"code": KEY_PROBE}}
+        response = await http.post(f"/api/sessions/{session}/tasks", json=body)
+        assert response.status_code == 201, response.text
+        task_id = response.json()["id"]
+        deadline = time.monotonic() + 90
+        while (task := (await http.get(f"/api/tasks/{task_id}")).json())["phase"] not in FINAL:
+            assert time.monotonic() < deadline, f"task still {task['phase']}"
+            await asyncio.sleep(0.2)
+        page = await http.get(f"/api/sessions/{session}/events", params={"after": 0, "limit": 5000})
+        return task, page.json()["items"]
 
 
 def _printed(events: list[dict[str, Any]]) -> dict[str, str]:
@@ -113,10 +115,10 @@ async def test_a_users_key_reaches_only_their_runner_and_leaks_nowhere(
     assert "openai" in listed.stdout and "OPENAI_API_KEY" in listed.stdout
     assert PLANTED not in listed.stdout + listed.stderr + stored.stdout + stored.stderr
 
+    (task_a, events_a), (task_b, events_b) = await asyncio.gather(
+        _run_probe(gateway, alice), _run_probe(gateway, bob)
+    )
     with gateway.client(alice) as http_alice, gateway.client(bob) as http_bob:
-        (task_a, events_a), (task_b, events_b) = await asyncio.gather(
-            _run_probe(http_alice), _run_probe(http_bob)
-        )
         answers = [
             http_alice.get("/api/keys").text,
             http_alice.get(f"/api/tasks/{task_a['id']}").text,
