@@ -54,7 +54,9 @@ def cmb_gateway(
         f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
         CMBTASK_EXECUTOR="local",
         CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
-        # What a deployment sets for its runners; the runner inherits it.
+        # What a deployment sets for its runners; the runner inherits it
+        # because the admin opted in (users' own keys: tests/cmbagent/test_budget.py).
+        CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         OPENAI_API_KEY=DUMMY_KEY,
         OPENAI_BASE_URL=url,
         CMBAGENT_MODEL="gpt-4.1-2025-04-14",

@@ -19,7 +19,7 @@ from ..errors import NotFound
 from ..logs import get_logger
 from .views import aware
 
-__all__ = ["KeyService", "check_provider"]
+__all__ = ["KeyService", "check_provider", "lifted_by_own_key", "stored_key_variables"]
 
 log = get_logger(__name__)
 
@@ -31,6 +31,18 @@ def check_provider(provider: str) -> str:
         known = ", ".join(sorted(PROVIDER_KEY_VARIABLES))
         raise NotFound(f"unknown provider {provider!r}; known: {known}", code="unknown_provider")
     return variable
+
+
+async def stored_key_variables(db: AsyncSession, user: str) -> set[str]:
+    """The variables (``OPENAI_API_KEY`` …) the user's runners will have from their own keys."""
+    providers = await db.scalars(select(ProviderKey.provider).where(ProviderKey.user == user))
+    return {PROVIDER_KEY_VARIABLES[p] for p in providers if p in PROVIDER_KEY_VARIABLES}
+
+
+def lifted_by_own_key(reason: str, variables: set[str]) -> bool:
+    """Whether a runner's "cannot run" names a key variable the user has a key for:
+    the runners were described with the gateway's environment, not this user's."""
+    return any(variable in reason for variable in variables)
 
 
 class KeyService:
