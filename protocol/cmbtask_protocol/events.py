@@ -95,6 +95,8 @@ class TaskQueued(_Payload):
     engine: str
     mode: str
     prompt: str = ""
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 class TaskStarted(_Payload):

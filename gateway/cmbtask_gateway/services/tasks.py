@@ -206,9 +206,11 @@ class TaskService:
                     task_id=task_id, role="user", prompt=body.prompt, engine=body.engine, mode=body.mode
                 ),
             ]
+            budget = {"max_cost_usd": task.max_cost_usd, "max_tokens": task.max_tokens}
             tx.emit(
                 EventType.TASK_QUEUED,
-                {"engine": body.engine, "mode": body.mode, "prompt": body.prompt},
+                {"engine": body.engine, "mode": body.mode, "prompt": body.prompt}
+                | {key: value for key, value in budget.items() if value is not None},
                 task_id=task_id,
             )
             tx.after_commit(self._wake)
