@@ -135,6 +135,10 @@ async def test_a_users_key_reaches_only_their_runner_and_leaks_nowhere(
         assert needle not in str(events_a) + str(events_b) + "".join(answers)
         assert _files_containing(gateway.data_dir, needle) == []
         assert needle not in _database_text(gateway.database_url)
+        if gateway.database_url.startswith("sqlite"):  # and the raw file, WAL included
+            database = Path(gateway.database_url.split("///", 1)[1])
+            assert _files_containing(database.parent, needle) == []
+            assert database.is_file()
     assert (gateway.data_dir / "gateway.log").stat().st_size > 0
     assert list(gateway.data_dir.glob("tasks/*/runner.out"))
     kill_runners_under(gateway.data_dir)
