@@ -25,6 +25,7 @@ pytestmark = pytest.mark.cmbagent
 
 USER_KEY = "sk-user-own-key-5c2e81f0d9ab"
 MODEL = "gpt-4.1-2025-04-14"
+FORMATTER_MODEL = "o3-mini-2025-01-31"  # cmbagent's response formatters
 PROMPT = "What is the temperature of the cosmic microwave background today?"
 
 
@@ -58,9 +59,10 @@ def test_the_budget_stops_a_real_workflow_run_on_the_users_own_key(
     before = len(fake.ledger.snapshot())
     with keyless_gateway.client() as client:
         assert client.put("/api/keys/openai", json={"value": USER_KEY}).status_code == 200
-        # $1 per thousand tokens: the first call of the workflow crosses $0.50
+        # $1 per thousand tokens for both models the workflow calls: it crosses
+        # $0.50 within its first few calls
         price = {"prompt_usd_per_mtok": 1000.0, "completion_usd_per_mtok": 1000.0}
-        saved = client.put("/api/settings", json={"prices": {MODEL: price}})
+        saved = client.put("/api/settings", json={"prices": {MODEL: price, FORMATTER_MODEL: price}})
         assert saved.status_code == 200, saved.text
         run = run_task(client, "one-shot", PROMPT, {"agent": "researcher"}, max_cost_usd=0.5)
         task = client.get(f"/api/tasks/{run.task_id}").json()
