@@ -30,11 +30,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..catalog import EngineCatalog, refusal
-from ..db.models import Approval, Session, Task, UserSetting, utcnow
+from ..db.models import Approval, Session, Task, utcnow
 from ..errors import Conflict, Invalid, NotFound
 from ..runners import RunnerRegistry
 from ..store import EventStore, WriteTx
 from .keys import lifted_by_own_key, stored_key_variables
+from .user_settings import task_budget
 from .views import task_view
 
 __all__ = ["TaskService", "available_engines", "finish_task"]
@@ -179,7 +180,7 @@ class TaskService:
                 raise Conflict(
                     f"session is {session.status}; resume it before submitting tasks", code="bad_state"
                 )
-            defaults = await tx.db.get(UserSetting, owner)
+            budget = await task_budget(tx.db, owner, body)
             task = Task(
                 id=task_id,
                 session_id=session_id,
@@ -192,9 +193,7 @@ class TaskService:
                 timeout_s=body.timeout_s,
                 approval_timeout_s=body.approval_timeout_s,
                 on_timeout=body.on_timeout.value,
-                max_cost_usd=body.max_cost_usd or (defaults.max_cost_usd if defaults else None),
-                max_tokens=body.max_tokens or (defaults.max_tokens if defaults else None),
-                prices=(defaults.prices or None) if defaults else None,
+                **budget,
                 acked_rseq=0,
                 cancel_requested=False,
                 created_at=utcnow(),
@@ -206,11 +205,10 @@ class TaskService:
                     task_id=task_id, role="user", prompt=body.prompt, engine=body.engine, mode=body.mode
                 ),
             ]
-            budget = {"max_cost_usd": task.max_cost_usd, "max_tokens": task.max_tokens}
+            limits = {key: budget[key] for key in ("max_cost_usd", "max_tokens") if budget[key] is not None}
             tx.emit(
                 EventType.TASK_QUEUED,
-                {"engine": body.engine, "mode": body.mode, "prompt": body.prompt}
-                | {key: value for key, value in budget.items() if value is not None},
+                {"engine": body.engine, "mode": body.mode, "prompt": body.prompt, **limits},
                 task_id=task_id,
             )
             tx.after_commit(self._wake)

@@ -6,12 +6,27 @@ Read by task submission (in its own transaction) to fill in a task's
 
 from __future__ import annotations
 
-from cmbtask_protocol import UserSettings
+from typing import Any
+
+from cmbtask_protocol import TaskCreate, UserSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import UserSetting, utcnow
 
-__all__ = ["UserSettingsService"]
+__all__ = ["UserSettingsService", "task_budget"]
+
+
+async def task_budget(db: AsyncSession, owner: str, body: TaskCreate) -> dict[str, Any]:
+    """The new task's ``max_cost_usd``, ``max_tokens`` and ``prices`` columns: its own
+    limits, else the owner's defaults; the owner's prices as they are now."""
+    defaults = await db.get(UserSetting, owner)
+    if defaults is None:
+        return {"max_cost_usd": body.max_cost_usd, "max_tokens": body.max_tokens, "prices": None}
+    return {
+        "max_cost_usd": body.max_cost_usd or defaults.max_cost_usd,
+        "max_tokens": body.max_tokens or defaults.max_tokens,
+        "prices": defaults.prices or None,
+    }
 
 
 class UserSettingsService:
