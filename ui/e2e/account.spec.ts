@@ -22,11 +22,11 @@ test("store a key on the Settings page; it is listed by provider, never shown", 
   await page.getByRole("link", { name: "Settings" }).click();
   await expect(page.getByRole("heading", { level: 1, name: "Settings" })).toBeVisible();
   await expect(page.getByTestId("no-keys")).toBeVisible();
-  await page.getByLabel("Provider").selectOption("anthropic");
-  await page.getByLabel("Key").fill(KEY);
+  await page.getByRole("combobox", { name: /^Provider/ }).selectOption("anthropic");
+  await page.getByLabel("Key", { exact: true }).fill(KEY);
   await page.getByRole("button", { name: "Save key" }).click();
-  await expect(page.getByRole("status")).toHaveText("Stored your anthropic key.");
-  await expect(page.getByLabel("Key")).toHaveValue("");
+  await expect(page.getByText("Stored your anthropic key.")).toBeVisible();
+  await expect(page.getByLabel("Key", { exact: true })).toHaveValue("");
   const stored = page.getByRole("list", { name: "Stored keys" });
   await expect(stored).toContainText("ANTHROPIC_API_KEY");
   await page.reload();
