@@ -143,6 +143,7 @@ def main() -> None:
         gateway = GatewayProcess(
             root / "gateway", f"sqlite+aiosqlite:///{root / 'cmbtask.db'}", CMBTASK_EXECUTOR="local",
             CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]), **_env(url),
+            CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         ).start(timeout_s=60)  # fmt: skip
         try:
             for i in range(args.repeat):

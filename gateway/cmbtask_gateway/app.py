@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api.allow import allowed_methods
 from .api.openapi_doc import install_openapi
-from .api.routes import approvals, meta, sessions, tasks
+from .api.routes import account, approvals, meta, sessions, tasks
 from .api.ws_client import router as client_socket
 from .api.ws_runner import router as runner_socket
 from .composition import Gateway
@@ -152,7 +152,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("gateway.stopped")
 
     app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan)
-    routers = (sessions.router, tasks.router, approvals.router, meta.router, client_socket, runner_socket)
+    routers = (
+        account.router,
+        sessions.router,
+        tasks.router,
+        approvals.router,
+        meta.router,
+        client_socket,
+        runner_socket,
+    )
     _install_error_handlers(app, routers)
     _install_middleware(app, settings)
     for router in routers:

@@ -106,6 +106,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(args))
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .account_client import keys_command
+
+    return keys_command(args)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from .account_client import settings_command
+
+    return settings_command(args)
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from .terminal_client import watch
 
@@ -180,6 +192,8 @@ def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--param", action="append", default=[], metavar="KEY=JSON", help="an engine parameter (repeatable)"
     )
     submit.add_argument("--timeout", type=float, help="seconds before the task is stopped as timed out")
+    submit.add_argument("--max-cost-usd", type=float, help="stop the task (failed) once it has spent this")
+    submit.add_argument("--max-tokens", type=int, help="stop the task (failed) past this many tokens")
     submit.add_argument("--no-watch", action="store_true", help="print the task id and exit")
     submit.set_defaults(func=cmd_submit)
     watch = with_server(sub.add_parser("watch", help="live output of a session, with approvals"))
@@ -187,6 +201,25 @@ def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     watch.add_argument("--after", type=int, default=0, help="replay events after this seq (default: 0, all)")
     watch.add_argument("--until-done", action="store_true", help="exit when no task is left running")
     watch.set_defaults(func=cmd_watch)
+    _account_commands(sub, with_server)
+
+
+def _account_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_server: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    keys = with_server(sub.add_parser("keys", help="your own LLM provider keys (set reads standard input)"))
+    keys.add_argument("action", choices=["set", "list", "delete"])
+    keys.add_argument("provider", nargs="?", help="openai, anthropic, gemini, mistral, perplexity")
+    keys.set_defaults(func=cmd_keys)
+    settings = with_server(sub.add_parser("settings", help="show or change your defaults for new tasks"))
+    settings.add_argument("--max-cost-usd", type=float, help="default budget in US dollars per task")
+    settings.add_argument("--max-tokens", type=int, help="default token budget per task")
+    settings.add_argument("--clear-budget", action="store_true", help="remove the default budgets")
+    settings.add_argument(
+        "--prices", type=argparse.FileType("r"), help='JSON file: {"model": {"prompt_usd_per_mtok": …, …}}'
+    )
+    settings.set_defaults(func=cmd_settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

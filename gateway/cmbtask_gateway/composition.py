@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from .auth import Authenticator, RunnerTokens
 from .catalog import EngineCatalog, parse_engines_json
 from .connections import Connections
+from .crypto import KeyBox
 from .db.engine import make_engine, make_sessionmaker
 from .dispatcher import Dispatcher
 from .doorbell import Doorbell
@@ -33,8 +34,10 @@ from .replica_relay import PgRelay
 from .runner_sockets import RunnerRegistry
 from .services.approvals import ApprovalService
 from .services.ingest import RunnerIngest
+from .services.keys import KeyService
 from .services.sessions import SessionService
 from .services.tasks import TaskService
+from .services.user_settings import UserSettingsService
 from .settings import Settings
 from .store import EventStore
 
@@ -64,6 +67,8 @@ class Gateway:
     engines: EngineCatalog
     connections: Connections
     records: Records
+    keys: KeyService
+    user_settings: UserSettingsService
     relay: PgRelay | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -84,7 +89,8 @@ class Gateway:
         records = Records(factory, sessions, tasks)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
         chosen = executor or build_executor(settings, records)
-        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry, doorbell)
+        keys = KeyService(factory, KeyBox(settings.runner_secret()), fallback=settings.provider_keys_fallback)
+        dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry, doorbell, keys)
         auth = Authenticator(settings, factory)
         return cls(
             settings=settings,
@@ -107,6 +113,8 @@ class Gateway:
             connections=Connections(settings, factory, auth),
             records=records,
             relay=relay,
+            keys=keys,
+            user_settings=UserSettingsService(factory),
         )
 
     async def start(self) -> None:

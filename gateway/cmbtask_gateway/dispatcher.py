@@ -22,6 +22,7 @@ from .doorbell import Doorbell
 from .executors.base import Executor, ExecutorError, LaunchRequest
 from .logs import get_logger
 from .runner_sockets import RunnerRegistry
+from .services.keys import KeyService
 from .services.tasks import TaskService
 from .services.views import aware
 from .settings import Settings
@@ -40,8 +41,10 @@ class Dispatcher:
         tokens: RunnerTokens,
         registry: RunnerRegistry,
         doorbell: Doorbell,
+        keys: KeyService | None = None,
     ) -> None:
         self._settings = settings
+        self._keys = keys
         self._executor = executor
         self._tasks = tasks
         self._tokens = tokens
@@ -104,6 +107,7 @@ class Dispatcher:
             gateway_url=self._settings.resolved_public_url,
             token=self._tokens.issue(task.id, (task.timeout_s or 0) + self._settings.runner_token_ttl_s),
             timeout_s=task.timeout_s,
+            provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
         )
         try:
             handle = await self._executor.launch(request)

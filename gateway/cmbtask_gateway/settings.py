@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_concurrent_tasks_per_user: int = Field(default=64, ge=0)
     #: the ``Retry-After`` of a limit that frees up when something else ends
     limit_retry_after_s: int = Field(default=10, ge=1)
+    #: hand runners the gateway's own provider keys (``OPENAI_API_KEY`` …) where
+    #: their user stored none; off: a runner has only the keys its user stored
+    provider_keys_fallback: bool = False
 
     executor: Literal["local", "kubernetes", "none"] = "local"
     runner_command: list[str] = Field(default_factory=lambda: [sys.executable, "-m", "cmbtask_runner"])

@@ -18,12 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .console import console, say, warn
 
-__all__ = ["submit", "watch"]
+__all__ = ["headers_for", "raise_for", "spend_line", "submit", "watch"]
 
 FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def headers_for(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -39,12 +39,12 @@ def _params(pairs: list[str]) -> dict[str, Any]:
 
 
 async def submit(args: argparse.Namespace) -> int:
-    async with httpx.AsyncClient(base_url=args.url, headers=_headers(args.token), timeout=30) as http:
+    async with httpx.AsyncClient(base_url=args.url, headers=headers_for(args.token), timeout=30) as http:
         session_id = args.session
         if not session_id:
             title = (args.prompt or f"{args.engine} task")[:80]
             response = await http.post("/api/sessions", json={"title": title, "mode": args.mode})
-            _raise_for(response)
+            raise_for(response)
             session_id = response.json()["id"]
         body = {
             "engine": args.engine,
@@ -52,9 +52,11 @@ async def submit(args: argparse.Namespace) -> int:
             "prompt": args.prompt,
             "params": _params(args.param),
             "timeout_s": args.timeout,
+            "max_cost_usd": args.max_cost_usd,
+            "max_tokens": args.max_tokens,
         }
         response = await http.post(f"/api/sessions/{session_id}/tasks", json=body)
-        _raise_for(response)
+        raise_for(response)
         task = response.json()
     say(f"session {session_id}  task {task['id']}  ({task['phase']})")
     if args.no_watch:
@@ -63,7 +65,7 @@ async def submit(args: argparse.Namespace) -> int:
     return await watch(args)
 
 
-def _raise_for(response: httpx.Response) -> None:
+def raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
     try:
@@ -78,6 +80,21 @@ def _ws_url(base: str, session_id: str, after: int, token: str | None) -> str:
     scheme = "wss" if parts.scheme == "https" else "ws"
     query = f"after={after}" + (f"&token={token}" if token else "")
     return urlunsplit((scheme, parts.netloc, f"/ws/sessions/{session_id}", query, ""))
+
+
+def spend_line(data: dict[str, Any]) -> str:
+    """``spent $0.12 of $0.50 · 3,400 tokens of 10,000`` from a ``cost.update``."""
+    spent = data.get("total_cost_usd", data.get("cost_usd", 0.0))
+    cost = f"spent ${spent:.4f}"
+    if data.get("max_cost_usd") is not None:
+        cost += f" of ${data['max_cost_usd']:.2f}"
+    tokens = data.get("total_tokens")
+    if tokens is None:
+        return cost
+    words = f"{tokens:,} tokens"
+    if data.get("max_tokens") is not None:
+        words += f" of {data['max_tokens']:,}"
+    return f"{cost} · {words}"
 
 
 class _View:
@@ -114,6 +131,8 @@ class _View:
         elif kind in {"approval.resolved", "approval.expired", "approval.cancelled"}:
             self.pending.pop(data["approval_id"], None)
             say(f"[yellow]{kind}[/yellow] {data.get('resolved_by', '')}")
+        elif kind == "cost.update":
+            say(f"[magenta]{spend_line(data)}[/magenta]")
         elif kind == "error":
             warn(f"[red]{data.get('code')}[/red]: {data.get('message')}")
 

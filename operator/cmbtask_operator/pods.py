@@ -22,6 +22,7 @@ from cmbtask_protocol import (
     LABEL_MANAGED_BY,
     LABEL_TASK,
     OPERATOR_NAME,
+    PROVIDER_KEY_VARIABLES,
     TOKEN_SECRET_KEY,
     CmbTaskSpec,
     ResourceList,
@@ -168,7 +169,14 @@ def _container(source: PodInput) -> dict[str, Any]:
 
 def _env(source: PodInput) -> list[dict[str, Any]]:
     spec = source.spec
-    secret_ref = {"name": token_secret_name(source.name, spec), "key": TOKEN_SECRET_KEY}
+    secret = token_secret_name(source.name, spec)
+    secret_ref = {"name": secret, "key": TOKEN_SECRET_KEY}
+    # The owner's provider keys travel in the same per-task Secret, each under its
+    # variable's name; optional, since a user stores only some (or none).
+    keys = [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": var, "optional": True}}}
+        for var in PROVIDER_KEY_VARIABLES.values()
+    ]
     return [
         {"name": ENV_TASK_ID, "value": task_id_of(source.uid, spec)},
         {"name": ENV_GATEWAY_URL, "value": spec.gateway_url or source.settings.gateway_url},
@@ -176,6 +184,7 @@ def _env(source: PodInput) -> list[dict[str, Any]]:
         {"name": ENV_WORK_DIR, "value": source.settings.work_dir},
         {"name": "HOME", "value": source.settings.work_dir},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *keys,
     ]
 
 

@@ -4,7 +4,8 @@ Every other component imports its message shapes from here and from nowhere
 else, so that gateway, runner, operator and UI cannot drift apart.
 """
 
-from . import api, client, crd, engines, events, jsontypes, modes, phases, process, runner
+from . import accounts, api, client, crd, engines, events, jsontypes, modes, phases, process, runner
+from .accounts import *  # noqa: F403
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
 from .crd import *  # noqa: F403
@@ -17,6 +18,7 @@ from .process import *  # noqa: F403
 from .runner import *  # noqa: F403
 
 __all__ = [
+    *accounts.__all__,
     *api.__all__,
     *client.__all__,
     *crd.__all__,

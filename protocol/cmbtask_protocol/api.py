@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .accounts import MaxCostUsd, MaxTokens
 from .jsontypes import JSON_NUMBER, NO_NUL, JsonBool, JsonFloat, StorableText
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
 
@@ -109,6 +110,9 @@ class TaskCreate(_Strict):
     timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     approval_timeout_s: JsonFloat | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     on_timeout: OnTimeout = OnTimeout.REJECT
+    #: stop the task (failed) once it has spent this much; None: the user's default
+    max_cost_usd: MaxCostUsd | None = None
+    max_tokens: MaxTokens | None = None
 
 
 class TaskView(BaseModel):
@@ -123,6 +127,8 @@ class TaskView(BaseModel):
     timeout_s: float | None = None
     approval_timeout_s: float | None = None
     on_timeout: OnTimeout
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
     executor: str | None = None
     handle: str | None = None
     exit_code: int | None = None

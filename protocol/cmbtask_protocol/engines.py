@@ -43,6 +43,8 @@ class DemoParams(BaseModel):
     chatter: JsonBool = True
     #: save session state after every step (resume continues after the last one)
     checkpoint: JsonBool = True
+    #: dollars each step's ``cost.update`` reports (with ``chatter``), to try budgets
+    cost_usd_per_step: JsonFloat = Field(default=0.0, ge=0.0, le=1000.0)
 
 
 def _one_source(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -102,6 +102,8 @@ class TaskQueued(_Payload):
     behind: str | None = Field(
         default=None, description="The task this one waits for: its session runs one task at a time."
     )
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 class TaskStarted(_Payload):
@@ -222,6 +224,11 @@ class CostUpdate(_Payload):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0.0)
+    #: the task's running totals and limits, added by the runner's budget
+    total_cost_usd: float | None = Field(default=None, ge=0.0)
+    total_tokens: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 class FileCreated(_Payload):

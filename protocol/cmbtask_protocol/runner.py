@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .accounts import ModelPrice
 from .events import EVENT_TYPE_PATTERN
 from .phases import ApprovalStatus, Decision, OnTimeout
 
@@ -108,6 +109,10 @@ class TaskSpec(BaseModel):
     timeout_s: float | None = None
     approval_timeout_s: float | None = None
     on_timeout: OnTimeout = OnTimeout.REJECT
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+    #: the task owner's overrides of ``DEFAULT_PRICES``
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
 class RunnerWelcome(BaseModel):

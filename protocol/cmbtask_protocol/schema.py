@@ -13,14 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from . import api, client, engines, events, runner
+from . import accounts, api, client, engines, events, runner
 
 __all__ = ["json_schema", "main"]
 
 
 def _models() -> dict[str, Any]:
     named: dict[str, Any] = {}
-    for module in (events, api, client, runner):
+    for module in (events, api, accounts, client, runner):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and issubclass(obj, BaseModel):

@@ -33,6 +33,7 @@ from cmbtask_protocol import (
 )
 from cmbtask_protocol.events import EVENT_TYPE_PATTERN
 
+from .budget import Budget
 from .engines.base import ApprovalOutcome, EngineError, StateConflict, TaskCancelled
 from .outbox import Outbox
 
@@ -64,6 +65,9 @@ class RunnerContext:
         self.work_dir = work_dir
         self.cancelled = threading.Event()
         self.cancel_reason = ""
+        #: why the runner itself stopped the task as failed (a crossed budget)
+        self.failure: str | None = None
+        self.budget = Budget.for_task(self.task)
         self._generic_reason = False
         self._outbox = outbox
         self._state: dict[str, Any] | None = None
@@ -100,11 +104,17 @@ class RunnerContext:
         """:meth:`emit`, returning the event's ``rseq`` (to wait for its ack)."""
         if len(event_type) > 64 or not self._pattern.match(event_type):
             raise ValueError(f"bad event type {event_type!r}: use dotted lower-case names")
+        over = None
+        if event_type == EventType.COST_UPDATE:
+            data, over = self.budget.charge(data)
         payload = validate_payload(event_type, dict(data))
         flush = self.flush_output
         if flush is not None and event_type != EventType.OUTPUT:
             flush()  # output printed before this event is sent before it
-        return self._outbox.put({"type": "event", "event_type": event_type, "data": payload, "ts": _now()})
+        rseq = self._outbox.put({"type": "event", "event_type": event_type, "data": payload, "ts": _now()})
+        if over is not None:
+            self.fail(over)
+        return rseq
 
     # ---- approvals ------------------------------------------------------------------
 
@@ -248,6 +258,16 @@ class RunnerContext:
             self._cv.notify_all()
         if welcome.cancel_requested:
             self.cancel("cancel requested")
+
+    def fail(self, reason: str) -> None:
+        """Stop the engine as :meth:`cancel` does, but end the task ``failed``
+        with ``reason``, unless it was being cancelled already."""
+        with self._cv:
+            if self.cancelled.is_set():
+                return
+            self.failure = reason
+        log.info("task.stopping_failed", reason=reason)
+        self.cancel(reason)
 
     def cancel(self, reason: str, *, generic: bool = False) -> None:
         """Ask the engine to stop. Idempotent: the first reason wins, except that

@@ -277,6 +277,8 @@ def _set_done(done: asyncio.Future[None]) -> None:
 
 def _final_event(ctx: RunnerContext, outcome: _EngineResult, *, finished: bool) -> tuple[str, dict[str, Any]]:
     error = outcome.error
+    if ctx.failure is not None:
+        return EventType.TASK_FAILED, {"reason": ctx.failure, "budget": ctx.budget.summary()}
     succeeded = finished and error is None
     if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == CANCEL_TIMEOUT):
         if ctx.cancel_reason == CANCEL_TIMEOUT:

@@ -30,6 +30,7 @@ NEEDS_CMBAGENT = [
     "test_end_to_end.py",
     "test_concurrent.py",
     "test_modes_available.py",
+    "test_budget.py",
 ]
 if not HAS_CMBAGENT:
     collect_ignore = NEEDS_CMBAGENT
@@ -54,7 +55,9 @@ def cmb_gateway(
         f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
         CMBTASK_EXECUTOR="local",
         CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
-        # What a deployment sets for its runners; the runner inherits it.
+        # What a deployment sets for its runners; the runner inherits it
+        # because the admin opted in (users' own keys: tests/cmbagent/test_budget.py).
+        CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         OPENAI_API_KEY=DUMMY_KEY,
         OPENAI_BASE_URL=url,
         CMBAGENT_MODEL="gpt-4.1-2025-04-14",

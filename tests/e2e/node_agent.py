@@ -282,7 +282,11 @@ class NodeAgent:
                 value = item["value"]
                 env[item["name"]] = self.local_path(value, dirs) or value
             elif ref := (item.get("valueFrom") or {}).get("secretKeyRef"):
-                env[item["name"]] = await self.secret_value(namespace, ref["name"], ref["key"])
+                try:
+                    env[item["name"]] = await self.secret_value(namespace, ref["name"], ref["key"])
+                except LookupError:
+                    if not ref.get("optional"):  # as the kubelet: an optional key may be missing
+                        raise
         return env
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:

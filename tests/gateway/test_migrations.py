@@ -21,7 +21,7 @@ from cmbtask_gateway.db.models import Base
 from cmbtask_migrations import MIGRATION_LOCK_ID, SCRIPT_LOCATION
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
-TABLES = {"sessions", "tasks", "events", "approvals", "api_tokens"}
+TABLES = {"sessions", "tasks", "events", "approvals", "api_tokens", "provider_keys", "user_settings"}
 
 
 def _head() -> str:

@@ -7,7 +7,13 @@ import re
 import pytest
 from cmbtask_operator import OperatorSettings, PodInput, build_pod, pod_name
 from cmbtask_operator.pods import ANNOTATION_TASK_ID, quantity
-from cmbtask_protocol import LABEL_MANAGED_BY, LABEL_TASK, CmbTaskSpec, cmbtask_name_for_task
+from cmbtask_protocol import (
+    LABEL_MANAGED_BY,
+    LABEL_TASK,
+    PROVIDER_KEY_VARIABLES,
+    CmbTaskSpec,
+    cmbtask_name_for_task,
+)
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SETTINGS = OperatorSettings(
@@ -78,6 +84,19 @@ def test_env_carries_task_gateway_token_secret_and_work_dir() -> None:
     }
     assert "value" not in env["CMBTASK_TASK_TOKEN"]
     assert env["CMBTASK_WORK_DIR"]["value"] == "/work"
+
+
+def test_provider_keys_come_from_the_per_task_secret_only() -> None:
+    pod = make({"tokenSecretName": "mine"})
+    env = env_of(pod)
+    for variable in PROVIDER_KEY_VARIABLES.values():
+        assert env[variable] == {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": "mine", "key": variable, "optional": True}},
+        }
+    # no key is ever written into the pod itself
+    assert all("value" not in env[v] for v in PROVIDER_KEY_VARIABLES.values())
+    assert "envFrom" not in pod["spec"]["containers"][0]
 
 
 def test_uid_is_the_task_id_of_a_kubectl_made_cmbtask() -> None:

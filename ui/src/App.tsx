@@ -9,6 +9,7 @@ import { useRoute, useTheme } from "./hooks";
 import { connection } from "./state/shared";
 import { SessionList } from "./views/SessionList";
 import { SessionPage } from "./views/SessionPage";
+import { SettingsPage } from "./views/SettingsPage";
 import { SignIn } from "./views/SignIn";
 
 type Auth = { status: "loading" } | { status: "signed-out"; reason?: string } | { status: "signed-in"; me: Me };
@@ -60,6 +61,9 @@ export function App() {
         <button type="button" className="small" onClick={nextTheme} aria-label={`Theme: ${theme}. Change theme`}>
           {theme === "dark" ? "☾ Dark" : theme === "light" ? "☀ Light" : "◐ System"}
         </button>
+        <a className="small" href="#/settings">
+          Settings
+        </a>
         <span className="user" data-testid="user">
           {me.user}
         </span>
@@ -72,6 +76,8 @@ export function App() {
       <div id="main">
         {route.page === "session" ? (
           <SessionPage key={route.id} id={route.id} modes={modes} onUnauthorized={unauthorized} />
+        ) : route.page === "settings" ? (
+          <SettingsPage />
         ) : (
           <SessionList modes={modes} />
         )}

@@ -1,9 +1,10 @@
 /* Small React hooks: hash routing, the theme, a ticking clock. */
 import { useEffect, useState } from "react";
 
-export type Route = { page: "sessions" } | { page: "session"; id: string };
+export type Route = { page: "sessions" } | { page: "session"; id: string } | { page: "settings" };
 
 export function parseRoute(hash: string): Route {
+  if (/^#\/settings\b/.test(hash)) return { page: "settings" };
   const match = /^#\/sessions\/([^/?#]+)/.exec(hash);
   return match ? { page: "session", id: decodeURIComponent(match[1]) } : { page: "sessions" };
 }

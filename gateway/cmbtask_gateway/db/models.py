@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -28,7 +29,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiToken", "Approval", "Base", "Event", "Session", "Task", "UtcDateTime", "utcnow"]
+__all__ = [
+    "ApiToken",
+    "Approval",
+    "Base",
+    "Event",
+    "ProviderKey",
+    "Session",
+    "Task",
+    "UserSetting",
+    "UtcDateTime",
+    "utcnow",
+]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -118,6 +130,11 @@ class Task(Base):
     acked_rseq: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str | None] = mapped_column(String(200))
+    #: the task's budget (its own, or the owner's defaults at submit time)
+    max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    #: the owner's price overrides at submit time, so a later edit cannot reprice a running task
+    prices: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -176,3 +193,28 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ProviderKey(Base):
+    """One user's key for one LLM provider, encrypted (see ``crypto.KeyBox``)."""
+
+    __tablename__ = "provider_keys"
+
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: nonce + AES-GCM ciphertext, bound to (user, provider); the key is never stored in clear
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class UserSetting(Base):
+    """A user's defaults for new tasks (``cmbtask_protocol.UserSettings``)."""
+
+    __tablename__ = "user_settings"
+
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    prices: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -45,7 +45,11 @@ def build_executor(settings: Settings, records: Records) -> Executor:
     if settings.executor == "local":
         from .local import LocalExecutor
 
-        return LocalExecutor(settings.data_dir.resolve(), settings.runner_command)
+        return LocalExecutor(
+            settings.data_dir.resolve(),
+            settings.runner_command,
+            provider_keys_fallback=settings.provider_keys_fallback,
+        )
     if settings.executor == "kubernetes":
         from .kubernetes import KubernetesExecutor  # type: ignore[import-not-found,unused-ignore]
 

@@ -9,11 +9,13 @@ unfinished task after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Executor", "ExecutorError", "ExecutorStatus", "LaunchRequest"]
+from cmbtask_protocol import PROVIDER_KEY_VARIABLES
+
+__all__ = ["Executor", "ExecutorError", "ExecutorStatus", "LaunchRequest", "without_provider_keys"]
 
 
 class ExecutorError(Exception):
@@ -32,6 +34,8 @@ class LaunchRequest:
     #: per-task runner token; never logged
     token: str
     timeout_s: float | None = None
+    #: the owner's provider keys (``OPENAI_API_KEY`` …) for the runner's environment; never logged
+    provider_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +70,10 @@ class Executor(Protocol):
 
     async def close(self) -> None:
         """Release resources. Runners keep running: they outlive the gateway."""
+
+
+def without_provider_keys(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less every provider key variable: a runner gets only the keys its
+    user stored, unless the admin lets it fall back to the gateway's own."""
+    variables = set(PROVIDER_KEY_VARIABLES.values())
+    return {key: value for key, value in env.items() if key not in variables}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,6 +34,7 @@ from cmbtask_protocol import (
     CRD_KIND,
     CRD_PLURAL,
     CRD_VERSION,
+    PROVIDER_KEY_VARIABLES,
     TOKEN_SECRET_KEY,
     CmbTaskSpec,
     ConditionStatus,
@@ -115,8 +117,10 @@ class KubernetesExecutor:
 
     async def launch(self, request: LaunchRequest) -> str:
         async with self._lock:  # an import in flight finishes labelling first
-            name = await self._imported_name(request.task_id) or await self._create(request)
-        await self._write_secret(name, request.token)
+            imported = await self._imported_name(request.task_id)
+            name = imported or await self._create(request)
+        keys = self._provider_env(request, own_keys=imported is None)
+        await self._write_secret(name, {TOKEN_SECRET_KEY: request.token, **keys})
         log.info("k8s.launched", task_id=request.task_id, session_id=request.session_id, cmbtask=name)
         return f"{self._namespace}/{name}"
 
@@ -198,7 +202,18 @@ class KubernetesExecutor:
                 raise ExecutorError(f"cannot create CmbTask {name}: {error.reason}") from error
         return name
 
-    async def _write_secret(self, name: str, token: str) -> None:
+    def _provider_env(self, request: LaunchRequest, *, own_keys: bool) -> dict[str, str]:
+        """The keys the pod gets, through the per-task Secret: its owner's, and the
+        gateway's own for the rest only when the admin opted in. A CmbTask applied
+        with kubectl names its owner without proving it: it gets no user's keys."""
+        fallback: dict[str, str] = {}
+        if self._settings.provider_keys_fallback:
+            fallback = {v: os.environ[v] for v in PROVIDER_KEY_VARIABLES.values() if os.environ.get(v)}
+        return {**fallback, **(request.provider_env if own_keys else {})}
+
+    async def _write_secret(self, name: str, data: dict[str, str]) -> None:
+        """The per-task Secret (runner token, provider keys), owned by the CmbTask
+        so that deleting the CmbTask deletes it."""
         owner = await self._custom.get_namespaced_custom_object(
             CRD_GROUP, CRD_VERSION, self._namespace, CRD_PLURAL, name
         )
@@ -213,7 +228,7 @@ class KubernetesExecutor:
                 ],
             },
             "type": "Opaque",
-            "stringData": {TOKEN_SECRET_KEY: token},
+            "stringData": data,
         }
         try:
             await self._core.create_namespaced_secret(self._namespace, cast(Any, body))

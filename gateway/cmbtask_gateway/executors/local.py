@@ -46,7 +46,7 @@ from cmbtask_protocol import (
     RunnerExit,
 )
 
-from .base import ExecutorError, ExecutorStatus, LaunchRequest
+from .base import ExecutorError, ExecutorStatus, LaunchRequest, without_provider_keys
 
 __all__ = ["LocalExecutor"]
 
@@ -71,6 +71,7 @@ class LocalExecutor:
         extra_env: Mapping[str, str] | None = None,
         *,
         prefork: bool | None = None,
+        provider_keys_fallback: bool = False,
     ) -> None:
         """``prefork``: fork runners from a warm server (None: whenever the command
         is the standard ``PYTHON -m cmbtask_runner``, which the server runs too)."""
@@ -80,6 +81,7 @@ class LocalExecutor:
         self.tasks_dir = self.data_dir / "tasks"
         self.runner_command = list(runner_command)
         self.extra_env = dict(extra_env or {})
+        self.provider_keys_fallback = provider_keys_fallback
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # handle → our own child
         self._exit_codes: dict[str, int] = {}
         self._work_dirs: dict[str, Path] = {}  # handle → work dir
@@ -203,7 +205,7 @@ class LocalExecutor:
         # The gateway's own settings (database URL, secrets) are not the runner's business.
         env = {key: value for key, value in os.environ.items() if not key.startswith("CMBTASK_")}
         env.update(self.extra_env)
-        return env
+        return env if self.provider_keys_fallback else without_provider_keys(env)
 
     def _env(self, request: LaunchRequest, work_dir: Path) -> dict[str, str]:
         env = self._base_env()
@@ -214,6 +216,7 @@ class LocalExecutor:
                 ENV_GATEWAY_URL: request.gateway_url,
                 ENV_TASK_TOKEN: request.token,
                 ENV_WORK_DIR: str(work_dir),
+                **request.provider_env,
             }
         )
         return env

@@ -109,6 +109,10 @@ def queue(tx: WriteTx, task: Task, session: Session, behind: str | None) -> None
     data: dict[str, Any] = {"engine": task.engine, "mode": task.mode, "prompt": task.prompt}
     if behind is not None:
         data["behind"] = behind
+    # the budget it runs under (its own, or its owner's defaults), for every client to show
+    for limit in ("max_cost_usd", "max_tokens"):
+        if (value := getattr(task, limit)) is not None:
+            data[limit] = value
     tx.emit(EventType.TASK_QUEUED, data, task_id=task.id)
 
 

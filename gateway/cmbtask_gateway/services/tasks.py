@@ -35,6 +35,8 @@ from ..limits import UserLimits
 from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
 from . import lifecycle
+from .keys import lifted_by_own_key, stored_key_variables
+from .user_settings import task_budget
 from .views import task_view
 
 __all__ = ["TaskService", "available_engines"]
@@ -87,14 +89,17 @@ class TaskService:
             )
             return [task_view(row) for row in rows]
 
-    def _validate(self, body: TaskCreate, description: EnginesDescription | None) -> dict[str, Any]:
+    def _validate(
+        self, body: TaskCreate, description: EnginesDescription | None, own_keys: set[str]
+    ) -> dict[str, Any]:
         """The params to store; ``Invalid`` (422) for a task no runner here could start."""
         engines = available_engines() if description is None else sorted(description.engines)
         if body.engine not in engines:
             raise Invalid(
                 f"unknown engine {body.engine!r}; available: {', '.join(engines)}", code="unknown_engine"
             )
-        if description is not None and (reason := refusal(description.engines[body.engine], body.mode)):
+        reason = refusal(description.engines[body.engine], body.mode) if description is not None else None
+        if reason and not lifted_by_own_key(reason, own_keys):
             raise Invalid(
                 f"engine {body.engine!r} cannot run mode {body.mode!r} here: {reason}",
                 code="engine_unavailable",
@@ -125,7 +130,9 @@ class TaskService:
         self, owner: str, session_id: str, body: TaskCreate, *, task_id: str | None = None
     ) -> TaskView:
         """Queue a task; ``task_id`` is for callers whose ids must be stable."""
-        params = self._validate(body, await self._catalog.get())
+        async with self._sessions() as db:
+            own_keys = await stored_key_variables(db, owner)
+        params = self._validate(body, await self._catalog.get(), own_keys)
         task_id = task_id or str(uuid.uuid4())
         async with self._store.write(session_id) as tx:
             session = await tx.db.get(Session, session_id, with_for_update=True)
@@ -138,6 +145,7 @@ class TaskService:
             if self._limits is not None:
                 await self._limits.check_task_submission(tx.db, owner)
             behind = await lifecycle.waiting_behind(tx, session)
+            budget = await task_budget(tx.db, owner, body)
             task = Task(
                 id=task_id,
                 session_id=session_id,
@@ -149,6 +157,7 @@ class TaskService:
                 timeout_s=body.timeout_s,
                 approval_timeout_s=body.approval_timeout_s,
                 on_timeout=body.on_timeout.value,
+                **budget,
                 acked_rseq=0,
                 cancel_requested=False,
                 created_at=utcnow(),

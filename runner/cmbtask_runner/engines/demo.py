@@ -75,6 +75,8 @@ class DemoEngine:
     def _run_step(
         self, ctx: EngineContext, params: DemoParams, plan: list[dict[str, Any]], step: int
     ) -> None:
+        if ctx.cancelled.is_set():  # stopped in the previous step (a cancel, a crossed budget)
+            raise TaskCancelled("cancelled")
         total, title, agent = params.steps, plan[step - 1]["title"], plan[step - 1]["agent"]
         if step in params.approve_steps:
             outcome = ctx.request_approval(f"Run step {step}: {title}?", kind="step", context={"step": step})
@@ -103,6 +105,7 @@ class DemoEngine:
                     "model": "demo",
                     "prompt_tokens": 100 * step,
                     "completion_tokens": 40 * step,
+                    "cost_usd": params.cost_usd_per_step,
                 },
             )
         ctx.emit(EventType.STEP_COMPLETED, {"step": step, "total": total, "summary": f"{title}: done"})

@@ -9,11 +9,14 @@ import type {
   Decision,
   ErrorBody,
   ModeInfo,
+  ProviderKeyInfo,
+  ProviderKeyList,
   SessionCreate,
   SessionList,
   SessionView,
   TaskCreate,
   TaskView,
+  UserSettings,
 } from "./protocol";
 
 const TOKEN_KEY = "cmbtask.token";
@@ -139,4 +142,10 @@ export const api = {
   pendingApprovals: () => request<ApprovalList>("GET", "/api/approvals?status=pending"),
   resolveApproval: (id: string, decision: Decision, text: string | null) =>
     request<ApprovalView>("POST", `/api/approvals/${enc(id)}/resolve`, { decision, text }),
+  // keys are write-only: no call returns one
+  listKeys: () => request<ProviderKeyList>("GET", "/api/keys"),
+  setKey: (provider: string, value: string) => request<ProviderKeyInfo>("PUT", `/api/keys/${enc(provider)}`, { value }),
+  deleteKey: (provider: string) => request<void>("DELETE", `/api/keys/${enc(provider)}`),
+  getSettings: () => request<UserSettings>("GET", "/api/settings"),
+  putSettings: (body: UserSettings) => request<UserSettings>("PUT", "/api/settings", body),
 };

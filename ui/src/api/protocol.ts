@@ -57,11 +57,15 @@ export interface CmbtaskProtocol {
   EventPage: EventPage;
   FileCreated: FileCreated;
   ModeInfo: ModeInfo;
+  ModelPrice: ModelPrice;
   OnTimeout: OnTimeout;
   Output: Output;
   PingCommand: PingCommand;
   PlanProposed: PlanProposed;
   PlanStep: PlanStep;
+  ProviderKeyInfo: ProviderKeyInfo;
+  ProviderKeyList: ProviderKeyList;
+  ProviderKeySet: ProviderKeySet;
   ResolveApprovalCommand: ResolveApprovalCommand;
   RunnerAck: RunnerAck;
   RunnerApprovalDecision: RunnerApprovalDecision;
@@ -94,6 +98,7 @@ export interface CmbtaskProtocol {
   TaskSpec: TaskSpec;
   TaskStarted: TaskStarted;
   TaskView: TaskView;
+  UserSettings: UserSettings;
   WsError: WsError;
   WsHeartbeat: WsHeartbeat;
   WsHello: WsHello;
@@ -202,6 +207,8 @@ export interface TaskCreate {
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
   on_timeout?: OnTimeout;
+  max_cost_usd?: number | null;
+  max_tokens?: number | null;
 }
 export interface ResolveApprovalCommand {
   /**
@@ -233,6 +240,10 @@ export interface CostUpdate {
   prompt_tokens?: number;
   completion_tokens?: number;
   cost_usd?: number;
+  total_cost_usd?: number | null;
+  total_tokens?: number | null;
+  max_cost_usd?: number | null;
+  max_tokens?: number | null;
   [k: string]: unknown;
 }
 /**
@@ -310,6 +321,13 @@ export interface ModeInfo {
   available?: boolean;
   unavailable_reason?: string | null;
 }
+/**
+ * US dollars per million tokens.
+ */
+export interface ModelPrice {
+  prompt_usd_per_mtok: number;
+  completion_usd_per_mtok: number;
+}
 export interface Output {
   stream: "stdout" | "stderr" | "log";
   text: string;
@@ -327,6 +345,24 @@ export interface PlanStep {
   title: string;
   agent?: string | null;
   description?: string;
+}
+export interface ProviderKeyInfo {
+  provider: string;
+  env_var: string;
+  updated_at: string;
+}
+export interface ProviderKeyList {
+  items: ProviderKeyInfo[];
+  providers: {
+    [k: string]: string;
+  };
+  gateway_fallback: boolean;
+}
+/**
+ * ``PUT /api/keys/{provider}``: the key itself, sent once, never returned.
+ */
+export interface ProviderKeySet {
+  value: string;
 }
 export interface RunnerAck {
   type?: "ack";
@@ -403,6 +439,11 @@ export interface TaskSpec {
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
   on_timeout?: OnTimeout;
+  max_cost_usd?: number | null;
+  max_tokens?: number | null;
+  prices?: {
+    [k: string]: ModelPrice;
+  };
 }
 export interface RunnerStateResult {
   type?: "state.result";
@@ -527,6 +568,8 @@ export interface TaskQueued {
    * The task this one waits for: its session runs one task at a time.
    */
   behind?: string | null;
+  max_cost_usd?: number | null;
+  max_tokens?: number | null;
   [k: string]: unknown;
 }
 export interface TaskStarted {
@@ -551,6 +594,8 @@ export interface TaskView {
   timeout_s?: number | null;
   approval_timeout_s?: number | null;
   on_timeout: OnTimeout;
+  max_cost_usd?: number | null;
+  max_tokens?: number | null;
   executor?: string | null;
   handle?: string | null;
   exit_code?: number | null;
@@ -558,6 +603,16 @@ export interface TaskView {
   created_at: string;
   started_at?: string | null;
   finished_at?: string | null;
+}
+/**
+ * ``GET/PUT /api/settings``: defaults applied to a user's new tasks.
+ */
+export interface UserSettings {
+  max_cost_usd?: number | null;
+  max_tokens?: number | null;
+  prices?: {
+    [k: string]: ModelPrice;
+  };
 }
 /**
  * A command was refused; the connection stays open.

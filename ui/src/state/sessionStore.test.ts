@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Event } from "../api/protocol";
-import { progressOf, SessionStore } from "./sessionStore";
+import { progressOf, SessionStore, spendText } from "./sessionStore";
 
 let seq = 0;
 function ev(type: string, data: Record<string, unknown> = {}, task = "t1"): Event {
@@ -126,5 +126,46 @@ describe("SessionStore", () => {
     expect(store.tasks.get("t1")!.behind).toBeNull();
     store.apply([ev("task.started", { engine: "demo", mode: "one-shot" }, "t2")]);
     expect(store.tasks.get("t2")!.phase).toBe("running");
+  });
+});
+
+describe("spend against budget", () => {
+  it("shows the runner's totals against the task's limits", () => {
+    seq = 0;
+    const store = new SessionStore();
+    store.apply([
+      ev("task.queued", { engine: "demo", mode: "one-shot", prompt: "go", max_cost_usd: 0.5 }),
+      ev("cost.update", {
+        prompt_tokens: 100,
+        completion_tokens: 40,
+        cost_usd: 0.2,
+        total_cost_usd: 0.2,
+        max_cost_usd: 0.5,
+      }),
+      ev("cost.update", {
+        prompt_tokens: 200,
+        completion_tokens: 80,
+        cost_usd: 0.4,
+        total_cost_usd: 0.6,
+        max_cost_usd: 0.5,
+      }),
+      ev("task.failed", { reason: "budget exceeded: $0.60 of $0.50" }),
+    ]);
+    const task = store.tasks.get("t1")!;
+    expect(task.costUsd).toBeCloseTo(0.6);
+    expect(spendText(task)).toBe("Tokens: 300 in · 120 out · Cost: $0.6000 of $0.50 budget");
+    expect(task.reason).toBe("budget exceeded: $0.60 of $0.50");
+  });
+
+  it("counts tokens against a token budget and sums costs without totals", () => {
+    seq = 0;
+    const store = new SessionStore();
+    store.apply([
+      ev("task.queued", { engine: "demo", mode: "one-shot", max_tokens: 1000 }),
+      ev("cost.update", { prompt_tokens: 600, completion_tokens: 100, cost_usd: 0.01 }),
+      ev("cost.update", { prompt_tokens: 50, completion_tokens: 50, cost_usd: 0.02 }),
+    ]);
+    const task = store.tasks.get("t1")!;
+    expect(spendText(task)).toBe("Tokens: 650 in · 150 out (800 of 1,000) · Cost: $0.0300");
   });
 });

@@ -43,6 +43,9 @@ export interface TaskState {
   promptTokens: number;
   completionTokens: number;
   costUsd: number;
+  /** the task's budget, from its queued event or its cost updates (null: none) */
+  maxCostUsd: number | null;
+  maxTokens: number | null;
   files: FileCreated[];
   output: OutputLine[];
   reason: string;
@@ -133,6 +136,8 @@ function newTask(id: string): TaskState {
     promptTokens: 0,
     completionTokens: 0,
     costUsd: 0,
+    maxCostUsd: null,
+    maxTokens: null,
     files: [],
     output: [],
     reason: "",
@@ -202,6 +207,8 @@ export class SessionStore {
         task.mode = event.data.mode;
         task.prompt = event.data.prompt ?? "";
         task.behind = event.data.behind ?? null;
+        task.maxCostUsd = event.data.max_cost_usd ?? null;
+        task.maxTokens = event.data.max_tokens ?? null;
         return;
       case "task.started":
         if (!isFinal(task.phase)) task.phase = "running";
@@ -327,7 +334,21 @@ function appendOutput(task: TaskState, seq: number, data: Output): void {
 function addCost(task: TaskState, cost: CostUpdate): void {
   task.promptTokens += cost.prompt_tokens ?? 0;
   task.completionTokens += cost.completion_tokens ?? 0;
-  task.costUsd += cost.cost_usd ?? 0;
+  // the runner's running total is the one its budget compares; summing is the fallback
+  task.costUsd = cost.total_cost_usd ?? task.costUsd + (cost.cost_usd ?? 0);
+  task.maxCostUsd = cost.max_cost_usd ?? task.maxCostUsd;
+  task.maxTokens = cost.max_tokens ?? task.maxTokens;
+}
+
+/** "Cost: $0.1200 of $0.50 · 3,400 of 10,000 tokens": spend against the task's budget. */
+export function spendText(task: TaskState): string {
+  const tokens = task.promptTokens + task.completionTokens;
+  const n = (value: number) => value.toLocaleString("en-US");
+  let text = `Tokens: ${n(task.promptTokens)} in · ${n(task.completionTokens)} out`;
+  if (task.maxTokens !== null) text += ` (${n(tokens)} of ${n(task.maxTokens)})`;
+  text += ` · Cost: $${task.costUsd.toFixed(4)}`;
+  if (task.maxCostUsd !== null) text += ` of $${task.maxCostUsd.toFixed(2)} budget`;
+  return text;
 }
 
 /** Progress of a task in whole steps done plus the running step's fraction. */

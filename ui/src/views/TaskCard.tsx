@@ -4,7 +4,7 @@ import { useEffect, useState } from "react";
 import { api, ApiError } from "../api/http";
 import type { FileCreated } from "../api/protocol";
 import { OutputPanel } from "../components/OutputPanel";
-import { isFinal, progressOf, type TaskState } from "../state/sessionStore";
+import { isFinal, progressOf, spendText, type TaskState } from "../state/sessionStore";
 
 const PHASE_WORDS: Record<string, string> = {
   queued: "Queued",
@@ -79,10 +79,9 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
           </ol>
         </div>
       )}
-      {(task.promptTokens > 0 || task.costUsd > 0) && (
-        <p className="costs" aria-label="Costs">
-          Tokens: {task.promptTokens.toLocaleString("en-US")} in · {task.completionTokens.toLocaleString("en-US")} out ·
-          Cost: ${task.costUsd.toFixed(4)}
+      {(task.promptTokens > 0 || task.costUsd > 0 || task.maxCostUsd !== null || task.maxTokens !== null) && (
+        <p className="costs" aria-label="Costs" data-testid="task-costs">
+          {spendText(task)}
         </p>
       )}
       {task.files.length > 0 && <Files taskId={task.id} files={task.files} />}

@@ -58,6 +58,8 @@ export function TaskForm({
   const [prompt, setPrompt] = useState("");
   const [params, setParams] = useState(DEFAULT_PARAMS.demo);
   const [timeout, setTimeoutS] = useState("");
+  const [maxCost, setMaxCost] = useState("");
+  const [maxTokens, setMaxTokens] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
@@ -94,6 +96,8 @@ export function TaskForm({
         prompt,
         params: parsed,
         timeout_s: timeout ? Number(timeout) : null,
+        max_cost_usd: maxCost ? Number(maxCost) : null,
+        max_tokens: maxTokens ? Number(maxTokens) : null,
       });
       setPrompt("");
     } catch (err) {
@@ -143,6 +147,28 @@ export function TaskForm({
             value={timeout}
             onChange={(e) => setTimeoutS(e.target.value)}
             placeholder="none"
+          />
+        </label>
+        <label className="field">
+          <span>Budget (USD)</span>
+          <input
+            type="number"
+            min={0}
+            step="any"
+            value={maxCost}
+            onChange={(e) => setMaxCost(e.target.value)}
+            placeholder="your default"
+          />
+        </label>
+        <label className="field">
+          <span>Max tokens</span>
+          <input
+            type="number"
+            min={1}
+            step={1}
+            value={maxTokens}
+            onChange={(e) => setMaxTokens(e.target.value)}
+            placeholder="your default"
           />
         </label>
       </div>
