@@ -13,8 +13,8 @@ import sys
 
 import httpx
 
-from .client import headers_for, raise_for
 from .console import say
+from .terminal_client import headers_for, raise_for
 
 __all__ = ["keys_command", "settings_command"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cmbtask_gateway.client import spend_line
+from cmbtask_gateway.terminal_client import spend_line
 from cmbtask_protocol import ModelPrice, TaskSpec
 from cmbtask_runner.budget import Budget
 
