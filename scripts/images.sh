@@ -4,7 +4,8 @@
 #
 #   scripts/images.sh bases            build or reuse the local base images' root file systems
 #   scripts/images.sh build SOCKET     docker build the gateway, operator and runner targets
-#   scripts/images.sh import SOCKET    build, then import the three images into containerd at SOCKET
+#   scripts/images.sh import SOCKET STAMP  build, then import the three images into containerd
+#                                      at SOCKET unless STAMP says it holds these already
 #
 # Nothing can be pulled from an image registry on the machines the suite runs
 # on, so the Dockerfile's two bases (build arguments PYTHON_IMAGE and
@@ -23,14 +24,14 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 CACHE_ROOT="${CMBTASK_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cmbtask}"
-BASES_VERSION=bookworm-1
+BASES_VERSION=1
 NODE_VERSION=22.20.0
 # The build machine's own certificate authorities (a TLS-intercepting proxy
 # may sit between it and PyPI or npm) go into the bases; a change makes new bases.
 HOST_CAS=(/usr/local/share/ca-certificates/*.crt)
 [[ -e "${HOST_CAS[0]}" ]] || HOST_CAS=()
 CA_KEY="$( ( ((${#HOST_CAS[@]})) && cat "${HOST_CAS[@]}") | sha256sum | cut -c1-12)"
-BASE_DIR="$CACHE_ROOT/images/bases-$BASES_VERSION-node-$NODE_VERSION-ca-$CA_KEY"
+BASE_DIR="$CACHE_ROOT/images/bases-bookworm-$BASES_VERSION-node-$NODE_VERSION-ca-$CA_KEY"
 DOCKER_ROOT="$CACHE_ROOT/docker"
 DOCKER_RUN="/run/cmbtask-docker"
 DOCKER_SOCK="$DOCKER_RUN/docker.sock"
@@ -111,16 +112,23 @@ start_dockerd() {
 }
 
 stop_dockerd() {
-    local pid i
-    [[ -f "$DOCKER_RUN/dockerd.launcher" ]] || return 0
-    pid="$(cat "$DOCKER_RUN/dockerd.launcher")"
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
+    local pid i mnt
+    for file in "$DOCKER_RUN/dockerd.pid" "$DOCKER_RUN/dockerd.launcher"; do
+        [[ -s "$file" ]] || continue
+        pid="$(cat "$file")"
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$file"
     done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$DOCKER_RUN/dockerd.launcher"
+    # dockerd's own mounts (its netns file, its data root made private) outlive it
+    for mnt in $(awk -v a="$DOCKER_RUN" -v b="$DOCKER_ROOT" '$5 == b || index($5, a "/") == 1 || index($5, b "/") == 1 {print $5}' \
+        /proc/self/mountinfo | sort -r); do
+        umount -l "$mnt" 2>/dev/null || true
+    done
 }
 
 load_base() {
@@ -155,19 +163,26 @@ cmd_build() {
             -t "$(image_name "$target")" "$REPO" >"$CACHE_ROOT/images/build-$target.log" 2>&1 \
             || { tail -n 40 "$CACHE_ROOT/images/build-$target.log" >&2; return 1; }
     done
-    local images=() name
+    local images=() name ids
     for target in "${TARGETS[@]}"; do images+=("$(image_name "$target")"); done
-    "${DOCKER[@]}" save -o "$CACHE_ROOT/images/cmbtask-images.tar" "${images[@]}"
-    for name in "${images[@]}"; do
-        echo "$name $("${DOCKER[@]}" image inspect -f '{{.Id}}' "$name")"
-    done >"$CACHE_ROOT/images/cmbtask-images.ids"
+    ids="$(for name in "${images[@]}"; do echo "$name $("${DOCKER[@]}" image inspect -f '{{.Id}}' "$name")"; done)"
+    # `docker save` of unchanged images is a minute of disk I/O for nothing
+    if [[ "$ids" != "$(cat "$CACHE_ROOT/images/cmbtask-images.ids" 2>/dev/null)" \
+        || ! -s "$CACHE_ROOT/images/cmbtask-images.tar" ]]; then
+        "${DOCKER[@]}" save -o "$CACHE_ROOT/images/cmbtask-images.tar" "${images[@]}"
+        echo "$ids" >"$CACHE_ROOT/images/cmbtask-images.ids"
+    fi
     log "built ${TARGETS[*]} in $((SECONDS - started)) s"
 }
 
 cmd_import() {
-    local socket="$1" started=$SECONDS
+    local socket="$1" started=$SECONDS stamp="$2"
     cmd_build "$socket"
-    ctr --address "$socket" -n k8s.io images import "$CACHE_ROOT/images/cmbtask-images.tar" >/dev/null
+    # the node's image store outlives the node: import only what changed
+    if ! cmp -s "$CACHE_ROOT/images/cmbtask-images.ids" "$stamp"; then
+        ctr --address "$socket" -n k8s.io images import "$CACHE_ROOT/images/cmbtask-images.tar" >/dev/null
+        cp "$CACHE_ROOT/images/cmbtask-images.ids" "$stamp"
+    fi
     log "imported into containerd in $((SECONDS - started)) s: $(cut -d' ' -f1 "$CACHE_ROOT/images/cmbtask-images.ids" | tr '\n' ' ')"
 }
 

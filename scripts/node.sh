@@ -4,7 +4,7 @@
 # scripts/control-plane.sh calls this; it is not meant to be run on its own.
 #
 #   scripts/node.sh build            build or reuse kubelet, kube-scheduler, kube-proxy and the pause image
-#   scripts/node.sh install          install containerd, runc, CNI plugins, iptables (Debian packages)
+#   scripts/node.sh install          install containerd, runc, CNI plugins, iptables, docker.io... (Debian)
 #   scripts/node.sh prepare DIR      record the host's state, create the node's bridge
 #   scripts/node.sh start DIR        containerd, images, kubelet, kube-proxy, kube-scheduler (API server up)
 #   scripts/node.sh stop DIR KUBECTL stop all of it (pods first, through the kubelet)
@@ -35,7 +35,8 @@ POD_CIDR=10.88.0.0/16
 NODE_NAME=cmbtask-node
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward
     net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.conf.all.route_localnet)
-PACKAGES=(containerd runc containernetworking-plugins iptables)
+# the node's runtime, and what builds its pause image and the project's images
+PACKAGES=(containerd runc containernetworking-plugins iptables gcc libc6-dev docker.io debootstrap)
 START_TIMEOUT_S="${CMBTASK_K8S_START_TIMEOUT_S:-120}"
 
 log() { echo "node: $*" >&2; }
@@ -283,7 +284,7 @@ EOF
 }
 
 write_proxy_config() {
-    local dir="$1" kubeconfig="$2"
+    local dir="$1" kubeconfig="$2" healthz="$3" metrics="$4"
     cat >"$dir/node/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -292,8 +293,8 @@ clientConnection: {kubeconfig: $kubeconfig}
 hostnameOverride: $NODE_NAME
 clusterCIDR: $POD_CIDR
 bindAddress: 127.0.0.1
-healthzBindAddress: ""
-metricsBindAddress: ""
+healthzBindAddress: 127.0.0.1:$healthz
+metricsBindAddress: 127.0.0.1:$metrics
 # leave the host's conntrack table and timeouts as they are
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 # no route_localnet sysctl: NodePorts are not served on loopback
@@ -311,7 +312,7 @@ cmd_start() {
     spawn "$dir" containerd containerd --config "$dir/node/containerd.toml"
     wait_until containerd "$dir/node/containerd.log" ctr --address "$SOCKET" version
     ctr_ -n k8s.io images import "$NODE_BIN_DIR/pause.tar" >/dev/null
-    bash "$HERE/images.sh" import "$SOCKET"
+    bash "$HERE/images.sh" import "$SOCKET" "$CONTAINERD_ROOT/cmbtask-images.ids"
 
     local port healthz
     port="$(free_port)"
@@ -321,7 +322,7 @@ cmd_start() {
     spawn "$dir" kubelet "$NODE_BIN_DIR/kubelet" --config "$dir/node/kubelet.yaml" --kubeconfig "$kubeconfig" \
         --root-dir "$dir/node/kubelet" --cert-dir "$dir/node/kubelet-pki" --hostname-override "$NODE_NAME" \
         --node-ip "$BRIDGE_IP" --v 1
-    write_proxy_config "$dir" "$kubeconfig"
+    write_proxy_config "$dir" "$kubeconfig" "$(free_port)" "$(free_port)"
     spawn "$dir" kube-proxy "$NODE_BIN_DIR/kube-proxy" --config "$dir/node/kube-proxy.yaml" --v 1
     spawn "$dir" kube-scheduler "$NODE_BIN_DIR/kube-scheduler" --kubeconfig "$kubeconfig" \
         --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
