@@ -305,7 +305,8 @@ EOF
 ctr_() { ctr --address "$SOCKET" "$@"; }
 
 cmd_start() {
-    local dir="$1" kubeconfig="$dir/kubeconfig" ca="$dir/pki/ca.crt" kubectl="$2" started=$SECONDS
+    local dir="$1" kubectl="$2" started=$SECONDS
+    local kubeconfig="$dir/kubeconfig" ca="$dir/pki/ca.crt"
     need_root
     cmd_build >/dev/null
     write_containerd_config "$dir"
