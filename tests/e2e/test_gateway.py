@@ -172,7 +172,14 @@ def test_runner_over_its_memory_limit_fails_the_task_oomkilled(
         return found if (found.get("status") or {}).get("phase") in FINAL_PHASES else None
 
     status = wait_for(failed, 120, f"{name} to end")["status"]
-    assert (status["phase"], status["reason"], status["exitCode"]) == ("failed", "OOMKilled", 137), status
+    # The kernel's OOM killer picks the script's process in the container's
+    # cgroup; the runner (the container's main process) then exits non-zero
+    # and the kubelet reports the container OOMKilled.
+    assert (status["phase"], status["reason"]) == ("failed", "OOMKilled"), status
+    assert status["exitCode"] not in (None, 0), status
+    [pod] = runner_pods(kubectl, name)
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled", terminated
     task_id = kubectl.get("cmbtask", name, GATEWAY_NAMESPACE)["spec"]["taskId"]  # type: ignore[index]
     with gateway.client() as http:
         task = task_phase(http, task_id, FINAL_PHASES, timeout_s=60)
