@@ -90,6 +90,9 @@ ENTRYPOINT ["python", "-m", "cmbtask_runner"]
 # ---- final: operator (kopf; turns CmbTask objects into runner pods) ----------
 FROM python-base AS operator
 COPY --from=server-venv /opt/cmbtask /opt/cmbtask
+# kopf names its peer identity after the login name, and user 10001 has no
+# passwd entry: without this the operator dies at start (getpwuid fails).
+ENV USER=cmbtask
 USER 10001:10001
 WORKDIR /tmp
 ENTRYPOINT ["python", "-m", "cmbtask_operator"]

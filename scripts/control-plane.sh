@@ -35,7 +35,8 @@ NODE="$HERE/node.sh"
 CONTROLLERS=garbage-collector-controller,serviceaccount-controller,namespace-controller
 CONTROLLERS+=,root-ca-certificate-publisher-controller,node-lifecycle-controller,deployment-controller
 CONTROLLERS+=,replicaset-controller,endpoints-controller,endpointslice-controller
-CONTROLLERS+=,persistentvolume-binder-controller,pod-garbage-collector-controller
+CONTROLLERS+=,persistentvolume-binder-controller,persistentvolume-protection-controller
+CONTROLLERS+=,persistentvolumeclaim-protection-controller,pod-garbage-collector-controller
 # The node's bridge address (scripts/node.sh), and the first address of the
 # Service range, where pods find the API server as the `kubernetes` Service.
 LISTEN_IP=10.88.0.1

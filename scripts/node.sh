@@ -143,6 +143,7 @@ cmd_prepare() {
     for key in "${SYSCTLS[@]}"; do
         sysctl -n "$key" >/dev/null 2>&1 && echo "$key=$(sysctl -n "$key")" >>"$dir/node/sysctls"
     done
+    kube_chains >"$dir/node/kube-chains-before"
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link add "$BRIDGE" type bridge
         echo created >"$dir/node/bridge"
@@ -171,9 +172,37 @@ remove_cgroups() {
     return 0
 }
 
+kube_chains() {
+    # how many KUBE-* chains the host has (the kubelet's and kube-proxy's)
+    { iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } | grep -c '^:KUBE-' || true
+}
+
+remove_kube_chains() {
+    # kube-proxy --cleanup takes its own chains away; the kubelet's
+    # (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) it leaves.
+    local tool table rule chain
+    for tool in iptables ip6tables; do
+        command -v "$tool" >/dev/null || continue
+        for table in filter nat mangle; do
+            { "$tool-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } \
+                | while IFS= read -r rule; do
+                    eval "$tool -t $table ${rule/#-A/-D}" 2>/dev/null || true
+                done
+            for chain in $("$tool-save" -t "$table" 2>/dev/null | awk '/^:KUBE-/ {print substr($1, 2)}'); do
+                "$tool" -t "$table" -F "$chain" 2>/dev/null || true
+            done
+            for chain in $("$tool-save" -t "$table" 2>/dev/null | awk '/^:KUBE-/ {print substr($1, 2)}'); do
+                "$tool" -t "$table" -X "$chain" 2>/dev/null || true
+            done
+        done
+    done
+}
+
 restore_host() {
     local dir="$1" line
     [[ -d "$dir/node" ]] || return 0
+    # only when the host had none before: never another cluster's chains
+    [[ "$(cat "$dir/node/kube-chains-before" 2>/dev/null)" == 0 ]] && remove_kube_chains
     if [[ -f "$dir/node/sysctls" ]]; then
         while IFS= read -r line; do
             sysctl -q -w "$line" >/dev/null 2>&1 || log "could not restore $line"
