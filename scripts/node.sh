@@ -397,6 +397,24 @@ remove_containers() {
     done
 }
 
+kill_leftovers() {
+    # Containers the kubelet was still creating when it stopped: their shims
+    # outlive containerd by design, and their processes sit in the node's cgroups.
+    local pid base i
+    for pid in $(pgrep -f -- "containerd-shim-runc-v2 .*-address $SOCKET( |\$)" || true); do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    for i in 1 2 3; do
+        for base in $(cgroup_dirs); do
+            [[ -d "$base/$CGROUP_ROOT" ]] || continue
+            for pid in $(find "$base/$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+                kill -KILL "$pid" 2>/dev/null || true
+            done
+        done
+        sleep 0.5
+    done
+}
+
 unmount_under() {
     local root="$1" mnt
     [[ -d "$root" ]] || return 0
@@ -420,6 +438,7 @@ cmd_stop() {
     stop_pid "$dir/node/kubelet.pid"
     remove_containers
     stop_pid "$dir/node/containerd.pid"
+    kill_leftovers
     if [[ -f "$dir/node/kube-proxy.pid" ]]; then
         stop_pid "$dir/node/kube-proxy.pid"
         "$NODE_BIN_DIR/kube-proxy" --cleanup >/dev/null 2>&1 || true
