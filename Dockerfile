@@ -6,6 +6,10 @@
 #   docker build --target runner   -t cmbtask/runner:0.1.0   .
 #   docker build --target runner --build-arg CMBAGENT=1 -t cmbtask/runner:0.1.0-cmbagent .
 #
+# The two bases are build arguments whose defaults are the pinned upstream
+# images; scripts/images.sh passes local equivalents where nothing can be
+# pulled (charts/cmbtask/README.md says what each build contains).
+#
 # Why a target per component rather than one image with three entry points:
 # the runner image is pulled for every task pod and is the one that may carry
 # the large CMBAgent extra, which the gateway and the operator never use, and
@@ -14,15 +18,17 @@
 # them share the same build stages and the same pinned base.
 #
 # Rules that tests/deploy/test_dockerfile.py checks:
-# - base images pinned by exact tag and digest;
+# - base images pinned by exact tag and digest (the build arguments' defaults);
 # - the final stages (gateway, operator, runner) have no RUN step at all, so
 #   no compiler, package manager step or build cache reaches them, and they
 #   run as the numeric non-root user 10001 (Kubernetes can verify a number);
-# - every RUN uses only relative paths and variables, so the test suite
-#   replays exactly these commands outside Docker and sees them succeed.
+# - every RUN uses only relative paths and variables.
+
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---- the web UI, built once, served by the gateway --------------------------
-FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS ui
+FROM ${NODE_IMAGE} AS ui
 WORKDIR /src/ui
 # The lock file first: the dependency layer stays cached while sources change.
 COPY ui/package.json ui/package-lock.json ./
@@ -31,7 +37,7 @@ COPY ui/ ./
 RUN npm run build
 
 # ---- the Python runtime every final stage starts from -------------------------
-FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS python-base
+FROM ${PYTHON_IMAGE} AS python-base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/cmbtask \
@@ -84,6 +90,9 @@ ENTRYPOINT ["python", "-m", "cmbtask_runner"]
 # ---- final: operator (kopf; turns CmbTask objects into runner pods) ----------
 FROM python-base AS operator
 COPY --from=server-venv /opt/cmbtask /opt/cmbtask
+# kopf names its peer identity after the login name, and user 10001 has no
+# passwd entry: without this the operator dies at start (getpwuid fails).
+ENV USER=cmbtask
 USER 10001:10001
 WORKDIR /tmp
 ENTRYPOINT ["python", "-m", "cmbtask_operator"]

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Development Kubernetes control plane for the cmbtask e2e suite and benchmarks.
+# Development Kubernetes cluster for the cmbtask e2e suite and benchmarks: a
+# control plane and one real node.
 #
-# There is no kubelet and no container runtime here: this runs etcd,
-# kube-apiserver and kube-controller-manager (for owner-reference garbage
-# collection) on loopback, and the e2e suite brings its own node agent.
+# This runs etcd, kube-apiserver and kube-controller-manager, and through
+# scripts/node.sh one node: containerd with runc, the CNI bridge plugin, the
+# kubelet, kube-proxy and kube-scheduler, with the project's images (built
+# from the root Dockerfile by scripts/images.sh) in its image store. The API
+# server listens on the node's bridge address (10.88.0.1), which pods reach
+# and no other machine does. Needs root.
 #
 #   scripts/control-plane.sh build          build or reuse the cached binaries; prints their directory
-#   scripts/control-plane.sh start [DIR]    start on free loopback ports; prints `export` lines to eval
-#   scripts/control-plane.sh stop  [DIR]    stop what `start` started in DIR
+#   scripts/control-plane.sh start [DIR]    start on free ports; prints `export` lines to eval
+#   scripts/control-plane.sh stop  [DIR]    stop what `start` started in DIR, restore the host
 #   scripts/control-plane.sh env   [DIR]    print the `export` lines again
 #
 # The binaries are built from the Go module proxy through the wrapper modules in
 # scripts/k8s/ (k8s.io/kubernetes with every staging module pinned to its
 # published v0.X.Y, and go.etcd.io/etcd/server/v3), and cached under
-# ~/.cache/cmbtask/k8s-<version>-etcd-<version>/. The cache is only a cache:
-# when it is missing or incomplete the build runs again.
+# ~/.cache/cmbtask/k8s-<version>-etcd-<version>/ and k8s-node-<version>/. The
+# cache is only a cache: when it is missing or incomplete the build runs again.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,6 +31,16 @@ BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 DEFAULT_RUN_DIR="${CMBTASK_K8S_RUN_DIR:-/tmp/cmbtask-control-plane}"
 START_TIMEOUT_S="${CMBTASK_K8S_START_TIMEOUT_S:-120}"
+NODE="$HERE/node.sh"
+CONTROLLERS=garbage-collector-controller,serviceaccount-controller,namespace-controller
+CONTROLLERS+=,root-ca-certificate-publisher-controller,node-lifecycle-controller,deployment-controller
+CONTROLLERS+=,replicaset-controller,endpoints-controller,endpointslice-controller
+CONTROLLERS+=,persistentvolume-binder-controller,persistentvolume-protection-controller
+CONTROLLERS+=,persistentvolumeclaim-protection-controller,pod-garbage-collector-controller
+# The node's bridge address (scripts/node.sh), and the first address of the
+# Service range, where pods find the API server as the `kubernetes` Service.
+LISTEN_IP=10.88.0.1
+SERVICE_IP=10.250.0.1
 
 log() { echo "control-plane: $*" >&2; }
 
@@ -49,6 +63,7 @@ k8s_ldflags() {
 }
 
 cmd_build() {
+    bash "$NODE" build >/dev/null
     if have_binaries; then
         log "reusing cached binaries in $BIN_DIR"
         echo "$BIN_DIR"
@@ -87,9 +102,15 @@ make_pki() {
         -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
         -keyout "$dir/apiserver.key" -out "$dir/apiserver.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$dir/san.ext"
+    printf 'subjectAltName=IP:%s,IP:%s,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n' \
+        "$LISTEN_IP" "$SERVICE_IP" >"$dir/san.ext"
     openssl x509 -req -in "$dir/apiserver.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
         -days 30 -extfile "$dir/san.ext" -out "$dir/apiserver.crt" 2>/dev/null
+    # The API server's client certificate for the kubelet (`kubectl logs`, `exec`).
+    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+        -keyout "$dir/kubelet-client.key" -out "$dir/kubelet-client.csr" 2>/dev/null
+    openssl x509 -req -in "$dir/kubelet-client.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 30 -out "$dir/kubelet-client.crt" 2>/dev/null
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
 }
@@ -143,7 +164,7 @@ wait_ready() {
 
 is_running() {
     local dir="$1" name
-    for name in etcd kube-apiserver kube-controller-manager; do
+    for name in etcd kube-apiserver kube-controller-manager node/kubelet; do
         [[ -f "$dir/$name.pid" ]] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || return 1
     done
 }
@@ -177,10 +198,13 @@ cmd_start() {
         return 0
     fi
     cmd_stop "$dir" >/dev/null 2>&1 || true
+    bash "$NODE" install
     cmd_build >/dev/null
     rm -rf "$dir"
     mkdir -p "$dir/pki" "$dir/etcd"
     chmod 700 "$dir"
+    local started=$SECONDS
+    bash "$NODE" prepare "$dir"
     make_pki "$dir/pki"
 
     local etcd_port peer_port api_port token server
@@ -188,7 +212,7 @@ cmd_start() {
     peer_port="$(free_port)"
     api_port="$(free_port)"
     token="$(openssl rand -hex 24)"
-    server="https://127.0.0.1:$api_port"
+    server="https://$LISTEN_IP:$api_port"
     echo "$token,admin,admin,system:masters" >"$dir/pki/tokens.csv"
     echo "$server" >"$dir/server"
 
@@ -201,32 +225,37 @@ cmd_start() {
     wait_ready "$dir" etcd "http://127.0.0.1:$etcd_port/health"
 
     spawn "$dir" kube-apiserver "$BIN_DIR/kube-apiserver" \
-        --etcd-servers "http://127.0.0.1:$etcd_port" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+        --etcd-servers "http://127.0.0.1:$etcd_port" --bind-address "$LISTEN_IP" --advertise-address "$LISTEN_IP" \
         --secure-port "$api_port" --tls-cert-file "$dir/pki/apiserver.crt" \
         --tls-private-key-file "$dir/pki/apiserver.key" --client-ca-file "$dir/pki/ca.crt" \
         --token-auth-file "$dir/pki/tokens.csv" --authorization-mode RBAC \
         --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/pki/sa.pub" \
         --service-account-signing-key-file "$dir/pki/sa.key" --service-cluster-ip-range 10.250.0.0/24 \
-        --endpoint-reconciler-type none --profiling=false --v 1
+        --kubelet-client-certificate "$dir/pki/kubelet-client.crt" --kubelet-client-key "$dir/pki/kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP --profiling=false --v 1
     wait_ready "$dir" kube-apiserver "$server/readyz" --cacert "$dir/pki/ca.crt" -H "Authorization: Bearer $token"
     write_kubeconfig "$dir/kubeconfig" "$server" "$token" "$dir/pki/ca.crt"
 
-    # Only the controllers the suite relies on: owner-reference garbage
-    # collection, the default ServiceAccount that pod admission requires, and
-    # namespace cleanup. No node lifecycle controller: the e2e node agent is
-    # not a kubelet and must not be evicted for missing heartbeats.
+    # The controllers a one-node cluster needs: owner-reference garbage
+    # collection, the default ServiceAccount, namespace cleanup, the
+    # kube-root-ca.crt ConfigMap every pod mounts, the node lifecycle
+    # controller (it lifts the node's not-ready taint; there is no taint
+    # eviction), Deployments, Endpoints for Services, and PersistentVolume binding.
     spawn "$dir" kube-controller-manager "$BIN_DIR/kube-controller-manager" \
         --kubeconfig "$dir/kubeconfig" --authentication-kubeconfig "$dir/kubeconfig" \
         --authorization-kubeconfig "$dir/kubeconfig" --leader-elect=false --secure-port 0 \
-        --controllers garbage-collector-controller,serviceaccount-controller,namespace-controller \
+        --controllers "$CONTROLLERS" --root-ca-file "$dir/pki/ca.crt" \
         --use-service-account-credentials=false --profiling=false --v 1
     wait_default_service_account "$dir"
     log "control plane up at $server (state in $dir)"
+    bash "$NODE" start "$dir" "$BIN_DIR/kubectl"
+    log "cluster up in $((SECONDS - started)) s"
     cmd_env "$dir"
 }
 
 cmd_stop() {
     local dir="${1:-$DEFAULT_RUN_DIR}" name pid i
+    bash "$NODE" stop "$dir" "$BIN_DIR/kubectl" || log "node stop reported an error"
     for name in kube-controller-manager kube-apiserver etcd; do
         [[ -f "$dir/$name.pid" ]] || continue
         pid="$(cat "$dir/$name.pid")"
@@ -238,6 +267,7 @@ cmd_stop() {
         kill -KILL "$pid" 2>/dev/null || true
         rm -f "$dir/$name.pid"
     done
+    bash "$NODE" restore "$dir"
     log "stopped control plane in $dir"
 }
 
@@ -249,7 +279,7 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         env) cmd_env "$@" ;;
-        *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 

@@ -3,7 +3,8 @@
 #
 #   bash scripts/setup.sh run     Python venv + web UI: enough for `cmbtask up`
 #   bash scripts/setup.sh test    also PostgreSQL, Chromium, helm, the Kubernetes
-#                                 control-plane binaries and the cmbagent venvs
+#                                 control-plane and node (packages, binaries, base
+#                                 images) and the cmbagent venvs
 #
 # Everything expensive is cached under ~/.cache/cmbtask keyed by version, and
 # rebuilt when the cache is missing; nothing depends on the cache existing.
@@ -52,8 +53,12 @@ if [ "$WHAT" = "test" ]; then
   apt_install openssl
   say "helm (Go module build, cached)"
   nice -n 5 bash scripts/helm.sh >/dev/null
-  say "Kubernetes control-plane binaries (Go module build, cached)"
+  say "Kubernetes node packages (containerd, runc, CNI plugins, iptables, docker.io, debootstrap)"
+  bash scripts/node.sh install
+  say "Kubernetes control-plane and node binaries (Go module build, cached)"
   nice -n 5 bash scripts/control-plane.sh build >/dev/null
+  say "local base images for the Dockerfile (debootstrap, cached; the images build at node start)"
+  bash scripts/images.sh bases
   say "cmbagent venvs: post30 on Python 3.11, post63 on 3.12 (cached downloads)"
   CMBTASK_CMBAGENT_PROFILE=post30 nice -n 5 bash scripts/cmbagent.sh >/dev/null
   CMBTASK_CMBAGENT_PROFILE=post63 nice -n 5 bash scripts/cmbagent.sh >/dev/null

@@ -35,7 +35,7 @@ stage_ui() {
 }
 
 stage_k8s() {
-  say "kubernetes: operator and gateway on a real API server"
+  say "kubernetes: a real one-node cluster, the images built from the Dockerfile, helm install"
   local run_dir
   run_dir=$(mktemp -d /tmp/cmbtask-cp.XXXXXX)
   trap 'bash scripts/control-plane.sh stop "$run_dir" >/dev/null 2>&1 || true' RETURN

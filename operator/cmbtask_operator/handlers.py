@@ -127,9 +127,12 @@ async def connect_api(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: 
 
 
 @kopf.on.login(id="login", registry=registry)
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # A private registry gets none of kopf's default login handlers.
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # A private registry gets none of kopf's default login handlers. The
+    # client library's in-cluster login finds the API server as every client
+    # does (KUBERNETES_SERVICE_HOST), not by the cluster DNS name kopf's own
+    # service-account login dials; then KUBECONFIG.
+    return await kopf.login_via_async_client(**kwargs)
 
 
 @kopf.on.cleanup(id="disconnect", registry=registry)

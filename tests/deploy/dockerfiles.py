@@ -1,10 +1,11 @@
 """A small Dockerfile reader, and a replayer for its build stages.
 
-There is no Docker engine on the machines that run the test suite, so the
-Dockerfile is checked statically, and its RUN steps are run here outside
-Docker: container paths map into a sandbox directory, and because every RUN
-uses only relative paths and variables (a rule the tests check), the commands
-run are the very strings in the Dockerfile.
+The images themselves are built by ``docker build`` (scripts/images.sh) for
+the Kubernetes suite. This module serves the fast checks that need no Docker
+engine: the Dockerfile read statically, and its RUN steps run outside Docker,
+container paths mapped into a sandbox directory; because every RUN uses only
+relative paths and variables (a rule the tests check), the commands run are
+the very strings in the Dockerfile.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class Instruction:
 @dataclass(slots=True)
 class Stage:
     name: str
+    #: the base image; a ``${ARG}`` base resolved to that global ARG's default
     base: str
     line: int
+    #: the global build argument the base came from, if any
+    base_arg: str | None = None
     instructions: list[Instruction] = field(default_factory=list)
 
     def of(self, keyword: str) -> list[Instruction]:
@@ -79,19 +83,28 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 
 
 def parse(path: Path) -> list[Stage]:
-    """The stages of a Dockerfile in order; instructions before the first
-    FROM (global ARGs) are refused, as this project's Dockerfile has none."""
+    """The stages of a Dockerfile in order. Before the first FROM only global
+    ARGs with defaults may stand; a ``FROM ${NAME}`` base resolves to NAME's default."""
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     for line, logical in _logical_lines(path.read_text(encoding="utf-8")):
         keyword, _, args = logical.partition(" ")
         keyword = keyword.upper()
         if keyword == "FROM":
             words = args.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
-            stages.append(Stage(name=name, base=words[0], line=line))
+            found = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", words[0])
+            if found and found.group(1) not in global_args:
+                raise ValueError(f"line {line}: FROM {words[0]} names no global ARG with a default")
+            base = global_args[found.group(1)] if found else words[0]
+            stages.append(Stage(name=name, base=base, line=line, base_arg=found.group(1) if found else None))
             continue
         if not stages:
-            raise ValueError(f"line {line}: {keyword} before the first FROM")
+            key, equals, default = args.strip().partition("=")
+            if keyword != "ARG" or not equals:
+                raise ValueError(f"line {line}: {keyword} before the first FROM (only ARG NAME=default)")
+            global_args[key] = default.strip('"')
+            continue
         stages[-1].instructions.append(Instruction(keyword, args.strip(), line))
     return stages
 

@@ -63,10 +63,13 @@ def test_every_component_has_a_target_and_gateway_is_the_default(stages: list[St
 
 def test_base_images_are_pinned_by_tag_and_digest(stages: list[Stage]) -> None:
     names = {stage.name for stage in stages}
-    external = [stage.base for stage in stages if stage.base not in names]
+    external = [stage for stage in stages if stage.base not in names]
     assert external, "no external base image found"
-    for base in external:
-        assert PINNED.match(base), f"not pinned by tag and digest: {base}"
+    for stage in external:
+        assert PINNED.match(stage.base), f"not pinned by tag and digest: {stage.base}"
+        # a build argument, so that a machine that cannot pull builds on a local equivalent
+        assert stage.base_arg is not None, f"stage {stage.name}: base is not a build argument"
+    assert sorted(s.base_arg for s in external if s.base_arg) == ["NODE_IMAGE", "PYTHON_IMAGE"]
 
 
 @pytest.mark.parametrize("target", FINAL_TARGETS)

@@ -1,13 +1,16 @@
-"""Handles on the e2e world: the control plane, kubectl, operator and node agent processes.
+"""Handles on the e2e world: the cluster, kubectl and the processes run beside it.
 
-Everything runs on loopback with free ports; every process started here is
-stopped by the fixture that started it.
+The cluster (scripts/control-plane.sh) is a control plane and one real node;
+processes started here run on the host with free ports, and every one is
+stopped by the fixture that started it. Pods reach the host only at the
+node's bridge address (NODE_IP), never at its loopback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +24,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "control-plane.sh"
 CRD_FILE = REPO / "charts" / "cmbtask" / "files" / "cmbtasks.crd.yaml"
-RUNNER_IMAGE = "cmbtask-runner:latest"
+#: where host processes listen for pods: the node's bridge address
+NODE_IP = "10.88.0.1"
+
+
+def _version() -> str:
+    found = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert found is not None, "no version in pyproject.toml"
+    return found.group(1)
+
+
+VERSION = _version()
+#: built from the root Dockerfile by scripts/images.sh, in the node's image store
+RUNNER_IMAGE = f"docker.io/cmbtask/runner:{VERSION}"
+GATEWAY_IMAGE = f"docker.io/cmbtask/gateway:{VERSION}"
+OPERATOR_IMAGE = f"docker.io/cmbtask/operator:{VERSION}"
 T = TypeVar("T")
 
 
@@ -38,7 +55,7 @@ def wait_for(check: Callable[[], T | None], timeout_s: float, what: str, interva
 
 
 class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager from scripts/control-plane.sh."""
+    """The control plane and its node, from scripts/control-plane.sh."""
 
     def __init__(self, run_dir: Path, *, owned: bool) -> None:
         self.run_dir = run_dir
@@ -52,7 +69,7 @@ class ControlPlane:
             check=True,
             capture_output=True,
             text=True,
-            timeout=1800,
+            timeout=3600,
         )
         plane = cls(run_dir, owned=True)
         plane.env = _parse_exports(out.stdout)

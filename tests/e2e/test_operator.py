@@ -79,7 +79,7 @@ def test_unknown_engine_fails_with_a_message_and_an_event(kubectl: Kubectl, name
 def test_missing_secret_fails_after_a_bounded_wait(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(cmbtask("nosecret", engine="demo", tokenSecretName="absent"), namespace=namespace)
     assert phase_of(kubectl, "nosecret", namespace) in (None, "queued")
-    found = wait_phase(kubectl, "nosecret", namespace, {"failed"}, timeout_s=45)
+    found = wait_phase(kubectl, "nosecret", namespace, {"failed"}, timeout_s=90)
     assert found["status"]["reason"] == "MissingSecret"
     assert "absent" in found["status"]["message"]
     assert pods(kubectl, namespace) == []

@@ -25,9 +25,11 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, data_dir: Path, database_url: str, **env: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str, *, host: str = "127.0.0.1", **env: str) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
+        #: 127.0.0.1, or the Kubernetes node's bridge address for gateways that pods dial
+        self.host = host
         self.port = free_port()
         self.env = {
             "CMBTASK_EXECUTOR": "none",
@@ -41,11 +43,11 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> GatewayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ class GatewayProcess:
                 "cmbtask_gateway.cli",
                 "up",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--data-dir",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import psutil
 from cmbtask_protocol import ENV_SESSION_ID, ENV_TASK_ID, ENV_TASK_TOKEN, ENV_WORK_DIR, ScriptParams, TaskSpec
 
+from ..oom import oom_kills
 from ..sdk import SOCKET_ENV
 from ..sdk_serving import SdkServer
 from . import parse_params
@@ -42,6 +43,7 @@ class ScriptEngine:
     def run(self, ctx: EngineContext) -> dict[str, Any] | None:
         params = parse_params(ScriptParams, ctx.task.params)
         argv = _argv(params, ctx.work_dir)
+        oom_before = oom_kills()
         with SdkServer(ctx) as sdk:
             try:
                 child = subprocess.Popen(
@@ -57,6 +59,8 @@ class ScriptEngine:
             code = _wait(child, ctx, sdk)
         if sdk.failure is not None:
             raise EngineError(sdk.failure)
+        if code == -signal.SIGKILL and oom_kills() > oom_before:
+            raise EngineError("OOMKilled: the script went over the memory limit and the kernel killed it")
         if code < 0:
             raise EngineError(f"script killed by signal {_signal_name(-code)}")
         if code != 0:
