@@ -27,6 +27,7 @@ AGENT_SIGNATURES: tuple[tuple[str, str], ...] = (
     ("engineer_response_formatter", "you format the response provided by the engineer agent"),
     ("executor_response_formatter", "You call your tool post_execution_transfer"),
     ("control_starter", "You are the control_starter agent"),
+    ("controller", "You are the controller agent"),
     ("control", "You are the control agent"),
     ("plan_setter", "You are the plan setter agent"),
     ("plan_recorder", "call your tool record_plan"),
@@ -117,6 +118,12 @@ class AgentScript:
             "agent_for_sub_task": agent,
         }
         return Scripted(tool="record_status", arguments=args)
+
+    def _controller(self, messages: list[dict[str, Any]]) -> Scripted:
+        """The maintained line's control agent: the step comes from its context,
+        it only says whether the step is done."""
+        status = "completed" if _work_since_last_status(messages) else "in progress"
+        return Scripted(tool="record_status", arguments={"step_status": status})
 
     def _control_starter(self, messages: list[dict[str, Any]]) -> Scripted:
         return Scripted(tool="record_status_starter", arguments={})

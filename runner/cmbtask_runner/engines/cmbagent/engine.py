@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from cmbtask_protocol import EngineDescription, TaskSpec
 
 from .. import parse_params
 from ..base import EngineContext, EngineError
-from . import library, workflows
+from . import adapters, library, workflows
 from .costs import CostRecorder
 from .files import FileWatcher
 from .mapping import EventMapper
@@ -84,7 +85,8 @@ class CmbAgentEngine:
             function = function_of(lib, ctx.task.mode, library.installed_version())
             run = workflows.Run(ctx=ctx, params=params, lib=lib, root=root, mapper=mapper, function=function)
             watcher = FileWatcher(ctx.work_dir, root, ctx.emit, max_bytes=params.max_file_bytes)
-            with watcher, _recording(costs), _stream(TaskIOStream(ctx, mapper)):
+            steps = adapters.track_steps(lambda *step: _emit(ctx, mapper.library_step(*step)))
+            with watcher, steps, _recording(costs), _stream(TaskIOStream(ctx, mapper)):
                 log.info("cmbagent.run", mode=ctx.task.mode, agent=params.agent)
                 result = MODES[ctx.task.mode].workflow(run)
         return {
@@ -94,6 +96,11 @@ class CmbAgentEngine:
             "files": len(watcher.announced),
             "steps_completed": len(mapper.completed_steps),
         }
+
+
+def _emit(ctx: EngineContext, mapped: list[tuple[str, dict[str, Any]]]) -> None:
+    for event_type, data in mapped:
+        ctx.emit(event_type, data)
 
 
 @contextlib.contextmanager
@@ -110,11 +117,24 @@ def _cwd(path: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def _recording(costs: CostRecorder) -> Iterator[None]:
     # Imported late and by name: the library is an optional extra.
-    undo = costs.install(importlib.import_module("autogen").ConversableAgent)
+    undo = [costs.install(agent_class) for agent_class in _reply_classes()]
     try:
         yield
     finally:
-        undo()
+        for step in reversed(undo):
+            step()
+
+
+def _reply_classes() -> list[Any]:
+    """The classes whose LLM reply method records the cost rows: AG2's agent,
+    and the maintained line's own agent class, which overrides that method
+    (without calling AG2's) on AG2 itself."""
+    classes = [importlib.import_module("autogen").ConversableAgent]
+    if importlib.util.find_spec("cmbagent.base_agent") is not None:
+        own = getattr(importlib.import_module("cmbagent.base_agent"), "CmbConversableAgent", None)
+        if own is not None and "_generate_oai_reply_from_client" in vars(own):
+            classes.append(own)
+    return classes
 
 
 @contextlib.contextmanager
