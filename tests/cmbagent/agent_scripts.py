@@ -58,6 +58,8 @@ class Scripted:
     arguments: dict[str, Any] = field(default_factory=dict)
     #: a candidate for ``response_format`` (replaced if it does not validate)
     json_value: Any = None
+    #: further candidates, for releases whose schema differs (tried in order)
+    json_alternatives: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -179,7 +181,9 @@ class AgentScript:
             }
             for i in self._steps()
         ]
-        return Scripted(json_value={"sub_tasks": sub_tasks})
+        # The maintained line's schema adds a per-step timeout (null: its default).
+        timed = [{**sub_task, "code_execution_timeout": None} for sub_task in sub_tasks]
+        return Scripted(json_value={"sub_tasks": sub_tasks}, json_alternatives=({"sub_tasks": timed},))
 
     def _plan_recorder(self, messages: list[dict[str, Any]]) -> Scripted:
         plan = _last_text(messages) or "Step 1"
