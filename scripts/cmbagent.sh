@@ -74,7 +74,8 @@ case "$PROFILE" in
     # Bedrock, external tools, parallel fan-out), AG2's own imports, and the
     # same scientific stack as the other profiles.
     DEPS=(
-      "openai==2.54.0" "anthropic==2.14.0" "mistralai==1.9.11" "tiktoken==0.14.0"
+      # anthropic: AG2 0.14 asks for <1 (2.x dropped arguments its client sends).
+      "openai==2.54.0" "anthropic==0.125.0" "mistralai==1.9.11" "tiktoken==0.14.0"
       "pydantic==2.14.4" "fast-depends==3.0.9" "httpx==0.28.1" "anyio==4.16.0" "packaging==26.4"
       "PyYAML==6.0.4" "python-dotenv==1.2.4" "termcolor==3.3.0" "requests==2.34.2"
       "structlog==26.1.0" "ruamel.yaml==0.19.1" "jsonref==1.1.0" "ipython==9.18.1" "pillow==13.0.0"

@@ -30,6 +30,7 @@ NEEDS_CMBAGENT = [
     "test_end_to_end.py",
     "test_concurrent.py",
     "test_modes_available.py",
+    "test_providers.py",
 ]
 if not HAS_CMBAGENT:
     collect_ignore = NEEDS_CMBAGENT
