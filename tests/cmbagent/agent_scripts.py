@@ -69,6 +69,10 @@ class AgentScript:
     plan_steps: int = 1
     plan_agent: str = "researcher"
     research_text: str = "The CMB temperature today is 2.7255 K (Fixsen 2009)."
+    #: the maintained line's controller declares the step failed after this many completed steps
+    controller_fails_after: int | None = None
+    #: steps the controller has declared completed so far (reset it with the knob above)
+    controller_completions: int = 0
 
     def reply(self, agent: str, messages: list[dict[str, Any]]) -> Scripted:
         handler = getattr(self, f"_{agent}", None)
@@ -125,6 +129,10 @@ class AgentScript:
         """The maintained line's control agent: the step comes from its context,
         it only says whether the step is done."""
         status = "completed" if _work_since_last_status(messages) else "in progress"
+        if self.controller_fails_after is not None and self.controller_completions >= self.controller_fails_after:
+            status = "failed"
+        elif status == "completed":
+            self.controller_completions += 1
         return Scripted(tool="record_status", arguments={"step_status": status})
 
     def _control_starter(self, messages: list[dict[str, Any]]) -> Scripted:

@@ -44,7 +44,7 @@ class CmbAgentEngine:
         """Fail before anything starts when the task cannot run here."""
         if task.mode not in MODES:
             raise EngineError(f"cmbagent has no mode {task.mode!r} (modes: {', '.join(sorted(MODES))})")
-        if refused := unavailable_reason(task.mode, library.exported_names(), library.installed_version()):
+        if refused := unavailable_reason(task.mode, library.exported_names(), library.installed_release()):
             raise EngineError(refused)
         params = parse_params(CmbAgentParams, task.params)
         if task.mode == "control" and not params.plan:
@@ -60,7 +60,7 @@ class CmbAgentEngine:
     def describe(self) -> EngineDescription:
         """What this runner can run, for ``--describe-engines``: no import of the library."""
         exported, version = library.exported_names(), library.installed_version()
-        refused = {mode: unavailable_reason(mode, exported, version) for mode in MODES}
+        refused = {mode: unavailable_reason(mode, exported, library.installed_release()) for mode in MODES}
         runnable = sorted(mode for mode, why in refused.items() if why is None)
         reason = library.unavailable_reason()
         return EngineDescription(
@@ -82,7 +82,7 @@ class CmbAgentEngine:
         costs = CostRecorder(ctx.emit)
         with _cwd(root):
             lib = library.import_cmbagent()
-            function = function_of(lib, ctx.task.mode, library.installed_version())
+            function = function_of(lib, ctx.task.mode, library.installed_release())
             run = workflows.Run(ctx=ctx, params=params, lib=lib, root=root, mapper=mapper, function=function)
             watcher = FileWatcher(ctx.work_dir, root, ctx.emit, max_bytes=params.max_file_bytes)
             steps = adapters.track_steps(lambda *step: _emit(ctx, mapper.library_step(*step)))

@@ -48,6 +48,7 @@ __all__ = [
     "exported_names",
     "fallback_model",
     "import_cmbagent",
+    "installed_release",
     "installed_version",
     "is_installed",
     "model_config",
@@ -90,6 +91,19 @@ def installed_version() -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+def installed_release() -> str | None:
+    """The installed release as users name it: "cmbagent 0.0.1.post63",
+    "mars-cmbagent 2.2.5"."""
+    version = installed_version()
+    if version is None:
+        return None
+    try:
+        importlib.metadata.version("mars-cmbagent")
+    except importlib.metadata.PackageNotFoundError:
+        return f"cmbagent {version}"
+    return f"mars-cmbagent {version}"
 
 
 def exported_names() -> frozenset[str] | None:

@@ -103,7 +103,9 @@ def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None
         return None
     needs = " or ".join(f"cmbagent.{name}" for name in MODES[mode].functions)
     known = " or ".join(SUPPORTED_RELEASES)
-    release = f"the installed cmbagent {version}" if version else f"cmbagent {known}"
+    # version: "0.0.1.post63" (cmbagent's) or a release with its distribution, "mars-cmbagent 2.2.5"
+    named = version if version is None or " " in version else f"cmbagent {version}"
+    release = f"the installed {named}" if named else f"cmbagent {known}"
     return f"{mode} is not part of {release} (it needs {needs})"
 
 

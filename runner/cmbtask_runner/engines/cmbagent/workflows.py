@@ -117,7 +117,7 @@ def planning_control(run: Run) -> dict[str, Any]:
         else:
             _control(run, steps, offset=done)
     finally:
-        completed = min(done + len(run.mapper.completed_steps), len(steps))
+        completed = min(done + _done_in_order(run.mapper.completed_steps, done), len(steps))
         if completed > done:
             _save(run, steps, completed, f"step {completed} completed")
     if completed < len(steps):
@@ -127,6 +127,15 @@ def planning_control(run: Run) -> dict[str, Any]:
             f"a new planning-control task in this session continues from step {completed + 1}"
         )
     return {"steps": len(steps), "resumed_after_step": done}
+
+
+def _done_in_order(completed: list[int], done: int) -> int:
+    """How many steps after ``done`` completed without a gap (a step that did
+    not complete stops the count, even if the library went on to the next)."""
+    count = 0
+    while done + count + 1 in completed:
+        count += 1
+    return count
 
 
 # ---- planning --------------------------------------------------------------------------
