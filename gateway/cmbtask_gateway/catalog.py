@@ -21,6 +21,8 @@ How a known description shapes the mode list (``mode_views``):
   release). A label engine running a mode does not make the mode available.
 - ``supports_resume``: whether the installed ``cmbagent`` engine continues
   that mode from a session's saved state.
+- ``needs_keys``: when nothing but a missing key holds the mode back, the
+  variables (any one of them) to set for the runners.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def _mode_view(mode: ModeInfo, description: EnginesDescription) -> ModeInfo:
             "available": reason is None,
             "unavailable_reason": reason,
             "supports_resume": implementation is not None and mode.name in implementation.resume_modes,
+            "needs_keys": implementation.needs_keys.get(mode.name, []) if implementation is not None else [],
         }
     )
 

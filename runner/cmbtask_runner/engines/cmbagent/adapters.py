@@ -20,6 +20,11 @@ signatures (those are met in ``library.py``):
   so when the file cannot be had the truncation counts in 4-character
   pieces instead (the library calls its own count an approximation).
   Deployments that can should pre-seed ``TIKTOKEN_CACHE_DIR``.
+
+And two endpoints the library hard-codes, made settable like
+``OPENAI_BASE_URL`` (a mirror, a proxy, the tests' local servers):
+``CMBAGENT_ARXIV_URL`` for the papers its downloaders fetch from arXiv, and
+``MISTRAL_BASE_URL`` for its OCR client.
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ from typing import Any
 
 import structlog
 
-__all__ = ["OfflineEncoding", "offline_tokenizer", "step_reports", "track_steps"]
+__all__ = [
+    "ARXIV",
+    "OfflineEncoding",
+    "arxiv_mirror",
+    "mistral_server",
+    "offline_tokenizer",
+    "step_reports",
+    "track_steps",
+]
 
 log = structlog.get_logger("cmbtask_runner.engines.cmbagent")
 
@@ -76,6 +89,42 @@ def offline_tokenizer(module: Any) -> None:
     shim.encoding_for_model = encoding_for_model
     setattr(shim, _WRAPPED, True)
     module.tiktoken = shim
+
+
+ARXIV = "https://arxiv.org"
+
+
+def arxiv_mirror(module: Any, base: str) -> None:
+    """Send ``module``'s requests for arXiv to ``base`` instead (its other
+    requests are untouched)."""
+    real = getattr(module, "requests", None)
+    if real is None or getattr(real, _WRAPPED, False) or not base:
+        return
+    base = base.rstrip("/")
+
+    def get(url: str, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(url, str) and (url == ARXIV or url.startswith(ARXIV + "/")):
+            url = base + url[len(ARXIV) :]
+        return real.get(url, *args, **kwargs)
+
+    shim = SimpleNamespace(**{name: getattr(real, name) for name in dir(real) if not name.startswith("__")})
+    shim.get = get
+    setattr(shim, _WRAPPED, True)
+    module.requests = shim
+
+
+def mistral_server(module: Any, url: str) -> None:
+    """Make ``module``'s ``Mistral`` client talk to ``url``."""
+    real = getattr(module, "Mistral", None)
+    if real is None or getattr(real, _WRAPPED, False) or not url:
+        return
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("server_url", url)
+        return real(*args, **kwargs)
+
+    setattr(client, _WRAPPED, True)
+    module.Mistral = client
 
 
 def step_reports(core: Any) -> None:

@@ -53,25 +53,38 @@ class CmbAgentEngine:
             )
         if not task.prompt.strip():
             raise EngineError("a cmbagent task needs a prompt")
-        if reason := library.unavailable_reason():
+        if not library.is_installed():
+            raise EngineError(library.unavailable_reason() or "cmbagent is not installed")
+        if reason := library.key_reason(MODES[task.mode].keys):
             raise EngineError(reason)
         library.model_overrides()  # a malformed CMBAGENT_MODELS fails here, not mid-run
 
     def describe(self) -> EngineDescription:
-        """What this runner can run, for ``--describe-engines``: no import of the library."""
-        exported, version = library.exported_names(), library.installed_version()
-        refused = {mode: unavailable_reason(mode, exported, library.installed_release()) for mode in MODES}
-        runnable = sorted(mode for mode, why in refused.items() if why is None)
-        reason = library.unavailable_reason()
+        """What this runner can run, for ``--describe-engines``: no import of the library.
+
+        A mode the release has but whose key is missing is listed in
+        ``needs_keys`` too, so the gateway can say which variable to set."""
+        exported, release = library.exported_names(), library.installed_release()
+        installed = library.is_installed()
+        in_release = {mode: unavailable_reason(mode, exported, release) for mode in MODES}
+        keys = {mode: library.key_reason(MODES[mode].keys) for mode in MODES}
+        refused = {mode: in_release[mode] or keys[mode] for mode in MODES}
+        runnable = sorted(mode for mode, why in refused.items() if why is None) if installed else []
+        reason = None if runnable else library.unavailable_reason()
         return EngineDescription(
             name=self.name,
             loaded=True,
-            available=reason is None,
+            available=bool(runnable),
             unavailable_reason=reason,
             modes=runnable,
             resume_modes=[mode for mode in runnable if MODES[mode].resume],
             unavailable_modes={mode: why for mode, why in refused.items() if why is not None},
-            library_version=version,
+            needs_keys={
+                mode: library.missing_keys(MODES[mode].keys)
+                for mode in MODES
+                if installed and in_release[mode] is None and keys[mode] is not None
+            },
+            library_version=library.installed_version(),
         )
 
     def run(self, ctx: EngineContext) -> dict[str, Any] | None:

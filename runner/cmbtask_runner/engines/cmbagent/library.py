@@ -50,7 +50,9 @@ __all__ = [
     "import_cmbagent",
     "installed_release",
     "installed_version",
+    "missing_keys",
     "is_installed",
+    "key_reason",
     "model_config",
     "model_kwargs",
     "model_overrides",
@@ -147,6 +149,26 @@ def unavailable_reason() -> str | None:
     if not configured_providers():
         return f"no LLM API key is configured for the runner: set one of {', '.join(KEY_VARIABLES.values())}"
     return None
+
+
+def missing_keys(keys: tuple[str, ...] | None) -> list[str]:
+    """The key variables of which one must be set for a mode that needs
+    ``keys`` (None: any LLM provider's; empty: none), or [] if it has one."""
+    if keys is None:
+        return [] if configured_providers() else list(KEY_VARIABLES.values())
+    if not keys or any(os.environ.get(variable, "").strip() for variable in keys):
+        return []
+    return list(keys)
+
+
+def key_reason(keys: tuple[str, ...] | None) -> str | None:
+    """Why a mode that needs ``keys`` cannot run for want of a key, or None."""
+    missing = missing_keys(keys)
+    if not missing:
+        return None
+    if keys is None:
+        return f"no LLM API key is configured for the runner: set one of {', '.join(missing)}"
+    return f"needs {' or '.join(missing)} (not set for the runner)"
 
 
 def configured_providers() -> list[str]:
@@ -265,10 +287,25 @@ def import_cmbagent() -> ModuleType:
     core = importlib.import_module("cmbagent.cmbagent")
     _keep_chats_dir(core)
     adapters.step_reports(core)
-    if importlib.util.find_spec("cmbagent.utils.message_transforms") is not None:
-        adapters.offline_tokenizer(importlib.import_module("cmbagent.utils.message_transforms"))
+    if transforms := _submodule("cmbagent.utils.message_transforms"):
+        adapters.offline_tokenizer(transforms)
+    for name in ("cmbagent.utils.arxiv_downloader", "cmbagent.utils.paper_downloader", "cmbagent.arxiv_downloader"):
+        if downloader := _submodule(name):
+            adapters.arxiv_mirror(downloader, os.environ.get("CMBAGENT_ARXIV_URL", "").strip())
+    for name in ("cmbagent.utils.ocr", "cmbagent.ocr"):
+        if ocr := _submodule(name):
+            adapters.mistral_server(ocr, os.environ.get("MISTRAL_BASE_URL", "").strip())
     _loaded = module
     return module
+
+
+def _submodule(name: str) -> ModuleType | None:
+    """``name`` imported, or None when this release has no such module."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        found = False
+    return importlib.import_module(name) if found else None
 
 
 def _reassign_models(utils: Any) -> None:

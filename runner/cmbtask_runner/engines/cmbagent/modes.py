@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..base import EngineError
-from . import workflows
+from . import utilities, workflows
 
 __all__ = [
     "MODES",
@@ -65,6 +65,10 @@ class ModeBinding:
     resume: bool
     #: whether every release in SUPPORTED_RELEASES has it (assumed when the library cannot be read)
     in_supported_releases: bool = True
+    #: further library functions it needs, all of them
+    also_needs: tuple[str, ...] = ()
+    #: the key variables it needs: None any LLM provider's, () none, else one of these
+    keys: tuple[str, ...] | None = None
 
 
 MODES: Final[dict[str, ModeBinding]] = {
@@ -82,6 +86,18 @@ MODES: Final[dict[str, ModeBinding]] = {
     "copilot": ModeBinding(
         workflows.copilot, ("copilot",), human_in_the_loop=True, resume=False, in_supported_releases=False
     ),
+    "enhance-input": ModeBinding(
+        utilities.enhance_input, ("preprocess_task",), human_in_the_loop=False, resume=False,
+        in_supported_releases=False,
+    ),  # fmt: skip
+    "arxiv": ModeBinding(
+        utilities.arxiv, ("arxiv_filter",), human_in_the_loop=False, resume=False,
+        in_supported_releases=False, keys=(),
+    ),  # fmt: skip
+    "ocr": ModeBinding(
+        utilities.ocr, ("process_single_pdf",), human_in_the_loop=False, resume=False,
+        in_supported_releases=False, also_needs=("arxiv_filter",), keys=("MISTRAL_API_KEY",),
+    ),  # fmt: skip
 }
 
 
@@ -94,6 +110,8 @@ def library_function(mode: str, exported: Set[str] | None) -> str | None:
     binding = MODES[mode]
     if exported is None:
         return binding.functions[0] if binding.in_supported_releases else None
+    if not all(name in exported for name in binding.also_needs):
+        return None
     return next((name for name in binding.functions if name in exported), None)
 
 
@@ -101,7 +119,11 @@ def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None
     """Why the installed release cannot run ``mode``, or None if it can."""
     if library_function(mode, exported) is not None:
         return None
-    needs = " or ".join(f"cmbagent.{name}" for name in MODES[mode].functions)
+    binding = MODES[mode]
+    missing = [name for name in binding.also_needs if exported is not None and name not in exported]
+    needs = " and ".join(f"cmbagent.{name}" for name in missing) or " or ".join(
+        f"cmbagent.{name}" for name in binding.functions
+    )
     known = " or ".join(SUPPORTED_RELEASES)
     # version: "0.0.1.post63" (cmbagent's) or a release with its distribution, "mars-cmbagent 2.2.5"
     named = version if version is None or " " in version else f"cmbagent {version}"
@@ -112,7 +134,8 @@ def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None
 def function_of(lib: Any, mode: str, version: str | None) -> Callable[..., Any]:
     """The function that runs ``mode`` in the imported library ``lib``: the
     final word after ``validate`` judged by the package's source."""
-    exported = {name for name in MODES[mode].functions if callable(getattr(lib, name, None))}
+    binding = MODES[mode]
+    exported = {name for name in (*binding.functions, *binding.also_needs) if callable(getattr(lib, name, None))}
     name = library_function(mode, exported)
     if name is None:
         raise EngineError(unavailable_reason(mode, exported, version) or f"cmbagent cannot run {mode}")
