@@ -137,7 +137,8 @@ def test_planning_control_shows_plan_for_approval_then_runs_it(
     assert any(p.startswith("cmbagent/control/") for p in _markdown_files(run))
     # each phase's chat log and cost report (post63 puts reports in cost/, post30 beside the chats)
     for phase in ("planning", "control"):
-        assert any(p.startswith(f"cmbagent/{phase}/chats/") for p in paths), paths
+        if not MAINTAINED:  # the maintained line keeps no chat logs on disk
+            assert any(p.startswith(f"cmbagent/{phase}/chats/") for p in paths), paths
         assert any(p.startswith(f"cmbagent/{phase}/") and "/cost_report_" in p for p in paths), paths
 
 
