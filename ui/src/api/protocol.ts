@@ -260,6 +260,9 @@ export interface EngineDescription {
   unavailable_modes?: {
     [k: string]: string;
   };
+  needs_keys?: {
+    [k: string]: string[];
+  };
   library_version?: string | null;
 }
 /**
@@ -321,6 +324,7 @@ export interface ModeInfo {
   utility?: boolean;
   available?: boolean;
   unavailable_reason?: string | null;
+  needs_keys?: string[];
 }
 export interface Output {
   stream: "stdout" | "stderr" | "log";
