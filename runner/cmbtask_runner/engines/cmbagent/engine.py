@@ -62,28 +62,25 @@ class CmbAgentEngine:
     def describe(self) -> EngineDescription:
         """What this runner can run, for ``--describe-engines``: no import of the library.
 
-        A mode the release has but whose key is missing is listed in
-        ``needs_keys`` too, so the gateway can say which variable to set."""
+        ``modes`` are the installed release's; those of them whose key is
+        missing are in ``needs_keys`` too (with the reason in
+        ``unavailable_modes``), so the gateway can say which variable to set."""
         exported, release = library.exported_names(), library.installed_release()
         installed = library.is_installed()
-        in_release = {mode: unavailable_reason(mode, exported, release) for mode in MODES}
-        keys = {mode: library.key_reason(MODES[mode].keys) for mode in MODES}
-        refused = {mode: in_release[mode] or keys[mode] for mode in MODES}
-        runnable = sorted(mode for mode, why in refused.items() if why is None) if installed else []
-        reason = None if runnable else library.unavailable_reason()
+        refused = {mode: unavailable_reason(mode, exported, release) for mode in MODES}
+        in_release = sorted(mode for mode, why in refused.items() if why is None)
+        keys = {mode: library.key_reason(MODES[mode].keys) for mode in in_release} if installed else {}
+        blocked = {mode: why for mode, why in keys.items() if why is not None}
+        available = installed and len(blocked) < len(in_release)
         return EngineDescription(
             name=self.name,
             loaded=True,
-            available=bool(runnable),
-            unavailable_reason=reason,
-            modes=runnable,
-            resume_modes=[mode for mode in runnable if MODES[mode].resume],
-            unavailable_modes={mode: why for mode, why in refused.items() if why is not None},
-            needs_keys={
-                mode: library.missing_keys(MODES[mode].keys)
-                for mode in MODES
-                if installed and in_release[mode] is None and keys[mode] is not None
-            },
+            available=available,
+            unavailable_reason=None if available else library.unavailable_reason(),
+            modes=in_release,
+            resume_modes=[mode for mode in in_release if MODES[mode].resume],
+            unavailable_modes={**{m: why for m, why in refused.items() if why is not None}, **blocked},
+            needs_keys={mode: library.missing_keys(MODES[mode].keys) for mode in blocked},
             library_version=library.installed_version(),
         )
 

@@ -120,10 +120,11 @@ def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None
     if library_function(mode, exported) is not None:
         return None
     binding = MODES[mode]
-    missing = [name for name in binding.also_needs if exported is not None and name not in exported]
-    needs = " and ".join(f"cmbagent.{name}" for name in missing) or " or ".join(
-        f"cmbagent.{name}" for name in binding.functions
-    )
+    parts = []
+    if exported is None or not any(name in exported for name in binding.functions):
+        parts.append(" or ".join(f"cmbagent.{name}" for name in binding.functions))
+    parts += [f"cmbagent.{name}" for name in binding.also_needs if exported is not None and name not in exported]
+    needs = " and ".join(parts)
     known = " or ".join(SUPPORTED_RELEASES)
     # version: "0.0.1.post63" (cmbagent's) or a release with its distribution, "mars-cmbagent 2.2.5"
     named = version if version is None or " " in version else f"cmbagent {version}"
