@@ -12,9 +12,10 @@
 #
 # Three releases are supported, one profile each:
 #   post30  cmbagent 0.0.1.post30, the newest release installable on Python 3.11
-#   post63  cmbagent 0.0.1.post63 (Python >= 3.12), upstream's last release
+#   post63  cmbagent 0.0.1.post63 (Python >= 3.12), upstream's last release and
+#           what the runner image's `cmbagent` extra installs
 #   mars    mars-cmbagent 2.2.5 (Python >= 3.12), the maintained line on AG2 itself
-#           (it imports as `cmbagent` too); what the runner image installs
+#           (it imports as `cmbagent` too); what `scripts/up.sh --cmbagent` runs
 #
 # Environment:
 #   CMBTASK_CMBAGENT_PROFILE post30 | post63 | mars  (default: post30)
