@@ -64,7 +64,9 @@ def refusal(engine: EngineDescription, mode: str) -> str | None:
             return known
         return f"engine {engine.name!r} has no mode {mode!r} (its modes: {', '.join(engine.modes) or 'none'})"
     if keys := engine.needs_keys.get(mode):
-        known = engine.unavailable_modes.get(mode) or (None if engine.available else engine.unavailable_reason)
+        known = engine.unavailable_modes.get(mode) or (
+            None if engine.available else engine.unavailable_reason
+        )
         return known or f"needs {' or '.join(keys)} (not set for the runner)"
     if not engine.loaded or not engine.available:
         return engine.unavailable_reason or f"engine {engine.name!r} is not available in the runner"

@@ -129,7 +129,10 @@ class AgentScript:
         """The maintained line's control agent: the step comes from its context,
         it only says whether the step is done."""
         status = "completed" if _work_since_last_status(messages) else "in progress"
-        if self.controller_fails_after is not None and self.controller_completions >= self.controller_fails_after:
+        if (
+            self.controller_fails_after is not None
+            and self.controller_completions >= self.controller_fails_after
+        ):
             status = "failed"
         elif status == "completed":
             self.controller_completions += 1

@@ -171,6 +171,4 @@ def test_errors_look_like_openai_errors(served: tuple[str, FakeOpenAI]) -> None:
         # no bearer token (openai 2.x refuses an empty api_key before sending anything)
         headers = {"Authorization": "Basic eDp5"}
         client = openai.OpenAI(base_url=url, api_key="k", max_retries=0, default_headers=headers)
-        client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x"}]
-        )
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

@@ -20,7 +20,11 @@ from .releases import MAINTAINED
 
 pytestmark = pytest.mark.cmbagent
 
-RUNNABLE = ("one-shot", "planning-control") if MAINTAINED else ("one-shot", "planning-control", "control", "hitl-interactive")
+RUNNABLE = (
+    ("one-shot", "planning-control")
+    if MAINTAINED
+    else ("one-shot", "planning-control", "control", "hitl-interactive")
+)
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY")
 
 
@@ -58,8 +62,10 @@ def test_modes_of_the_installed_release(tmp_path: Path, without_keys: None) -> N
         assert modes[name]["available"] is True, modes[name]
         assert "cmbagent" in modes[name]["engines"]
     # No supported release (0.0.1.post30, 0.0.1.post63, mars-cmbagent 2.2.5) has a copilot workflow.
-    release = "mars-cmbagent " + importlib.metadata.version("mars-cmbagent") if MAINTAINED else (
-        "cmbagent " + importlib.metadata.version("cmbagent")
+    release = (
+        "mars-cmbagent " + importlib.metadata.version("mars-cmbagent")
+        if MAINTAINED
+        else ("cmbagent " + importlib.metadata.version("cmbagent"))
     )
     assert modes["copilot"]["available"] is False
     assert modes["copilot"]["unavailable_reason"] == (
@@ -67,8 +73,9 @@ def test_modes_of_the_installed_release(tmp_path: Path, without_keys: None) -> N
     )
     if MAINTAINED:
         assert modes["control"]["available"] is False
-        assert "not part of the installed mars-cmbagent 2.2.5 (it needs cmbagent.control)" in (
-            modes["control"]["unavailable_reason"]
+        assert (
+            "not part of the installed mars-cmbagent 2.2.5 (it needs cmbagent.control)"
+            in (modes["control"]["unavailable_reason"])
         )
     assert "cmbagent" not in modes["copilot"]["engines"]
     assert modes["planning-control"]["supports_resume"] is True

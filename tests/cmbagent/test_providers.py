@@ -29,9 +29,12 @@ CLAUDE = "claude-sonnet-4-6"
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[tuple[str, FakeOpenAI, str, FakeAnthropic]]:
-    with running_server(AgentScript()) as (openai_url, openai), running_anthropic(AgentScript()) as (
-        anthropic_url,
-        anthropic,
+    with (
+        running_server(AgentScript()) as (openai_url, openai),
+        running_anthropic(AgentScript()) as (
+            anthropic_url,
+            anthropic,
+        ),
     ):
         yield openai_url, openai, anthropic_url, anthropic
 
@@ -73,5 +76,7 @@ def test_one_agent_on_claude_the_rest_on_openai(
     assert any("2.7255 K" in m["content"] for m in said)
     claude_costs = [u["data"] for u in run.of("cost.update") if u["data"]["model"] == CLAUDE]
     assert sum(u["prompt_tokens"] for u in claude_costs) == sum(c["prompt_tokens"] for c in claude_calls)
-    assert sum(u["completion_tokens"] for u in claude_costs) == sum(c["completion_tokens"] for c in claude_calls)
+    assert sum(u["completion_tokens"] for u in claude_costs) == sum(
+        c["completion_tokens"] for c in claude_calls
+    )
     assert ANTHROPIC_KEY not in str(run.events)

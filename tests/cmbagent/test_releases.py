@@ -27,9 +27,9 @@ POST30 = frozenset(
 )  # fmt: skip
 POST63 = POST30 | {"deep_research", "summarize_document", "preprocess_task", "process_single_pdf"}
 MARS = frozenset(
-    {"CMBAgent", "one_shot", "deep_research", "planning_and_control_context_carryover", "planning_and_control",
-     "compare_plans", "preprocess_task", "summarize_document", "process_single_pdf", "arxiv_filter",
-     "WorkflowCallbacks", "get_provider_config"}
+    {"CMBAgent", "one_shot", "deep_research", "planning_and_control_context_carryover",
+     "planning_and_control", "compare_plans", "preprocess_task", "summarize_document",
+     "process_single_pdf", "arxiv_filter", "WorkflowCallbacks", "get_provider_config"}
 )  # fmt: skip
 UTILITIES = {"arxiv", "enhance-input", "ocr"}
 FOUR = ["control", "hitl-interactive", "one-shot", "planning-control"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,7 +35,9 @@ def services(fake_openai: tuple[str, object]) -> Iterator[tuple[str, Papers, str
 
 @pytest.fixture(scope="module")
 def gateway(
-    fake_openai: tuple[str, object], services: tuple[str, Papers, str, OcrLedger], tmp_path_factory: pytest.TempPathFactory
+    fake_openai: tuple[str, object],
+    services: tuple[str, Papers, str, OcrLedger],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayProcess]:
     arxiv_url, _papers, mistral_url, _ledger = services
     data = tmp_path_factory.mktemp("utilities")

@@ -42,7 +42,9 @@ def _description(*, cmbagent_available: bool) -> EnginesDescription:
                 resume_modes=["planning-control"],
                 unavailable_modes={"copilot": NO_COPILOT},
                 # what the engine says of the modes only a key holds back
-                needs_keys={} if cmbagent_available else {m: ["OPENAI_API_KEY"] for m in ("one-shot", "planning-control")},
+                needs_keys={}
+                if cmbagent_available
+                else {m: ["OPENAI_API_KEY"] for m in ("one-shot", "planning-control")},
                 library_version="0.0.1.post30",
             ),
             "demo": EngineDescription(name="demo", **label),

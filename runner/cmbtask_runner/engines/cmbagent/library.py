@@ -50,9 +50,9 @@ __all__ = [
     "import_cmbagent",
     "installed_release",
     "installed_version",
-    "missing_keys",
     "is_installed",
     "key_reason",
+    "missing_keys",
     "model_config",
     "model_kwargs",
     "model_overrides",
@@ -289,7 +289,11 @@ def import_cmbagent() -> ModuleType:
     adapters.step_reports(core)
     if transforms := _submodule("cmbagent.utils.message_transforms"):
         adapters.offline_tokenizer(transforms)
-    for name in ("cmbagent.utils.arxiv_downloader", "cmbagent.utils.paper_downloader", "cmbagent.arxiv_downloader"):
+    for name in (
+        "cmbagent.utils.arxiv_downloader",
+        "cmbagent.utils.paper_downloader",
+        "cmbagent.arxiv_downloader",
+    ):
         if downloader := _submodule(name):
             adapters.arxiv_mirror(downloader, os.environ.get("CMBAGENT_ARXIV_URL", "").strip())
     for name in ("cmbagent.utils.ocr", "cmbagent.ocr"):

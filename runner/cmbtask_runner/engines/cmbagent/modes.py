@@ -87,17 +87,29 @@ MODES: Final[dict[str, ModeBinding]] = {
         workflows.copilot, ("copilot",), human_in_the_loop=True, resume=False, in_supported_releases=False
     ),
     "enhance-input": ModeBinding(
-        utilities.enhance_input, ("preprocess_task",), human_in_the_loop=False, resume=False,
+        utilities.enhance_input,
+        ("preprocess_task",),
+        human_in_the_loop=False,
+        resume=False,
         in_supported_releases=False,
-    ),  # fmt: skip
+    ),
     "arxiv": ModeBinding(
-        utilities.arxiv, ("arxiv_filter",), human_in_the_loop=False, resume=False,
-        in_supported_releases=False, keys=(),
-    ),  # fmt: skip
+        utilities.arxiv,
+        ("arxiv_filter",),
+        human_in_the_loop=False,
+        resume=False,
+        in_supported_releases=False,
+        keys=(),
+    ),
     "ocr": ModeBinding(
-        utilities.ocr, ("process_single_pdf",), human_in_the_loop=False, resume=False,
-        in_supported_releases=False, also_needs=("arxiv_filter",), keys=("MISTRAL_API_KEY",),
-    ),  # fmt: skip
+        utilities.ocr,
+        ("process_single_pdf",),
+        human_in_the_loop=False,
+        resume=False,
+        in_supported_releases=False,
+        also_needs=("arxiv_filter",),
+        keys=("MISTRAL_API_KEY",),
+    ),
 }
 
 
@@ -123,7 +135,9 @@ def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None
     parts = []
     if exported is None or not any(name in exported for name in binding.functions):
         parts.append(" or ".join(f"cmbagent.{name}" for name in binding.functions))
-    parts += [f"cmbagent.{name}" for name in binding.also_needs if exported is not None and name not in exported]
+    parts += [
+        f"cmbagent.{name}" for name in binding.also_needs if exported is not None and name not in exported
+    ]
     needs = " and ".join(parts)
     known = " or ".join(SUPPORTED_RELEASES)
     # version: "0.0.1.post63" (cmbagent's) or a release with its distribution, "mars-cmbagent 2.2.5"
@@ -136,7 +150,9 @@ def function_of(lib: Any, mode: str, version: str | None) -> Callable[..., Any]:
     """The function that runs ``mode`` in the imported library ``lib``: the
     final word after ``validate`` judged by the package's source."""
     binding = MODES[mode]
-    exported = {name for name in (*binding.functions, *binding.also_needs) if callable(getattr(lib, name, None))}
+    exported = {
+        name for name in (*binding.functions, *binding.also_needs) if callable(getattr(lib, name, None))
+    }
     name = library_function(mode, exported)
     if name is None:
         raise EngineError(unavailable_reason(mode, exported, version) or f"cmbagent cannot run {mode}")

@@ -31,7 +31,11 @@ MAX_RESULT_TEXT = 100_000
 
 def arxiv(run: Run) -> dict[str, Any]:
     report = _fetch(run)
-    return {"downloaded": len(report["downloaded"]), "failed": len(report["failed"]), "files": report["downloaded"]}
+    return {
+        "downloaded": len(report["downloaded"]),
+        "failed": len(report["failed"]),
+        "files": report["downloaded"],
+    }
 
 
 def ocr(run: Run) -> dict[str, Any]:
@@ -73,7 +77,8 @@ def _fetch(run: Run) -> dict[str, list[str]]:
     if not found:
         raise EngineError("the prompt links no arXiv paper (https://arxiv.org/abs/… or /pdf/…)")
     downloaded = sorted(
-        str(Path(path).resolve().relative_to(run.root.resolve())) for path in report.get("downloaded_files") or []
+        str(Path(path).resolve().relative_to(run.root.resolve()))
+        for path in report.get("downloaded_files") or []
     )
     failed = [str(f.get("url", f)) for f in report.get("failed_downloads") or []]
     if not downloaded:
