@@ -35,7 +35,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # human-in-the-loop workflows import in both releases, plus the
 # numpy/scipy/matplotlib/pandas stack that LLM-written analysis code expects.
 SHARED_DEPS=(
-  "openai==1.99.9" "anthropic==2.14.0" "tiktoken==0.14.0"
+  # anthropic 0.x: the AG2 clients pass arguments (temperature …) that 2.x's Messages.create refuses
+  "openai==1.99.9" "anthropic==0.125.0" "tiktoken==0.14.0"
   "pydantic==2.14.4" "jsonschema==4.26.0" "jsonref==1.1.0"
   "diskcache==5.6.3" "docker==7.2.0" "termcolor==3.3.0" "python-dotenv==1.2.4"
   "asyncer==0.0.8" "websocket-client==1.9.2" "requests==2.34.2" "httpx==0.28.1"
@@ -75,7 +76,7 @@ case "$PROFILE" in
     # Bedrock, external tools, parallel fan-out), AG2's own imports, and the
     # same scientific stack as the other profiles.
     DEPS=(
-      # anthropic: AG2 0.14 asks for <1 (2.x dropped arguments its client sends).
+      # anthropic: AG2 0.14 asks for <1, as for the other profiles.
       "openai==2.54.0" "anthropic==0.125.0" "mistralai==1.9.11" "tiktoken==0.14.0"
       "pydantic==2.14.4" "fast-depends==3.0.9" "httpx==0.28.1" "anyio==4.16.0" "packaging==26.4"
       "PyYAML==6.0.4" "python-dotenv==1.2.4" "termcolor==3.3.0" "requests==2.34.2"
