@@ -13,7 +13,10 @@ Configuration comes from the deployment, never from the task body:
   every OpenAI agent (an OpenAI-compatible proxy or a test server).
 - ``CMBAGENT_MODEL``: a model for every agent whose default needs a provider
   without a key (e.g. the Claude plan reviewer when only OpenAI is set up).
-- ``CMBAGENT_MODELS``: JSON ``{"agent": "model", …}`` overriding single agents.
+- ``CMBAGENT_MODELS``: JSON ``{"agent": "model", …}`` overriding single agents
+  (a Claude model sends that agent to Anthropic, ``ANTHROPIC_BASE_URL`` too).
+- ``CMBAGENT_ARXIV_URL`` / ``MISTRAL_BASE_URL``: mirrors for the utility
+  modes' arXiv downloads and OCR client (``adapters.py``).
 
 The supported releases (``modes.SUPPORTED_RELEASES``) differ in signatures,
 not in how they run: post63's ``get_model_config`` takes the API keys, its

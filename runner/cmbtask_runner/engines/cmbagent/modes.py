@@ -20,6 +20,16 @@ copilot           ``copilot(task, …)``                          no      no    
                                                                                 turn
 ================  ===========================================  ======  ======  ======
 
+The maintained line, ``mars-cmbagent`` 2.2.5 (it imports as ``cmbagent``),
+has ``one-shot`` and ``planning-control`` (through ``deep_research``, see
+``deep_research.py``) but no ``control`` or ``human_in_the_loop``. The
+utility modes (``utilities.py``): ``enhance-input`` (``preprocess_task``),
+``arxiv`` (``arxiv_filter``, needs no key) and ``ocr`` (``arxiv_filter`` and
+``process_single_pdf``, needs ``MISTRAL_API_KEY``) run on post63 and mars,
+not on post30. Its ``compare_plans`` is not a mode: it judges which steps of
+an old plan a new one can reuse, for re-planning in one work dir, and a
+cmbtask session already knows which steps completed.
+
 A mode runs when the installed release exports one of its functions. That is
 read from the package's ``__init__.py`` without importing it (see
 ``library.exported_names``), so ``--describe-engines`` stays fast; when the
