@@ -10,13 +10,17 @@
 # cmbtask[cmbagent]` still gives the full, declared install for people who
 # want every scientific package.
 #
-# Two releases are supported, one profile each:
+# Three releases are supported, one profile each:
 #   post30  cmbagent 0.0.1.post30, the newest release installable on Python 3.11
-#   post63  cmbagent 0.0.1.post63 (Python >= 3.12), what the runner image installs
+#   post63  cmbagent 0.0.1.post63 (Python >= 3.12), upstream's last release and
+#           what the runner image's `cmbagent` extra installs
+#   mars    mars-cmbagent 2.2.5 (Python >= 3.12), the maintained line on AG2 itself
+#           (it imports as `cmbagent` too); what `scripts/up.sh --cmbagent` runs
 #
 # Environment:
-#   CMBTASK_CMBAGENT_PROFILE post30 | post63      (default: post30)
-#   CMBTASK_CMBAGENT_VENV    venv path            (default: <repo>/.venv-cmbagent, post63: .venv-cmbagent-312)
+#   CMBTASK_CMBAGENT_PROFILE post30 | post63 | mars  (default: post30)
+#   CMBTASK_CMBAGENT_VENV    venv path            (default: <repo>/.venv-cmbagent, post63: .venv-cmbagent-312,
+#                                                  mars: .venv-cmbagent-mars)
 #   CMBTASK_CMBAGENT_PYTHON  interpreter to use   (default: pyenv's newest 3.11 / 3.12, else python3.11 / python3.12)
 #   CMBTASK_CACHE_DIR        downloads cache      (default: ~/.cache/cmbtask; wheels in cmbagent-wheels/)
 set -euo pipefail
@@ -31,7 +35,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # human-in-the-loop workflows import in both releases, plus the
 # numpy/scipy/matplotlib/pandas stack that LLM-written analysis code expects.
 SHARED_DEPS=(
-  "openai==1.99.9" "anthropic==2.14.0" "tiktoken==0.14.0"
+  # anthropic 0.x: the AG2 clients pass arguments (temperature …) that 2.x's Messages.create refuses
+  "openai==1.99.9" "anthropic==0.125.0" "tiktoken==0.14.0"
   "pydantic==2.14.4" "jsonschema==4.26.0" "jsonref==1.1.0"
   "diskcache==5.6.3" "docker==7.2.0" "termcolor==3.3.0" "python-dotenv==1.2.4"
   "asyncer==0.0.8" "websocket-client==1.9.2" "requests==2.34.2" "httpx==0.28.1"
@@ -59,8 +64,29 @@ case "$PROFILE" in
     # plot-judging functions camb and yfinance.
     DEPS=("${SHARED_DEPS[@]}" "mistralai==1.9.11" "camb==2.0.5" "yfinance==1.7.0")
     ;;
+  mars)
+    SERIES=3.12
+    VENV="${CMBTASK_CMBAGENT_VENV:-$ROOT/.venv-cmbagent-mars}"
+    # The maintained line runs on AG2 itself (it asks for ag2[openai]>=0.10.3):
+    # 0.14.0, the last release before AG2 1.0, which came out with mars 2.2.5.
+    CORE=("mars-cmbagent==2.2.5" "ag2==0.14.0")
+    # Its own set, not SHARED_DEPS: AG2 >= 0.10 wants openai 2.x. What `import
+    # cmbagent` and its workflows and utilities import (LiteLLM, boto3,
+    # langchain and torch, though declared, load only in paths not used here:
+    # Bedrock, external tools, parallel fan-out), AG2's own imports, and the
+    # same scientific stack as the other profiles.
+    DEPS=(
+      # anthropic: AG2 0.14 asks for <1, as for the other profiles.
+      "openai==2.54.0" "anthropic==0.125.0" "mistralai==1.9.11" "tiktoken==0.14.0"
+      "pydantic==2.14.4" "fast-depends==3.0.9" "httpx==0.28.1" "anyio==4.16.0" "packaging==26.4"
+      "PyYAML==6.0.4" "python-dotenv==1.2.4" "termcolor==3.3.0" "requests==2.34.2"
+      "structlog==26.1.0" "ruamel.yaml==0.19.1" "jsonref==1.1.0" "ipython==9.18.1" "pillow==13.0.0"
+      "jsonschema==4.26.0"  # the tests' OpenAI-compatible server validates structured replies with it
+      "numpy==2.4.6" "scipy==1.17.1" "pandas==3.1.1" "matplotlib==3.11.2"
+    )
+    ;;
   *)
-    echo "cmbagent.sh: unknown CMBTASK_CMBAGENT_PROFILE '$PROFILE' (post30 or post63)" >&2
+    echo "cmbagent.sh: unknown CMBTASK_CMBAGENT_PROFILE '$PROFILE' (post30, post63 or mars)" >&2
     exit 2
     ;;
 esac

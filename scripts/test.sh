@@ -45,9 +45,9 @@ stage_k8s() {
 
 stage_cmbagent() {
   # Every supported release, each in its own venv (scripts/cmbagent.sh):
-  # post30 on Python 3.11, post63 on 3.12. CMBTASK_CMBAGENT_PROFILES picks fewer.
+  # post30 on Python 3.11, post63 and mars on 3.12. CMBTASK_CMBAGENT_PROFILES picks fewer.
   local profile python code
-  for profile in ${CMBTASK_CMBAGENT_PROFILES:-post30 post63}; do
+  for profile in ${CMBTASK_CMBAGENT_PROFILES:-post30 post63 mars}; do
     say "cmbagent engine ($profile) against the OpenAI-compatible test server"
     python=$(CMBTASK_CMBAGENT_PROFILE="$profile" bash scripts/cmbagent.sh | tail -n 1)
     code=0

@@ -21,6 +21,8 @@ How a known description shapes the mode list (``mode_views``):
   release). A label engine running a mode does not make the mode available.
 - ``supports_resume``: whether the installed ``cmbagent`` engine continues
   that mode from a session's saved state.
+- ``needs_keys``: when nothing but a missing key holds the mode back, the
+  variables (any one of them) to set for the runners.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def refusal(engine: EngineDescription, mode: str) -> str | None:
         if known := engine.unavailable_modes.get(mode):
             return known
         return f"engine {engine.name!r} has no mode {mode!r} (its modes: {', '.join(engine.modes) or 'none'})"
+    if keys := engine.needs_keys.get(mode):
+        known = engine.unavailable_modes.get(mode) or (
+            None if engine.available else engine.unavailable_reason
+        )
+        return known or f"needs {' or '.join(keys)} (not set for the runner)"
     if not engine.loaded or not engine.available:
         return engine.unavailable_reason or f"engine {engine.name!r} is not available in the runner"
     return None
@@ -93,6 +100,7 @@ def _mode_view(mode: ModeInfo, description: EnginesDescription) -> ModeInfo:
             "available": reason is None,
             "unavailable_reason": reason,
             "supports_resume": implementation is not None and mode.name in implementation.resume_modes,
+            "needs_keys": implementation.needs_keys.get(mode.name, []) if implementation is not None else [],
         }
     )
 
@@ -148,11 +156,14 @@ class EngineCatalog:
         description = self.known()
         if description is None:
             return None
-        return {
-            name: engine.modes
-            for name, engine in description.engines.items()
-            if engine.loaded and engine.available and (engine.modes is None or engine.modes)
-        }
+        runnable: dict[str, list[str] | None] = {}
+        for name, engine in description.engines.items():
+            if engine.modes is None:
+                if engine.loaded and engine.available:
+                    runnable[name] = None
+            elif modes := [mode for mode in engine.modes if refusal(engine, mode) is None]:
+                runnable[name] = modes
+        return runnable
 
     def _take(self, answer: EnginesDescription | None) -> None:
         # a failed re-ask keeps the last good answer: a flaky probe must not

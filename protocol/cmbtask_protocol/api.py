@@ -182,3 +182,5 @@ class ModeInfo(BaseModel):
     utility: bool = False
     available: bool = True
     unavailable_reason: str | None = None
+    #: when only a missing key holds the mode back: the variables, any one of which would do
+    needs_keys: list[str] = Field(default_factory=list)

@@ -104,6 +104,8 @@ class EngineDescription(BaseModel):
     resume_modes: list[str] = Field(default_factory=list)
     #: modes it knows but cannot run with what is installed, and why
     unavailable_modes: dict[str, str] = Field(default_factory=dict)
+    #: modes held back only by a missing key: the variables, any one of which would do
+    needs_keys: dict[str, list[str]] = Field(default_factory=dict)
     #: version of the library it wraps, when there is one
     library_version: str | None = None
 

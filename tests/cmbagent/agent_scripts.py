@@ -27,6 +27,7 @@ AGENT_SIGNATURES: tuple[tuple[str, str], ...] = (
     ("engineer_response_formatter", "you format the response provided by the engineer agent"),
     ("executor_response_formatter", "You call your tool post_execution_transfer"),
     ("control_starter", "You are the control_starter agent"),
+    ("controller", "You are the controller agent"),
     ("control", "You are the control agent"),
     ("plan_setter", "You are the plan setter agent"),
     ("plan_recorder", "call your tool record_plan"),
@@ -57,6 +58,8 @@ class Scripted:
     arguments: dict[str, Any] = field(default_factory=dict)
     #: a candidate for ``response_format`` (replaced if it does not validate)
     json_value: Any = None
+    #: further candidates, for releases whose schema differs (tried in order)
+    json_alternatives: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -66,6 +69,10 @@ class AgentScript:
     plan_steps: int = 1
     plan_agent: str = "researcher"
     research_text: str = "The CMB temperature today is 2.7255 K (Fixsen 2009)."
+    #: the maintained line's controller declares the step failed after this many completed steps
+    controller_fails_after: int | None = None
+    #: steps the controller has declared completed so far (reset it with the knob above)
+    controller_completions: int = 0
 
     def reply(self, agent: str, messages: list[dict[str, Any]]) -> Scripted:
         handler = getattr(self, f"_{agent}", None)
@@ -117,6 +124,19 @@ class AgentScript:
             "agent_for_sub_task": agent,
         }
         return Scripted(tool="record_status", arguments=args)
+
+    def _controller(self, messages: list[dict[str, Any]]) -> Scripted:
+        """The maintained line's control agent: the step comes from its context,
+        it only says whether the step is done."""
+        status = "completed" if _work_since_last_status(messages) else "in progress"
+        if (
+            self.controller_fails_after is not None
+            and self.controller_completions >= self.controller_fails_after
+        ):
+            status = "failed"
+        elif status == "completed":
+            self.controller_completions += 1
+        return Scripted(tool="record_status", arguments={"step_status": status})
 
     def _control_starter(self, messages: list[dict[str, Any]]) -> Scripted:
         return Scripted(tool="record_status_starter", arguments={})
@@ -172,7 +192,9 @@ class AgentScript:
             }
             for i in self._steps()
         ]
-        return Scripted(json_value={"sub_tasks": sub_tasks})
+        # The maintained line's schema adds a per-step timeout (null: its default).
+        timed = [{**sub_task, "code_execution_timeout": None} for sub_task in sub_tasks]
+        return Scripted(json_value={"sub_tasks": sub_tasks}, json_alternatives=({"sub_tasks": timed},))
 
     def _plan_recorder(self, messages: list[dict[str, Any]]) -> Scripted:
         plan = _last_text(messages) or "Step 1"

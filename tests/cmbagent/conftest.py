@@ -31,6 +31,8 @@ NEEDS_CMBAGENT = [
     "test_concurrent.py",
     "test_modes_available.py",
     "test_budget.py",
+    "test_providers.py",
+    "test_utilities.py",
 ]
 if not HAS_CMBAGENT:
     collect_ignore = NEEDS_CMBAGENT

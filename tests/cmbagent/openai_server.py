@@ -83,12 +83,15 @@ def _tool_schemas(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def _valid_or_example(value: Any, schema: dict[str, Any]) -> Any:
-    """``value`` if it satisfies ``schema``, else a generated instance."""
-    if value is not None:
+def _valid_or_example(value: Any, schema: dict[str, Any], *alternatives: Any) -> Any:
+    """The first of ``value`` and ``alternatives`` that satisfies ``schema``,
+    else a generated instance."""
+    for candidate in (value, *alternatives):
+        if candidate is None:
+            continue
         try:
-            jsonschema.validate(value, schema)
-            return value
+            jsonschema.validate(candidate, schema)
+            return candidate
         except jsonschema.ValidationError:
             pass
     generated = example_for(schema)
@@ -164,7 +167,7 @@ class FakeOpenAI:
         kind = response_format.get("type")
         if kind == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema") or {}
-            return json.dumps(_valid_or_example(scripted.json_value, schema))
+            return json.dumps(_valid_or_example(scripted.json_value, schema, *scripted.json_alternatives))
         if kind == "json_object":
             value = scripted.json_value if isinstance(scripted.json_value, dict) else {"text": scripted.text}
             return json.dumps(value)

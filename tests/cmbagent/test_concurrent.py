@@ -8,6 +8,7 @@ import pytest
 from tests.support.gateway import GatewayProcess
 
 from .driving import follow, submit
+from .releases import notes_path
 
 pytestmark = pytest.mark.cmbagent
 
@@ -29,6 +30,6 @@ def test_two_tasks_at_once_do_not_mix(client: httpx.Client, cmb_gateway: Gateway
         other = runs[1] if run is runs[0] else runs[0]
         assert other.task_id not in outputs
         paths = [e["data"]["path"] for e in run.of("file.created")]
-        assert "cmbagent/research_notes_1.md" in paths
+        assert notes_path() in paths
         started = run.of("task.started")[0]["data"]["pid"]
         assert started != other.of("task.started")[0]["data"]["pid"]

@@ -13,6 +13,7 @@ from tests.support.gateway import GatewayProcess
 from .conftest import DUMMY_KEY, task_dir
 from .driving import TaskRun, follow, run_task, submit
 from .openai_server import FakeOpenAI
+from .releases import MAINTAINED, canonical, notes_path, require_mode
 
 pytestmark = pytest.mark.cmbagent
 
@@ -29,7 +30,7 @@ def _assert_costs_match(run: TaskRun, billed: list[dict[str, Any]]) -> None:
     assert len(updates) == len(billed) > 0
     assert sum(u["data"]["prompt_tokens"] for u in updates) == sum(c["prompt_tokens"] for c in billed)
     assert sum(u["data"]["completion_tokens"] for u in updates) == sum(c["completion_tokens"] for c in billed)
-    assert {(u["data"]["agent"], u["data"]["model"]) for u in updates} == {
+    assert {(canonical(u["data"]["agent"]), u["data"]["model"]) for u in updates} == {
         (c["agent"], c["model"]) for c in billed
     }
     assert all(u["data"]["cost_usd"] > 0 for u in updates)
@@ -52,17 +53,20 @@ def test_one_shot_researcher_runs_to_completion(
     assert run.final["type"] == "task.succeeded", run.final
     messages = run.of("agent.message")
     assert any(m["data"]["agent"] == "researcher" and "2.7255 K" in m["data"]["content"] for m in messages)
-    assert {"agent.tool_call", "code", "output", "step.started", "step.completed"} <= {
-        e["type"] for e in run.events
-    }
+    assert {"agent.tool_call", "output", "step.started", "step.completed"} <= {e["type"] for e in run.events}
     tools = {e["data"]["tool"] for e in run.of("agent.tool_call")}
-    assert {"record_status", "terminate_session"} <= tools
-    assert any(c["data"]["language"] == "markdown" for c in run.of("code"))
-    assert any("Cost report data saved" in o["data"]["text"] for o in run.of("output"))
+    if MAINTAINED:
+        # its researcher_executor saves the notes itself; the session ends with the step
+        assert "record_status" in tools
+    else:
+        assert {"record_status", "terminate_session"} <= tools
+        # upstream's executor saves the notes by running them as a markdown block
+        assert any(c["data"]["language"] == "markdown" for c in run.of("code"))
+        assert any("Cost report data saved" in o["data"]["text"] for o in run.of("output"))
     _assert_costs_match(run, _billed(fake, before))
 
     notes = _markdown_files(run)
-    assert notes == ["cmbagent/research_notes_1.md"]
+    assert notes == [notes_path()]
     saved = task_dir(cmb_gateway, run.task_id) / notes[0]
     assert "2.7255 K" in saved.read_text()
     served = client.get(f"/api/tasks/{run.task_id}/files/{notes[0]}")
@@ -79,6 +83,7 @@ def test_one_shot_researcher_runs_to_completion(
 def test_hitl_interactive_asks_takes_instructions_then_exit(
     client: httpx.Client, fake_openai: tuple[str, FakeOpenAI]
 ) -> None:
+    require_mode("hitl-interactive")
     _url, fake = fake_openai
     before = len(fake.ledger.snapshot())
     answers = iter([("answer", "Add the measurement uncertainty."), ("answer", "exit")])
@@ -132,7 +137,8 @@ def test_planning_control_shows_plan_for_approval_then_runs_it(
     assert any(p.startswith("cmbagent/control/") for p in _markdown_files(run))
     # each phase's chat log and cost report (post63 puts reports in cost/, post30 beside the chats)
     for phase in ("planning", "control"):
-        assert any(p.startswith(f"cmbagent/{phase}/chats/") for p in paths), paths
+        if not MAINTAINED:  # the maintained line keeps no chat logs on disk
+            assert any(p.startswith(f"cmbagent/{phase}/chats/") for p in paths), paths
         assert any(p.startswith(f"cmbagent/{phase}/") and "/cost_report_" in p for p in paths), paths
 
 
@@ -150,6 +156,7 @@ def test_rejected_plan_fails_the_task_without_running_it(client: httpx.Client) -
 
 
 def test_missing_plan_for_control_fails_at_once(client: httpx.Client) -> None:
+    require_mode("control")
     run = run_task(client, "control", PROMPT, {}, timeout_s=60)
     assert run.final["type"] == "task.failed"
     assert "params.plan" in run.final["data"]["reason"]
@@ -169,11 +176,14 @@ def test_plan_sent_back_with_changes_is_planned_again(client: httpx.Client) -> N
     assert len(run.of("plan.proposed")) == 2
     assert [a["answer"] for a in run.approvals] == ["modify", "approve"]
     paths = {e["data"]["path"] for e in run.of("file.created")}
-    assert {"cmbagent/planning/final_plan.json", "cmbagent/planning_1/final_plan.json"} <= paths
+    # upstream: each revision plans in a directory of its own; the maintained line re-plans in place
+    revised = set() if MAINTAINED else {"cmbagent/planning_1/final_plan.json"}
+    assert {"cmbagent/planning/final_plan.json", *revised} <= paths
     assert [e["data"]["step"] for e in run.of("step.completed")] == [1]
 
 
 def test_cancel_while_waiting_for_human_input(client: httpx.Client) -> None:
+    require_mode("hitl-interactive")
     run = submit(client, "hitl-interactive", PROMPT, {"agent": "researcher"})
 
     def cancel(_approval: dict[str, Any]) -> None:
@@ -188,6 +198,7 @@ def test_cancel_while_waiting_for_human_input(client: httpx.Client) -> None:
 
 def test_unanswered_input_follows_the_timeout_policy(client: httpx.Client) -> None:
     # on_timeout "reject": an expired prompt ends the chat, as typing "exit" would.
+    require_mode("hitl-interactive")
     run = run_task(
         client,
         "hitl-interactive",
@@ -208,7 +219,11 @@ def test_planning_control_resumes_in_the_same_session(
     _url, fake = fake_openai
     fake.script.plan_steps = 2
     try:
-        # Nine chat rounds finish step 1 of 2 (measured on 0.0.1.post30 and post63), then the chat stops.
+        # Nine chat rounds finish step 1 of 2 (measured on 0.0.1.post30 and post63), then the chat
+        # stops. The maintained line gives each step its own rounds: there its controller gives up
+        # on step 2 instead.
+        fake.script.controller_fails_after = 1 if MAINTAINED else None
+        fake.script.controller_completions = 0
         params = {"max_plan_steps": 2, "n_plan_reviews": 0, "max_rounds": 9}
         first = run_task(client, "planning-control", PROMPT, params, answer=lambda _a: ("approve", None))
         assert first.final["type"] == "task.failed", first.final
@@ -216,10 +231,12 @@ def test_planning_control_resumes_in_the_same_session(
         assert [e["data"]["step"] for e in first.of("step.completed")] == [1]
         assert len(first.of("state.saved")) == 2  # plan approved, step 1 completed
 
+        fake.script.controller_fails_after = None
         second = submit(client, "planning-control", PROMPT, {**params, "max_rounds": 50}, first.session_id)
         follow(client, second, lambda _a: ("reject", None), timeout_s=240)
     finally:
         fake.script.plan_steps = 1
+        fake.script.controller_fails_after = None
     assert second.final["type"] == "task.succeeded", second.final
     assert second.approvals == [] and not second.of("plan.proposed")  # approved once, not planned again
     assert second.of("task.started")[0]["data"]["resumed_from_version"] is not None

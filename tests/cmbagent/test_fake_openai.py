@@ -168,6 +168,7 @@ def test_errors_look_like_openai_errors(served: tuple[str, FakeOpenAI]) -> None:
     bad = httpx.post(f"{url}/chat/completions", json={"model": "m"}, headers={"Authorization": "Bearer k"})
     assert bad.status_code == 400 and "messages" in bad.json()["error"]["message"]
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=url, api_key="", max_retries=0).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x"}]
-        )
+        # no bearer token (openai 2.x refuses an empty api_key before sending anything)
+        headers = {"Authorization": "Basic eDp5"}
+        client = openai.OpenAI(base_url=url, api_key="k", max_retries=0, default_headers=headers)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

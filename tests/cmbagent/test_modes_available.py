@@ -16,10 +16,15 @@ import pytest
 from tests.support.gateway import GatewayProcess
 
 from .conftest import DUMMY_KEY
+from .releases import MAINTAINED
 
 pytestmark = pytest.mark.cmbagent
 
-RUNNABLE = ("one-shot", "planning-control", "control", "hitl-interactive")
+RUNNABLE = (
+    ("one-shot", "planning-control")
+    if MAINTAINED
+    else ("one-shot", "planning-control", "control", "hitl-interactive")
+)
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY")
 
 
@@ -56,12 +61,22 @@ def test_modes_of_the_installed_release(tmp_path: Path, without_keys: None) -> N
     for name in RUNNABLE:
         assert modes[name]["available"] is True, modes[name]
         assert "cmbagent" in modes[name]["engines"]
-    # No supported release (0.0.1.post30, 0.0.1.post63) has a copilot workflow.
-    version = importlib.metadata.version("cmbagent")
+    # No supported release (0.0.1.post30, 0.0.1.post63, mars-cmbagent 2.2.5) has a copilot workflow.
+    release = (
+        "mars-cmbagent " + importlib.metadata.version("mars-cmbagent")
+        if MAINTAINED
+        else ("cmbagent " + importlib.metadata.version("cmbagent"))
+    )
     assert modes["copilot"]["available"] is False
     assert modes["copilot"]["unavailable_reason"] == (
-        f"copilot is not part of the installed cmbagent {version} (it needs cmbagent.copilot)"
+        f"copilot is not part of the installed {release} (it needs cmbagent.copilot)"
     )
+    if MAINTAINED:
+        assert modes["control"]["available"] is False
+        assert (
+            "not part of the installed mars-cmbagent 2.2.5 (it needs cmbagent.control)"
+            in (modes["control"]["unavailable_reason"])
+        )
     assert "cmbagent" not in modes["copilot"]["engines"]
     assert modes["planning-control"]["supports_resume"] is True
     assert modes["one-shot"]["supports_resume"] is False

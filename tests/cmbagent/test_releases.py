@@ -25,7 +25,15 @@ POST30 = frozenset(
     {"CMBAgent", "planning_and_control", "one_shot", "get_keywords", "human_in_the_loop", "control",
      "planning_and_control_context_carryover"}
 )  # fmt: skip
-POST63 = POST30 | {"deep_research", "summarize_document", "preprocess_task", "process_single_pdf"}
+POST63 = POST30 | {
+    "deep_research", "summarize_document", "preprocess_task", "process_single_pdf", "arxiv_filter",
+}  # fmt: skip
+MARS = frozenset(
+    {"CMBAgent", "one_shot", "deep_research", "planning_and_control_context_carryover",
+     "planning_and_control", "compare_plans", "preprocess_task", "summarize_document",
+     "process_single_pdf", "arxiv_filter", "WorkflowCallbacks", "get_provider_config"}
+)  # fmt: skip
+UTILITIES = {"arxiv", "enhance-input", "ocr"}
 FOUR = ["control", "hitl-interactive", "one-shot", "planning-control"]
 
 
@@ -48,18 +56,29 @@ def release(monkeypatch: pytest.MonkeyPatch) -> Any:
     return install
 
 
-@pytest.mark.parametrize(("exported", "version"), [(POST30, "0.0.1.post30"), (POST63, "0.0.1.post63")])
+@pytest.mark.parametrize(
+    ("exported", "version", "utilities"),
+    [(POST30, "0.0.1.post30", []), (POST63, "0.0.1.post63", ["arxiv", "enhance-input", "ocr"])],
+)
 def test_both_releases_run_the_four_modes_but_not_copilot(
-    release: Any, exported: frozenset[str], version: str
+    release: Any, exported: frozenset[str], version: str, utilities: list[str]
 ) -> None:
     release(exported, version)
     described = CmbAgentEngine().describe()
     assert described.available and described.library_version == version
-    assert described.modes == FOUR
+    assert described.modes == sorted([*FOUR, *utilities])
     assert described.resume_modes == ["planning-control"]
-    assert described.unavailable_modes == {
-        "copilot": f"copilot is not part of the installed cmbagent {version} (it needs cmbagent.copilot)"
-    }
+    # ocr, where the release has it, waits for the Mistral key only
+    held = {"ocr": ["MISTRAL_API_KEY"]} if "ocr" in utilities else {}
+    assert described.needs_keys == held
+    assert set(described.unavailable_modes) == {"copilot", *UTILITIES} - set(utilities) | set(held)
+    assert described.unavailable_modes["copilot"] == (
+        f"copilot is not part of the installed cmbagent {version} (it needs cmbagent.copilot)"
+    )
+    if not utilities:
+        assert described.unavailable_modes["arxiv"] == (
+            f"arxiv is not part of the installed cmbagent {version} (it needs cmbagent.arxiv_filter)"
+        )
     with pytest.raises(EngineError, match=f"installed cmbagent {version}"):
         CmbAgentEngine().validate(_task("copilot"))
 
@@ -67,8 +86,8 @@ def test_both_releases_run_the_four_modes_but_not_copilot(
 def test_copilot_is_available_once_a_release_exports_it(release: Any) -> None:
     release(POST63 | {"copilot"}, "0.0.1.post99")
     described = CmbAgentEngine().describe()
-    assert described.modes == sorted([*FOUR, "copilot"])
-    assert described.unavailable_modes == {}
+    assert described.modes == sorted([*FOUR, "copilot", *UTILITIES])
+    assert "copilot" not in described.unavailable_modes
     CmbAgentEngine().validate(_task("copilot", agent="researcher"))
 
 
@@ -344,3 +363,39 @@ def test_copilot_workflow_passes_what_the_release_function_names(
     # max_n_attempts and the instructions are not parameters of this copilot, so not passed
     expected = {"task": "T_cmb?", "work_dir": tmp_path, "max_rounds": 7, "agent": "researcher"}
     assert calls == [{**expected, "engineer_model": "gpt-4.1"}]
+
+
+def test_the_maintained_line_runs_its_functions_and_says_what_it_lacks(
+    release: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release(MARS, "2.2.5")
+    monkeypatch.setattr(library, "installed_release", lambda: "mars-cmbagent 2.2.5")
+    described = CmbAgentEngine().describe()
+    # ocr is there but needs the Mistral key; without it only that mode waits
+    assert described.available
+    assert described.modes == ["arxiv", "enhance-input", "ocr", "one-shot", "planning-control"]
+    assert described.needs_keys == {"ocr": ["MISTRAL_API_KEY"]}
+    assert described.unavailable_modes["ocr"] == "needs MISTRAL_API_KEY (not set for the runner)"
+    assert described.unavailable_modes["control"] == (
+        "control is not part of the installed mars-cmbagent 2.2.5 (it needs cmbagent.control)"
+    )
+    with pytest.raises(EngineError, match="needs MISTRAL_API_KEY"):
+        CmbAgentEngine().validate(_task("ocr"))
+    monkeypatch.setenv("MISTRAL_API_KEY", "m-test")
+    assert CmbAgentEngine().describe().needs_keys == {}
+    CmbAgentEngine().validate(_task("ocr"))
+
+
+def test_without_any_key_only_the_keyless_mode_runs(release: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    release(MARS, "2.2.5")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    described = CmbAgentEngine().describe()
+    assert described.available  # arXiv asks no LLM
+    assert set(described.needs_keys) == {"enhance-input", "ocr", "one-shot", "planning-control"}
+    every_key = list(library.KEY_VARIABLES.values())
+    assert described.needs_keys["one-shot"] == every_key
+    assert described.unavailable_modes["one-shot"].startswith("no LLM API key is configured for the runner")
+    assert "copilot" not in described.needs_keys  # no key would make the release have it
+    with pytest.raises(EngineError, match="no LLM API key"):
+        CmbAgentEngine().validate(_task("one-shot"))
+    CmbAgentEngine().validate(_task("arxiv"))

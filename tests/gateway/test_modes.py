@@ -41,6 +41,10 @@ def _description(*, cmbagent_available: bool) -> EnginesDescription:
                 modes=["control", "hitl-interactive", "one-shot", "planning-control"],
                 resume_modes=["planning-control"],
                 unavailable_modes={"copilot": NO_COPILOT},
+                # what the engine says of the modes only a key holds back
+                needs_keys={}
+                if cmbagent_available
+                else {m: ["OPENAI_API_KEY"] for m in ("one-shot", "planning-control")},
                 library_version="0.0.1.post30",
             ),
             "demo": EngineDescription(name="demo", **label),
@@ -160,6 +164,9 @@ def test_without_key_no_mode_is_available(keyless_gateway: GatewayProcess) -> No
     # the release's missing mode is the more useful reason for that mode
     assert modes["copilot"]["unavailable_reason"] == NO_COPILOT
     assert modes["planning-control"]["supports_resume"] is True
+    # the picker can say which key to set, and only where a key is all that is missing
+    assert modes["one-shot"]["needs_keys"] == ["OPENAI_API_KEY"]
+    assert modes["copilot"]["needs_keys"] == []
 
 
 def test_without_key_cmbagent_task_fails_at_once(keyless_gateway: GatewayProcess) -> None:

@@ -259,6 +259,9 @@ export interface EngineDescription {
   unavailable_modes?: {
     [k: string]: string;
   };
+  needs_keys?: {
+    [k: string]: string[];
+  };
   library_version?: string | null;
 }
 /**
@@ -320,6 +323,7 @@ export interface ModeInfo {
   utility?: boolean;
   available?: boolean;
   unavailable_reason?: string | null;
+  needs_keys?: string[];
 }
 /**
  * US dollars per million tokens.

@@ -6,6 +6,7 @@ import type { ModeInfo, SessionList as SessionPage, SessionView } from "../api/p
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { sessionHref } from "../hooks";
 import { connection, reportReachable, useBox } from "../state/shared";
+import { modeNote, pickMode } from "./modePicker";
 
 const PAGE_SIZE = 20;
 const STATUSES = ["active", "suspended", "completed", "expired"];
@@ -156,12 +157,14 @@ export function SessionList({ modes }: { modes: ModeInfo[] }) {
 
 function NewSession({ modes, onCreated }: { modes: ModeInfo[]; onCreated: (s: SessionView) => void }) {
   const [title, setTitle] = useState("");
-  const [mode, setMode] = useState("planning-control");
+  // until the user picks one: a mode that runs here (the modes may load after the first render)
+  const [picked, setPicked] = useState<string | null>(null);
+  const current = picked ?? pickMode(modes, "planning-control");
   const [error, setError] = useState<string | null>(null);
   async function submit(e: React.FormEvent) {
     e.preventDefault();
     try {
-      onCreated(await api.createSession({ title: title.trim() || "Untitled session", mode }));
+      onCreated(await api.createSession({ title: title.trim() || "Untitled session", mode: current }));
     } catch (err) {
       setError(err instanceof ApiError ? err.message : String(err));
     }
@@ -181,11 +184,11 @@ function NewSession({ modes, onCreated }: { modes: ModeInfo[]; onCreated: (s: Se
         </label>
         <label className="field">
           <span>Mode</span>
-          <select value={mode} onChange={(e) => setMode(e.target.value)}>
+          <select value={current} onChange={(e) => setPicked(e.target.value)}>
             {modes.map((m) => (
               <option key={m.name} value={m.name}>
                 {m.title}
-                {m.available === false ? " (unavailable)" : ""}
+                {modeNote(m)}
               </option>
             ))}
           </select>

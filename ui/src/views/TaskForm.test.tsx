@@ -58,8 +58,31 @@ describe("resumeNote", () => {
 });
 
 describe("TaskForm", () => {
+  it("starts on a mode that runs here, with the engine that runs it", () => {
+    render(<TaskForm sessionId="s1" modes={MODES} defaultMode="copilot" disabled={false} />);
+    expect(screen.getByLabelText<HTMLSelectElement>("Mode").value).toBe("planning-control");
+    expect(screen.getByLabelText<HTMLSelectElement>("Engine").value).toBe("cmbagent");
+  });
+
+  it("starts on demo when no mode runs here, and names the missing key", () => {
+    const keys = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"];
+    const blocked = MODES.map((m) => ({
+      ...m,
+      engines: ["demo", "script"],
+      available: false,
+      unavailable_reason: "no LLM API key is configured for the runner",
+      needs_keys: keys,
+    }));
+    render(<TaskForm sessionId="s1" modes={blocked} defaultMode="planning-control" disabled={false} />);
+    expect(screen.getByLabelText<HTMLSelectElement>("Mode").value).toBe("planning-control");
+    expect(screen.getByLabelText<HTMLSelectElement>("Engine").value).toBe("demo");
+    screen.getByRole("option", { name: "Planning and control (needs OPENAI_API_KEY or ANTHROPIC_API_KEY)" });
+    expect(screen.queryByRole("option", { name: /Planning and control \(unavailable\)/ })).toBeNull();
+  });
+
   it("marks an unavailable mode, disables its engine and says why", () => {
     render(<TaskForm sessionId="s1" modes={MODES} defaultMode="copilot" disabled={false} />);
+    fireEvent.change(screen.getByLabelText("Mode"), { target: { value: "copilot" } });
     const modeOption = screen.getByRole<HTMLOptionElement>("option", { name: "Copilot (unavailable)" });
     expect(modeOption.disabled).toBe(false); // demo and script still run it as a label
     const cmbagent = screen.getByRole<HTMLOptionElement>("option", { name: "cmbagent (unavailable)" });

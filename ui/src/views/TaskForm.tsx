@@ -3,6 +3,7 @@
 import { useState } from "react";
 import { api, ApiError } from "../api/http";
 import type { ModeInfo } from "../api/protocol";
+import { IMPLEMENTATION, modeNote, pickEngine, pickMode } from "./modePicker";
 
 const DEFAULT_PARAMS: Record<string, string> = {
   demo: JSON.stringify({ steps: 3, step_delay_s: 0.5, lines_per_step: 3, approve_plan: true }, null, 2),
@@ -10,8 +11,7 @@ const DEFAULT_PARAMS: Record<string, string> = {
   cmbagent: "{}",
 };
 
-/** The engine that implements the CMBAgent modes; demo and script take any mode as a label. */
-const IMPLEMENTATION = "cmbagent";
+/** demo and script take any mode as a label. */
 const LABEL_ENGINES = ["demo", "script"];
 
 export interface EngineChoice {
@@ -51,12 +51,16 @@ export function TaskForm({
   defaultMode: string;
   disabled: boolean;
 }) {
-  const [mode, setMode] = useState(defaultMode);
+  // Until the user picks, the mode and engine follow the modes as they load.
+  const [pickedMode, setMode] = useState<string | null>(null);
+  const mode = pickedMode ?? pickMode(modes, defaultMode);
   const modeInfo = modes.find((m) => m.name === mode);
   const choices = engineChoices(modeInfo);
-  const [engine, setEngine] = useState("demo");
+  const [pickedEngine, setEngine] = useState<string | null>(null);
+  const engine = pickedEngine ?? pickEngine(modeInfo);
   const [prompt, setPrompt] = useState("");
-  const [params, setParams] = useState(DEFAULT_PARAMS.demo);
+  const [editedParams, setParams] = useState<string | null>(null);
+  const params = editedParams ?? DEFAULT_PARAMS[engine] ?? "{}";
   const [timeout, setTimeoutS] = useState("");
   const [maxCost, setMaxCost] = useState("");
   const [maxTokens, setMaxTokens] = useState("");
@@ -71,9 +75,10 @@ export function TaskForm({
   function chooseMode(next: string) {
     setMode(next);
     // an engine that cannot run the new mode would only be refused on submit
-    const offered = engineChoices(modes.find((m) => m.name === next));
+    const nextInfo = modes.find((m) => m.name === next);
+    const offered = engineChoices(nextInfo);
     if (!offered.some((c) => c.name === engine && c.usable)) {
-      chooseEngine(offered.find((c) => c.usable)?.name ?? "demo");
+      chooseEngine(pickEngine(nextInfo));
     }
   }
 
@@ -117,7 +122,7 @@ export function TaskForm({
             {modes.map((m) => (
               <option key={m.name} value={m.name}>
                 {m.title}
-                {m.available === false ? " (unavailable)" : ""}
+                {modeNote(m)}
               </option>
             ))}
           </select>

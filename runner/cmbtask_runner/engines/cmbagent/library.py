@@ -13,7 +13,10 @@ Configuration comes from the deployment, never from the task body:
   every OpenAI agent (an OpenAI-compatible proxy or a test server).
 - ``CMBAGENT_MODEL``: a model for every agent whose default needs a provider
   without a key (e.g. the Claude plan reviewer when only OpenAI is set up).
-- ``CMBAGENT_MODELS``: JSON ``{"agent": "model", …}`` overriding single agents.
+- ``CMBAGENT_MODELS``: JSON ``{"agent": "model", …}`` overriding single agents
+  (a Claude model sends that agent to Anthropic, ``ANTHROPIC_BASE_URL`` too).
+- ``CMBAGENT_ARXIV_URL`` / ``MISTRAL_BASE_URL``: mirrors for the utility
+  modes' arXiv downloads and OCR client (``adapters.py``).
 
 The supported releases (``modes.SUPPORTED_RELEASES``) differ in signatures,
 not in how they run: post63's ``get_model_config`` takes the API keys, its
@@ -32,7 +35,7 @@ import importlib.util
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,6 +43,7 @@ from typing import Any
 import structlog
 
 from ..base import EngineError
+from . import adapters
 
 __all__ = [
     "KEY_VARIABLES",
@@ -47,11 +51,16 @@ __all__ = [
     "exported_names",
     "fallback_model",
     "import_cmbagent",
+    "installed_release",
     "installed_version",
     "is_installed",
+    "key_reason",
+    "missing_keys",
     "model_config",
     "model_kwargs",
     "model_overrides",
+    "parameters_of",
+    "provider_of",
     "supported_kwargs",
     "unavailable_reason",
 ]
@@ -74,12 +83,32 @@ def is_installed() -> bool:
     return importlib.util.find_spec("cmbagent") is not None
 
 
+#: the distributions that install the ``cmbagent`` package: upstream's, then
+#: the maintained line's (mars-cmbagent, which imports as ``cmbagent`` too)
+DISTRIBUTIONS = ("cmbagent", "mars-cmbagent")
+
+
 def installed_version() -> str | None:
     """The installed release, read from its metadata (no import)."""
-    try:
-        return importlib.metadata.version("cmbagent")
-    except importlib.metadata.PackageNotFoundError:
+    for distribution in DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def installed_release() -> str | None:
+    """The installed release as users name it: "cmbagent 0.0.1.post63",
+    "mars-cmbagent 2.2.5"."""
+    version = installed_version()
+    if version is None:
         return None
+    try:
+        importlib.metadata.version("mars-cmbagent")
+    except importlib.metadata.PackageNotFoundError:
+        return f"cmbagent {version}"
+    return f"mars-cmbagent {version}"
 
 
 def exported_names() -> frozenset[str] | None:
@@ -125,6 +154,26 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def missing_keys(keys: tuple[str, ...] | None) -> list[str]:
+    """The key variables of which one must be set for a mode that needs
+    ``keys`` (None: any LLM provider's; empty: none), or [] if it has one."""
+    if keys is None:
+        return [] if configured_providers() else list(KEY_VARIABLES.values())
+    if not keys or any(os.environ.get(variable, "").strip() for variable in keys):
+        return []
+    return list(keys)
+
+
+def key_reason(keys: tuple[str, ...] | None) -> str | None:
+    """Why a mode that needs ``keys`` cannot run for want of a key, or None."""
+    missing = missing_keys(keys)
+    if not missing:
+        return None
+    if keys is None:
+        return f"no LLM API key is configured for the runner: set one of {', '.join(missing)}"
+    return f"needs {' or '.join(missing)} (not set for the runner)"
+
+
 def configured_providers() -> list[str]:
     return [name for name, variable in KEY_VARIABLES.items() if os.environ.get(variable, "").strip()]
 
@@ -157,6 +206,24 @@ def model_config(utils: Any, model: str) -> dict[str, Any]:
     return config
 
 
+def provider_of(utils: Any, model: str) -> str | None:
+    """The provider whose key ``model`` needs (cmbagent's ``api_type`` names).
+
+    Upstream's ``get_model_config`` tells it by the model's name. The
+    maintained line's routes a model no configured provider claims to the
+    active one (a Gemini model with only an OpenAI key gets ``api_type``
+    "openai" and would be sent to OpenAI under its Gemini name), so the
+    name decides first, with the same rules both lines' configs use.
+    """
+    lowered = model.lower()
+    if "claude" in lowered:
+        return "anthropic"
+    if "gemini" in lowered:
+        return "google"
+    api_type = model_config(utils, model).get("api_type")
+    return str(api_type) if api_type else None
+
+
 def supported_kwargs(function: Callable[..., Any], **candidates: Any) -> dict[str, Any]:
     """The ``candidates`` that ``function`` names as parameters.
 
@@ -165,8 +232,22 @@ def supported_kwargs(function: Callable[..., Any], **candidates: Any) -> dict[st
     have them. A catch-all ``**kwargs`` does not count: post30's ``CMBAgent``
     takes one and ignores what lands in it.
     """
-    parameters = inspect.signature(function).parameters
+    parameters = parameters_of(function)
     return {name: value for name, value in candidates.items() if name in parameters}
+
+
+def parameters_of(function: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    """The parameters ``function`` takes, seen through the maintained line's
+    public wrappers: its ``one_shot`` / ``deep_research`` are ``(*args,
+    callbacks=None, **kwargs)`` around ``_one_shot_impl`` /
+    ``_deep_research_impl`` in the same module, which name the real ones."""
+    parameters = inspect.signature(function).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return parameters
+    impl = getattr(inspect.getmodule(function), f"_{getattr(function, '__name__', '')}_impl", None)
+    if not callable(impl):
+        return parameters
+    return {**inspect.signature(impl).parameters, **parameters}
 
 
 def model_kwargs(function: Callable[..., Any], utils: Any) -> dict[str, str]:
@@ -178,16 +259,22 @@ def model_kwargs(function: Callable[..., Any], utils: Any) -> dict[str, str]:
     usable = set(configured_providers())
     overrides = model_overrides()
     chosen: dict[str, str] = {}
-    for name, parameter in inspect.signature(function).parameters.items():
-        if not name.endswith("_model") or name == "default_llm_model":
+    for name, parameter in parameters_of(function).items():
+        if not name.endswith("_model"):
             continue
+        if name == "default_llm_model" and not _needs_replacing(utils, parameter.default, usable):
+            continue  # the infrastructure agents' model, passed only when its provider has no key
         agent = name.removesuffix("_model")
         default = parameter.default if isinstance(parameter.default, str) else fallback_model()
         model = overrides.get(agent, default)
-        if model_config(utils, model).get("api_type") not in usable:
+        if provider_of(utils, model) not in usable:
             model = fallback_model()
         chosen[name] = model
     return chosen
+
+
+def _needs_replacing(utils: Any, default: Any, usable: set[str]) -> bool:
+    return isinstance(default, str) and provider_of(utils, default) not in usable
 
 
 def import_cmbagent() -> ModuleType:
@@ -200,9 +287,32 @@ def import_cmbagent() -> ModuleType:
     module = importlib.import_module("cmbagent")
     utils = importlib.import_module("cmbagent.utils")
     _reassign_models(utils)
-    _keep_chats_dir(importlib.import_module("cmbagent.cmbagent"))
+    core = importlib.import_module("cmbagent.cmbagent")
+    _keep_chats_dir(core)
+    adapters.step_reports(core)
+    if transforms := _submodule("cmbagent.utils.message_transforms"):
+        adapters.offline_tokenizer(transforms)
+    for name in (
+        "cmbagent.utils.arxiv_downloader",
+        "cmbagent.utils.paper_downloader",
+        "cmbagent.arxiv_downloader",
+    ):
+        if downloader := _submodule(name):
+            adapters.arxiv_mirror(downloader, os.environ.get("CMBAGENT_ARXIV_URL", "").strip())
+    for name in ("cmbagent.utils.ocr", "cmbagent.ocr"):
+        if ocr := _submodule(name):
+            adapters.mistral_server(ocr, os.environ.get("MISTRAL_BASE_URL", "").strip())
     _loaded = module
     return module
+
+
+def _submodule(name: str) -> ModuleType | None:
+    """``name`` imported, or None when this release has no such module."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        found = False
+    return importlib.import_module(name) if found else None
 
 
 def _reassign_models(utils: Any) -> None:
@@ -211,7 +321,7 @@ def _reassign_models(utils: Any) -> None:
     configs: dict[str, dict[str, Any]] = utils.default_agent_llm_configs
     usable = set(configured_providers())
     for agent, config in list(configs.items()):
-        if config.get("api_type") not in usable:
+        if provider_of(utils, str(config.get("model", ""))) not in usable:
             configs[agent] = model_config(utils, fallback_model())
             log.info("cmbagent.model_reassigned", agent=agent, model=configs[agent]["model"])
     for agent, model in model_overrides().items():

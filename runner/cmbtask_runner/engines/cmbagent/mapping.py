@@ -76,6 +76,8 @@ class EventMapper:
     total_steps: int | None = None
     #: steps of the plan done before this run (a resumed session)
     step_offset: int = 0
+    #: steps come from the library's own step loop (adapters.step_reports), not record_status
+    library_steps: bool = False
     _pending_code: list[dict[str, Any]] = field(default_factory=list)
     _started: set[int] = field(default_factory=set)
     _finished: set[int] = field(default_factory=set)
@@ -137,7 +139,7 @@ class EventMapper:
     # ---- plan steps, from the control agent's record_status calls ----------------------
 
     def _on_execute_function(self, content: dict[str, Any]) -> list[Mapped]:
-        if content.get("func_name") != "record_status":
+        if content.get("func_name") != "record_status" or self.library_steps:
             return []
         arguments = _arguments(content.get("arguments"))
         if not isinstance(arguments, dict):
@@ -146,7 +148,9 @@ class EventMapper:
             step = max(1, int(arguments.get("current_plan_step_number") or 1)) + self.step_offset
         except (TypeError, ValueError):
             return []
-        return self._step_status(step, str(arguments.get("current_status", "")), arguments)
+        # upstream names the status current_status; the maintained line, step_status
+        status = arguments.get("current_status") or arguments.get("step_status") or ""
+        return self._step_status(step, str(status), arguments)
 
     def _step_status(self, step: int, status: str, arguments: dict[str, Any]) -> list[Mapped]:
         total = max(self.total_steps or step, step)
@@ -163,6 +167,17 @@ class EventMapper:
         elif "failed" in status and step not in self._finished:
             mapped.append(("step.failed", {"step": step, "total": total, "error": title}))
         return mapped
+
+    def library_step(self, step: int, context: dict[str, Any], final: dict[str, Any] | None) -> list[Mapped]:
+        """A step of the library's own loop: starting (``final`` None) or ended,
+        with the status its control agent left in the final context."""
+        self.library_steps = True
+        arguments = {"current_sub_task": context.get("current_sub_task", ""),
+                     "agent_for_sub_task": context.get("agent_for_sub_task")}  # fmt: skip
+        status = "" if final is None else str(final.get("step_status") or "failed")
+        if final is not None and status == "in progress":
+            status = "failed"  # the chat ended (round limit) before the step did
+        return self._step_status(step + self.step_offset, status, arguments)
 
     @property
     def completed_steps(self) -> list[int]:

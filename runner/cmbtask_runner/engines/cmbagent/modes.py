@@ -20,6 +20,16 @@ copilot           ``copilot(task, …)``                          no      no    
                                                                                 turn
 ================  ===========================================  ======  ======  ======
 
+The maintained line, ``mars-cmbagent`` 2.2.5 (it imports as ``cmbagent``),
+has ``one-shot`` and ``planning-control`` (through ``deep_research``, see
+``deep_research.py``) but no ``control`` or ``human_in_the_loop``. The
+utility modes (``utilities.py``): ``enhance-input`` (``preprocess_task``),
+``arxiv`` (``arxiv_filter``, needs no key) and ``ocr`` (``arxiv_filter`` and
+``process_single_pdf``, needs ``MISTRAL_API_KEY``) run on post63 and mars,
+not on post30. Its ``compare_plans`` is not a mode: it judges which steps of
+an old plan a new one can reuse, for re-planning in one work dir, and a
+cmbtask session already knows which steps completed.
+
 A mode runs when the installed release exports one of its functions. That is
 read from the package's ``__init__.py`` without importing it (see
 ``library.exported_names``), so ``--describe-engines`` stays fast; when the
@@ -39,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..base import EngineError
-from . import workflows
+from . import utilities, workflows
 
 __all__ = [
     "MODES",
@@ -65,6 +75,10 @@ class ModeBinding:
     resume: bool
     #: whether every release in SUPPORTED_RELEASES has it (assumed when the library cannot be read)
     in_supported_releases: bool = True
+    #: further library functions it needs, all of them
+    also_needs: tuple[str, ...] = ()
+    #: the key variables it needs: None any LLM provider's, () none, else one of these
+    keys: tuple[str, ...] | None = None
 
 
 MODES: Final[dict[str, ModeBinding]] = {
@@ -82,6 +96,30 @@ MODES: Final[dict[str, ModeBinding]] = {
     "copilot": ModeBinding(
         workflows.copilot, ("copilot",), human_in_the_loop=True, resume=False, in_supported_releases=False
     ),
+    "enhance-input": ModeBinding(
+        utilities.enhance_input,
+        ("preprocess_task",),
+        human_in_the_loop=False,
+        resume=False,
+        in_supported_releases=False,
+    ),
+    "arxiv": ModeBinding(
+        utilities.arxiv,
+        ("arxiv_filter",),
+        human_in_the_loop=False,
+        resume=False,
+        in_supported_releases=False,
+        keys=(),
+    ),
+    "ocr": ModeBinding(
+        utilities.ocr,
+        ("process_single_pdf",),
+        human_in_the_loop=False,
+        resume=False,
+        in_supported_releases=False,
+        also_needs=("arxiv_filter",),
+        keys=("MISTRAL_API_KEY",),
+    ),
 }
 
 
@@ -94,6 +132,8 @@ def library_function(mode: str, exported: Set[str] | None) -> str | None:
     binding = MODES[mode]
     if exported is None:
         return binding.functions[0] if binding.in_supported_releases else None
+    if not all(name in exported for name in binding.also_needs):
+        return None
     return next((name for name in binding.functions if name in exported), None)
 
 
@@ -101,16 +141,28 @@ def unavailable_reason(mode: str, exported: Set[str] | None, version: str | None
     """Why the installed release cannot run ``mode``, or None if it can."""
     if library_function(mode, exported) is not None:
         return None
-    needs = " or ".join(f"cmbagent.{name}" for name in MODES[mode].functions)
+    binding = MODES[mode]
+    parts = []
+    if exported is None or not any(name in exported for name in binding.functions):
+        parts.append(" or ".join(f"cmbagent.{name}" for name in binding.functions))
+    parts += [
+        f"cmbagent.{name}" for name in binding.also_needs if exported is not None and name not in exported
+    ]
+    needs = " and ".join(parts)
     known = " or ".join(SUPPORTED_RELEASES)
-    release = f"the installed cmbagent {version}" if version else f"cmbagent {known}"
+    # version: "0.0.1.post63" (cmbagent's) or a release with its distribution, "mars-cmbagent 2.2.5"
+    named = version if version is None or " " in version else f"cmbagent {version}"
+    release = f"the installed {named}" if named else f"cmbagent {known}"
     return f"{mode} is not part of {release} (it needs {needs})"
 
 
 def function_of(lib: Any, mode: str, version: str | None) -> Callable[..., Any]:
     """The function that runs ``mode`` in the imported library ``lib``: the
     final word after ``validate`` judged by the package's source."""
-    exported = {name for name in MODES[mode].functions if callable(getattr(lib, name, None))}
+    binding = MODES[mode]
+    exported = {
+        name for name in (*binding.functions, *binding.also_needs) if callable(getattr(lib, name, None))
+    }
     name = library_function(mode, exported)
     if name is None:
         raise EngineError(unavailable_reason(mode, exported, version) or f"cmbagent cannot run {mode}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from cmbtask_protocol import Decision
 
 from ..base import EngineContext, EngineError
+from . import deep_research
 from .library import model_config, model_kwargs, supported_kwargs
 from .mapping import EventMapper
 from .params import CmbAgentParams
@@ -45,6 +46,8 @@ class Run:
     mapper: EventMapper
     #: the library function that runs the mode (see modes.py)
     function: Callable[..., Any]
+    #: what the session's state keeps besides the plan (deep_research.py)
+    carry: dict[str, Any] = field(default_factory=dict)
 
     @property
     def prompt(self) -> str:
@@ -109,9 +112,12 @@ def planning_control(run: Run) -> dict[str, Any]:
         steps, done = _reviewed_plan(run), 0
         _save(run, steps, 0, "plan approved")
     try:
-        _control(run, steps, offset=done)
+        if deep_research.runs_here(run.lib, run.function):
+            deep_research.control(run, steps, offset=done)
+        else:
+            _control(run, steps, offset=done)
     finally:
-        completed = min(done + len(run.mapper.completed_steps), len(steps))
+        completed = min(done + _done_in_order(run.mapper.completed_steps, done), len(steps))
         if completed > done:
             _save(run, steps, completed, f"step {completed} completed")
     if completed < len(steps):
@@ -123,6 +129,15 @@ def planning_control(run: Run) -> dict[str, Any]:
     return {"steps": len(steps), "resumed_after_step": done}
 
 
+def _done_in_order(completed: list[int], done: int) -> int:
+    """How many steps after ``done`` completed without a gap (a step that did
+    not complete stops the count, even if the library went on to the next)."""
+    count = 0
+    while done + count + 1 in completed:
+        count += 1
+    return count
+
+
 # ---- planning --------------------------------------------------------------------------
 
 
@@ -130,7 +145,8 @@ def _reviewed_plan(run: Run) -> list[dict[str, Any]]:
     """Plan, show, and re-plan with the reviewer's changes until approved."""
     instructions = run.params.plan_instructions
     for revision in range(run.params.max_plan_revisions + 1):
-        steps = _plan(run, instructions, revision)
+        maintained = deep_research.runs_here(run.lib, run.function)
+        steps = (deep_research.plan if maintained else _plan)(run, instructions, revision)
         _propose(run, steps)
         if not run.params.review_plan:
             return steps
@@ -244,5 +260,5 @@ def _control(run: Run, steps: list[dict[str, Any]], *, offset: int) -> None:
 
 def _save(run: Run, steps: list[dict[str, Any]], completed: int, checkpoint: str) -> None:
     state = run.ctx.load_state() or {}
-    state.update({"kind": STATE_KIND, "plan": steps, "completed_steps": completed})
+    state.update({**run.carry, "kind": STATE_KIND, "plan": steps, "completed_steps": completed})
     run.ctx.save_state(state, checkpoint=checkpoint)
