@@ -61,6 +61,8 @@ def test_a_named_profile_and_a_key(builder: Path) -> None:
     assert (builder.parent / "profile").read_text().strip() == "post30"
     assert _runner_command(done.stdout)[0].endswith("/venv/bin/python")
     assert "no LLM provider key" not in done.stderr
+    # the key in this environment is the gateway's own: here it reaches the runners
+    assert "CMBTASK_PROVIDER_KEYS_FALLBACK=true" in done.stdout.splitlines()
 
 
 def test_an_unknown_profile_is_refused(builder: Path) -> None:
@@ -74,4 +76,5 @@ def test_without_the_flag_the_runners_keep_the_default(builder: Path) -> None:
     done = _up(builder, "--port", "9000")
     assert done.returncode == 0, done.stderr
     assert _runner_command(done.stdout) == []
+    assert "CMBTASK_PROVIDER_KEYS_FALLBACK=" in done.stdout.splitlines()  # left to the gateway's default
     assert not (builder.parent / "profile").exists()
