@@ -33,6 +33,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from cmbtask_protocol import EngineDescription, EnginesDescription, ModeInfo
@@ -57,8 +58,19 @@ DESCRIBE_FLAG = "--describe-engines"
 MAX_DESCRIPTION_BYTES = 1024 * 1024
 
 
-def refusal(engine: EngineDescription, mode: str) -> str | None:
-    """Why ``engine`` cannot run a task in ``mode`` here, or None if it can."""
+def refusal(engine: EngineDescription, mode: str, own_keys: AbstractSet[str] = frozenset()) -> str | None:
+    """Why ``engine`` cannot run a task in ``mode`` here, or None if it can.
+
+    ``own_keys``: the key variables the user's runners get from keys the user
+    stored. The runners were described without them, so a refusal that names
+    one of them does not hold for this user."""
+    reason = _refusal(engine, mode)
+    if reason is not None and any(variable in reason for variable in own_keys):
+        return None
+    return reason
+
+
+def _refusal(engine: EngineDescription, mode: str) -> str | None:
     if engine.loaded and engine.modes is not None and mode not in engine.modes:
         if known := engine.unavailable_modes.get(mode):
             return known
@@ -74,33 +86,41 @@ def refusal(engine: EngineDescription, mode: str) -> str | None:
 
 
 def mode_views(
-    modes: Sequence[ModeInfo], description: EnginesDescription | None, installed: Sequence[str]
+    modes: Sequence[ModeInfo],
+    description: EnginesDescription | None,
+    installed: Sequence[str],
+    own_keys: AbstractSet[str] = frozenset(),
 ) -> list[ModeInfo]:
-    """The ``/api/modes`` answer (see the module docstring for the rules)."""
+    """The ``/api/modes`` answer for a user whose stored keys give their runners
+    ``own_keys`` (see the module docstring for the rules)."""
     if description is None:
         names = set(installed)
         return [
             mode.model_copy(update={"engines": [e for e in mode.engines if e in names]}) for mode in modes
         ]
-    return [_mode_view(mode, description) for mode in modes]
+    return [_mode_view(mode, description, own_keys) for mode in modes]
 
 
-def _mode_view(mode: ModeInfo, description: EnginesDescription) -> ModeInfo:
+def _mode_view(mode: ModeInfo, description: EnginesDescription, own_keys: AbstractSet[str]) -> ModeInfo:
     engines = description.engines
     listed = [*mode.engines, *sorted(name for name in engines if name not in mode.engines)]
-    runnable = [name for name in listed if name in engines and refusal(engines[name], mode.name) is None]
+    runnable = [
+        name for name in listed if name in engines and refusal(engines[name], mode.name, own_keys) is None
+    ]
     implementation = engines.get(IMPLEMENTATION)
     if implementation is None:
         reason: str | None = f"the {IMPLEMENTATION} engine is not installed in the runner"
     else:
-        reason = refusal(implementation, mode.name)
+        reason = refusal(implementation, mode.name, own_keys)
     return mode.model_copy(
         update={
             "engines": runnable,
             "available": reason is None,
             "unavailable_reason": reason,
             "supports_resume": implementation is not None and mode.name in implementation.resume_modes,
-            "needs_keys": implementation.needs_keys.get(mode.name, []) if implementation is not None else [],
+            "needs_keys": []
+            if reason is None or implementation is None
+            else implementation.needs_keys.get(mode.name, []),
         }
     )
 

@@ -25,6 +25,7 @@ from .db.engine import make_engine, make_sessionmaker
 from .dispatcher import Dispatcher
 from .doorbell import Doorbell
 from .executors import Executor, build_executor
+from .executors.base import without_provider_keys
 from .executors.k8s_records import Records
 from .hub import Hub
 from .limits import UserLimits
@@ -134,8 +135,11 @@ class Gateway:
         settings = self.settings
         if settings.engines_json or self.executor.name != "local":
             return
-        # The environment a runner gets: the gateway's own settings are not its business.
+        # The environment a runner gets: the gateway's own settings are not its
+        # business, nor its provider keys unless the admin lets them fall back.
         env = {key: value for key, value in os.environ.items() if not key.startswith("CMBTASK_")}
+        if not settings.provider_keys_fallback:
+            env = without_provider_keys(env)
         self.engines.start_probe(
             settings.runner_command,
             env,

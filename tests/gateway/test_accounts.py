@@ -125,7 +125,7 @@ async def test_a_users_key_reaches_only_their_runner_and_leaks_nowhere(
             http_alice.get(f"/api/sessions/{task_a['session_id']}").text,
             http_bob.get("/api/keys").text,
         ]
-    assert task_a["phase"] == task_b["phase"] == "succeeded", (task_a, task_b)
+    assert task_a["phase"] == task_b["phase"] == "succeeded", (task_a["reason"], task_b["reason"])
     # Alice's runner has her key; Bob's has none: the gateway's own key stays out
     # (the fallback is off by default), and no provider she did not store appears.
     assert _printed(events_a) == {"OPENAI_API_KEY": _sha(PLANTED), "ANTHROPIC_API_KEY": "absent"}

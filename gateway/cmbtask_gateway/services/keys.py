@@ -19,7 +19,7 @@ from ..errors import NotFound
 from ..logs import get_logger
 from .views import aware
 
-__all__ = ["KeyService", "check_provider", "lifted_by_own_key", "stored_key_variables"]
+__all__ = ["KeyService", "check_provider", "stored_key_variables"]
 
 log = get_logger(__name__)
 
@@ -39,17 +39,16 @@ async def stored_key_variables(db: AsyncSession, user: str) -> set[str]:
     return {PROVIDER_KEY_VARIABLES[p] for p in providers if p in PROVIDER_KEY_VARIABLES}
 
 
-def lifted_by_own_key(reason: str, variables: set[str]) -> bool:
-    """Whether a runner's "cannot run" names a key variable the user has a key for:
-    the runners were described with the gateway's environment, not this user's."""
-    return any(variable in reason for variable in variables)
-
-
 class KeyService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], box: KeyBox, *, fallback: bool) -> None:
         self._sessions = sessions
         self._box = box
         self.fallback = fallback
+
+    async def variables(self, user: str) -> set[str]:
+        """The key variables ``user``'s runners get from keys the user stored."""
+        async with self._sessions() as db:
+            return await stored_key_variables(db, user)
 
     async def list(self, user: str) -> ProviderKeyList:
         async with self._sessions() as db:

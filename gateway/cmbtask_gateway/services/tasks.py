@@ -35,7 +35,7 @@ from ..limits import UserLimits
 from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
 from . import lifecycle
-from .keys import lifted_by_own_key, stored_key_variables
+from .keys import stored_key_variables
 from .user_settings import task_budget
 from .views import task_view
 
@@ -98,8 +98,8 @@ class TaskService:
             raise Invalid(
                 f"unknown engine {body.engine!r}; available: {', '.join(engines)}", code="unknown_engine"
             )
-        reason = refusal(description.engines[body.engine], body.mode) if description is not None else None
-        if reason and not lifted_by_own_key(reason, own_keys):
+        engine = description.engines[body.engine] if description is not None else None
+        if engine is not None and (reason := refusal(engine, body.mode, own_keys)):
             raise Invalid(
                 f"engine {body.engine!r} cannot run mode {body.mode!r} here: {reason}",
                 code="engine_unavailable",

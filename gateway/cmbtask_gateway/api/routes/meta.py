@@ -67,9 +67,10 @@ async def metrics(gateway: GatewayDep) -> Response:
 
 @router.get("/api/modes", responses=errors(AUTHENTICATED))
 async def modes(user: CurrentUser, gateway: GatewayDep) -> list[ModeInfo]:
-    """Every mode, with the engines that can run it here and whether the
-    ``cmbagent`` engine can (see catalog.py for the rules)."""
-    return mode_views(MODES, await gateway.engines.get(), available_engines())
+    """Every mode, with the engines that can run it here for this user (their
+    stored keys count) and whether the ``cmbagent`` engine can (see catalog.py)."""
+    own_keys = await gateway.keys.variables(user)
+    return mode_views(MODES, await gateway.engines.get(), available_engines(), own_keys)
 
 
 @router.get("/api/me", responses=errors(AUTHENTICATED))
