@@ -6,11 +6,10 @@ one, ``DELETE`` forgets one. No route ever answers with a key.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from cmbtask_protocol import (
     PROVIDER_PATTERN,
-    ErrorBody,
     ProviderKeyInfo,
     ProviderKeyList,
     ProviderKeySet,
@@ -19,28 +18,19 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, Path, Response, status
 
 from ..deps import CurrentUser, GatewayDep
+from ..errors_doc import AUTHENTICATED, WITH_BODY, errors
 
 router = APIRouter(tags=["account"])
 
 Provider = Annotated[str, Path(min_length=1, max_length=32, pattern=PROVIDER_PATTERN)]
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    words = {
-        401: "not signed in",
-        404: "unknown provider, or no key stored for it",
-        413: "request body too large",
-        422: "invalid input",
-    }
-    return {code: {"model": ErrorBody, "description": words[code]} for code in codes}
-
-
-@router.get("/api/keys", responses=_errors(401))
+@router.get("/api/keys", responses=errors(AUTHENTICATED))
 async def list_keys(user: CurrentUser, gateway: GatewayDep) -> ProviderKeyList:
     return await gateway.keys.list(user)
 
 
-@router.put("/api/keys/{provider}", responses=_errors(401, 404, 413, 422))
+@router.put("/api/keys/{provider}", responses=errors(AUTHENTICATED, WITH_BODY, 404))
 async def set_key(
     provider: Provider, body: ProviderKeySet, user: CurrentUser, gateway: GatewayDep
 ) -> ProviderKeyInfo:
@@ -48,18 +38,18 @@ async def set_key(
 
 
 @router.delete(
-    "/api/keys/{provider}", status_code=status.HTTP_204_NO_CONTENT, responses=_errors(401, 404, 422)
+    "/api/keys/{provider}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(AUTHENTICATED, 404)
 )
 async def delete_key(provider: Provider, user: CurrentUser, gateway: GatewayDep) -> Response:
     await gateway.keys.delete(user, provider)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/api/settings", responses=_errors(401))
+@router.get("/api/settings", responses=errors(AUTHENTICATED))
 async def get_settings(user: CurrentUser, gateway: GatewayDep) -> UserSettings:
     return await gateway.user_settings.get(user)
 
 
-@router.put("/api/settings", responses=_errors(401, 413, 422))
+@router.put("/api/settings", responses=errors(AUTHENTICATED, WITH_BODY))
 async def put_settings(body: UserSettings, user: CurrentUser, gateway: GatewayDep) -> UserSettings:
     return await gateway.user_settings.put(user, body)
