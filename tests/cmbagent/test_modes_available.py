@@ -33,6 +33,8 @@ def _gateway(root: Path, **env: str) -> GatewayProcess:
         root / "data",
         f"sqlite+aiosqlite:///{root / 'cmbtask.db'}",
         CMBTASK_EXECUTOR="local",
+        # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
+        CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
         **env,
     )

@@ -50,6 +50,8 @@ def test_one_agent_on_claude_the_rest_on_openai(
         f"sqlite+aiosqlite:///{tmp_path / 'cmbtask.db'}",
         CMBTASK_EXECUTOR="local",
         CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
+        # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
+        CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         OPENAI_API_KEY=DUMMY_KEY,
         OPENAI_BASE_URL=openai_url,
         ANTHROPIC_API_KEY=ANTHROPIC_KEY,

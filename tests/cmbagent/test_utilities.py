@@ -46,6 +46,8 @@ def gateway(
         f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
         CMBTASK_EXECUTOR="local",
         CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
+        # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
+        CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         OPENAI_API_KEY=DUMMY_KEY,
         OPENAI_BASE_URL=fake_openai[0],
         CMBAGENT_MODEL="gpt-4.1-2025-04-14",
