@@ -192,6 +192,13 @@ class EventStore:
         counts = {tx.session_id: len(tx.drafts) for tx in txs if tx.drafts}
         if not counts:
             return []
+        if len(counts) > 1:
+            # Lock the rows in id order first: an UPDATE locks them in scan order,
+            # which updates reshuffle, so two groups sharing sessions (two
+            # replicas' ingest writers) could each hold one and wait for the other.
+            await db.execute(
+                select(Session.id).where(Session.id.in_(counts)).order_by(Session.id).with_for_update()
+            )
         result = await db.execute(
             update(Session)
             .where(Session.id.in_(sorted(counts)))

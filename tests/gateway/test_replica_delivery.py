@@ -50,7 +50,10 @@ async def test_two_replicas_deliver_each_event_once_in_order(
 ) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("replicas share a PostgreSQL database; SQLite is the single-process default")
-    replicas = [gateway_factory(), gateway_factory()]
+    # The writers submit more tasks than one user may have unfinished; the
+    # per-user limits have tests of their own (test_limits.py).
+    unlimited = {"CMBTASK_MAX_CONCURRENT_TASKS_PER_USER": "0", "CMBTASK_MAX_TASK_SUBMISSIONS_PER_MINUTE": "0"}
+    replicas = [gateway_factory(**unlimited), gateway_factory(**unlimited)]
     with replicas[0].client() as http:
         session = _parallel(http, "replica delivery")
         tasks = [
