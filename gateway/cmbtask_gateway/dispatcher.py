@@ -107,6 +107,7 @@ class Dispatcher:
             gateway_url=self._settings.resolved_public_url,
             token=self._tokens.issue(task.id, (task.timeout_s or 0) + self._settings.runner_token_ttl_s),
             timeout_s=task.timeout_s,
+            params=dict(task.params or {}),
             provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
         )
         try:
