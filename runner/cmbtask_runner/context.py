@@ -67,7 +67,8 @@ class RunnerContext:
         self.cancel_reason = ""
         #: why the runner itself stopped the task as failed (a crossed budget)
         self.failure: str | None = None
-        self.budget = Budget.for_task(self.task)
+        #: the task's limits, known from the welcome on (no engine runs before it)
+        self.budget = Budget()
         self._generic_reason = False
         self._outbox = outbox
         self._state: dict[str, Any] | None = None
@@ -247,6 +248,7 @@ class RunnerContext:
         with self._cv:
             if self._task is None:
                 self._task = welcome.task
+                self.budget = Budget.for_task(welcome.task)
                 self._state, self._version = welcome.state, welcome.state_version
                 self.started_from_version = welcome.state_version if welcome.state is not None else None
             for rseq, pending in self._pending_saves.items():
