@@ -22,6 +22,7 @@ from .doorbell import Doorbell
 from .executors.base import Executor, ExecutorError, LaunchRequest
 from .logs import get_logger
 from .runner_sockets import RunnerRegistry
+from .services import lifecycle
 from .services.keys import KeyService
 from .services.tasks import TaskService
 from .services.views import aware
@@ -107,6 +108,7 @@ class Dispatcher:
             gateway_url=self._settings.resolved_public_url,
             token=self._tokens.issue(task.id, (task.timeout_s or 0) + self._settings.runner_token_ttl_s),
             timeout_s=task.timeout_s,
+            params=dict(task.params or {}),
             provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
         )
         try:
@@ -145,9 +147,8 @@ class Dispatcher:
         status = await self._executor.inspect(task.handle) if task.handle else None
         grace_over = time.monotonic() - first_seen > self._settings.cancel_grace_s + 5
         if (status is not None and not status.alive) or grace_over or task.handle is None:
-            phase = TaskPhase.TIMED_OUT if task.cancel_reason == CANCEL_TIMEOUT else TaskPhase.CANCELLED
-            reason = "timed out" if phase is TaskPhase.TIMED_OUT else (task.cancel_reason or "cancelled")
-            if await self._tasks.finish(task.id, task.session_id, phase, reason=reason):
+            phase, reason = lifecycle.ending_when_stopped(task)
+            if await self._tasks.finish(task.id, task.session_id, phase, reason=reason or ""):
                 log.info("dispatch.cancel_enforced", task_id=task.id, phase=phase.value)
             self._cancel_seen.pop(task.id, None)
 
@@ -172,9 +173,7 @@ class Dispatcher:
             await self._tasks.request_cancel(task.id, task.session_id, "runner never connected")
 
     async def _finish_dead(self, task: Task, reason: str | None, exit_code: int | None) -> None:
-        phase = TaskPhase.FAILED
-        if task.cancel_requested:
-            phase = TaskPhase.TIMED_OUT if task.cancel_reason == CANCEL_TIMEOUT else TaskPhase.CANCELLED
+        phase, _ = lifecycle.ending_when_stopped(task)
         words = reason or "runner exited"
         text = f"runner process ended without reporting a result: {words}"
         if await self._tasks.finish(task.id, task.session_id, phase, reason=text, exit_code=exit_code):

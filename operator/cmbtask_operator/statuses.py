@@ -20,6 +20,7 @@ from cmbtask_protocol import (
     RunnerExit,
     TaskPhase,
     set_condition,
+    signal_reason,
     timestamp,
 )
 
@@ -134,6 +135,10 @@ def _failed(status: Mapping[str, Any], terminated: Mapping[str, Any], scheduled:
             finished_at=terminated.get("finishedAt"),
         )
     report = _terminated(TaskPhase.FAILED, terminated, scheduled)
+    if report.exit_code == RunnerExit.TERMINATED:
+        # the kubelet's SIGTERM, which no cancel asked for (a cancel marks the
+        # task final before the operator deletes the pod): deleted or drained
+        return PodReport(**{**_fields(report), "reason": "PodDeleted", "message": signal_reason("SIGTERM")})
     if report.exit_code in RUNNER_EXIT_PHASES and report.reason != "OOMKilled":
         phase, words = RUNNER_EXIT_PHASES[report.exit_code]
         return PodReport(**{**_fields(report), "phase": phase, "message": f"the runner reported: {words}"})

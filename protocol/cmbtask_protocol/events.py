@@ -120,6 +120,8 @@ class TaskFinished(_Payload):
     reason: str = ""
     exit_code: int | None = None
     result: dict[str, Any] | None = None
+    #: the signal that stopped the runner before any cancel reached it ("SIGTERM")
+    signal: str | None = Field(default=None, max_length=16)
 
 
 class PlanStep(BaseModel):

@@ -23,6 +23,7 @@ __all__ = [
     "ENV_WORK_DIR",
     "EXIT_FILE",
     "RunnerExit",
+    "signal_reason",
 ]
 
 ENV_TASK_ID: Final = "CMBTASK_TASK_ID"
@@ -51,6 +52,10 @@ class RunnerExit(IntEnum):
     LINK_LOST = 4
     #: the final event was sent but never acknowledged
     FINAL_NOT_ACKED = 5
+    #: stopped by a signal (SIGTERM, SIGINT) before any cancel reached it: its
+    #: final event is ``task.failed`` naming the ``signal``; the gateway, which
+    #: knows whether it asked for a cancel, may still end the task cancelled
+    TERMINATED = 6
     #: started without its configuration (task id, gateway URL, token)
     USAGE = 64
 
@@ -78,5 +83,15 @@ _MEANINGS: Final = {
     RunnerExit.TIMED_OUT: "timed out",
     RunnerExit.LINK_LOST: "lost its link to the gateway",
     RunnerExit.FINAL_NOT_ACKED: "could not report its final event",
+    RunnerExit.TERMINATED: "was terminated by a signal that no cancel asked for",
     RunnerExit.USAGE: "was started without its configuration",
 }
+
+
+def signal_reason(signal_name: str) -> str:
+    """Why a task failed whose runner was stopped by ``signal_name`` unasked:
+    for a pod, the kubelet's SIGTERM when the pod is deleted or its node drained."""
+    return (
+        f"runner terminated by {signal_name}: its pod was deleted or its node drained, "
+        "or its process was stopped from outside; no cancel was requested"
+    )

@@ -67,9 +67,9 @@ class RunnerContext:
         self.cancel_reason = ""
         #: why the runner itself stopped the task as failed (a crossed budget)
         self.failure: str | None = None
-        #: no limits until the welcome names the task (no engine runs before it)
+        #: the task's limits, known from the welcome on (no engine runs before it)
         self.budget = Budget()
-        self._generic_reason = False
+        self._signal: str | None = None
         self._outbox = outbox
         self._state: dict[str, Any] | None = None
         self._version = 0
@@ -271,20 +271,35 @@ class RunnerContext:
         log.info("task.stopping_failed", reason=reason)
         self.cancel(reason)
 
-    def cancel(self, reason: str, *, generic: bool = False) -> None:
+    @property
+    def terminated_by(self) -> str | None:
+        """The signal that stopped the engine when no cancel has reached the
+        runner (a pod deleted, a node drained); None once one has."""
+        with self._cv:
+            return self._signal
+
+    def terminate(self, signal_name: str) -> None:
+        """A signal stops the engine as a cancel does; a cancel that arrives
+        afterwards (the gateway sends its frame along with its SIGTERM) still
+        gives its reason, and the task is no longer merely terminated."""
+        self._stop(f"terminated by {signal_name}", signal_name)
+
+    def cancel(self, reason: str) -> None:
         """Ask the engine to stop. Idempotent: the first reason wins, except that
-        a specific reason (the gateway's "timeout") replaces a ``generic`` one
-        (SIGTERM), which the gateway sends along with its cancel frame."""
+        a cancel's reason replaces a signal's (see :meth:`terminate`)."""
+        self._stop(reason, None)
+
+    def _stop(self, reason: str, signal_name: str | None) -> None:
         with self._cv:
             if self.cancelled.is_set():
-                if self._generic_reason and not generic and reason:
-                    self.cancel_reason, self._generic_reason = reason, False
+                if self._signal is not None and signal_name is None and reason:
+                    self.cancel_reason, self._signal = reason, None
                 return
             self.cancel_reason = reason or "cancelled"
-            self._generic_reason = generic
+            self._signal = signal_name
             self.cancelled.set()
             self._cv.notify_all()
-        log.info("task.cancel_requested", reason=self.cancel_reason)
+        log.info("task.cancel_requested", reason=self.cancel_reason, signal=signal_name)
         for hook in list(self.cancel_hooks):
             try:
                 hook()

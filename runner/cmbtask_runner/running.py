@@ -29,6 +29,7 @@ from cmbtask_protocol import (
     RunnerExit,
     RunnerStateResult,
     RunnerWelcome,
+    signal_reason,
 )
 
 from .capture import OutputCapture
@@ -130,13 +131,16 @@ async def _consume(inbound: asyncio.Queue[Inbound], ctx: RunnerContext, welcomed
 
 
 def _watch_signals(loop: asyncio.AbstractEventLoop, ctx: RunnerContext) -> asyncio.Event:
-    """SIGTERM/SIGINT mean cancel: the engine stops, ``task.cancelled`` goes out."""
+    """SIGTERM/SIGINT stop the engine as a cancel does. Unless a cancel reaches
+    the runner too, the task is reported failed, naming the signal: nobody
+    asked for it (a pod deleted, a node drained). Whether the gateway did ask
+    is the gateway's to say (``lifecycle.ending_when_stopped``)."""
     terminated = asyncio.Event()
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         log.info("runner.signal", signal=name)
-        ctx.cancel(f"terminated ({name})", generic=True)
+        ctx.terminate(name)
         terminated.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -155,7 +159,7 @@ async def _run_linked(run: _Run) -> RunResult:
         return _link_fatal(link_task)
     if not ctx.welcomed:
         log.info("runner.stopped_before_welcome")
-        return RunResult(RunnerExit.CANCELLED, reason="terminated before the task started")
+        return RunResult(RunnerExit.TERMINATED, reason="terminated before the task started")
     configure_logging(sink, task_id=config.task_id, session_id=ctx.task.session_id)
     final_type, data = await _run_engine(config, sink, ctx, link_task)
     if final_type is None:
@@ -283,6 +287,8 @@ def _final_event(ctx: RunnerContext, outcome: _EngineResult, *, finished: bool) 
     if ctx.cancelled.is_set() and (not succeeded or ctx.cancel_reason == CANCEL_TIMEOUT):
         if ctx.cancel_reason == CANCEL_TIMEOUT:
             return EventType.TASK_TIMED_OUT, {"reason": f"timed out after {ctx.task.timeout_s} s"}
+        if (signal_name := ctx.terminated_by) is not None:
+            return EventType.TASK_FAILED, {"reason": signal_reason(signal_name), "signal": signal_name}
         return EventType.TASK_CANCELLED, {"reason": ctx.cancel_reason}
     if succeeded:
         return EventType.TASK_SUCCEEDED, {"reason": "", "result": outcome.result}
@@ -318,7 +324,8 @@ async def _report(
     if not acked:
         log.error("task.final_not_acked", final_event=final_type, waited_s=config.final_ack_s)
         return RunResult(RunnerExit.FINAL_NOT_ACKED, final_type, reason, acked=False)
-    return RunResult(RunnerExit.for_final_event(final_type), final_type, reason, acked=True)
+    code = RunnerExit.TERMINATED if data.get("signal") else RunnerExit.for_final_event(final_type)
+    return RunResult(code, final_type, reason, acked=True)
 
 
 def _task_already_final(link_task: asyncio.Task[None]) -> bool:

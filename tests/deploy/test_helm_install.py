@@ -248,12 +248,8 @@ def test_deleting_the_gateway_pod_mid_task_loses_nothing(installed: Installed) -
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the kubelet stops a deleted pod with SIGTERM, which the runner takes for a cancel: it "
-    "reports task.cancelled before it exits, so the task ends cancelled, not failed PodDeleted",
-)
 def test_deleting_a_runner_pod_fails_its_task_with_the_reason(installed: Installed) -> None:
+    # the kubelet stops the deleted pod's runner with SIGTERM, which no cancel asked for
     token = installed.token("alice")
     with installed.client(token) as http:
         session_id = _new_session(http)
@@ -266,7 +262,8 @@ def test_deleting_a_runner_pod_fails_its_task_with_the_reason(installed: Install
         ended = _task_phase(http, task["id"], FINAL_PHASES, timeout_s=120)
     status = _wait_finished(installed.kubectl, name)
     assert (status["phase"], status["reason"]) == ("failed", "PodDeleted"), status
-    assert ended["phase"] == "failed" and ended["reason"], ended
+    # the runner's reason names SIGTERM; the watchdog's, if the runner could not report, the deletion
+    assert ended["phase"] == "failed" and "deleted" in ended["reason"], ended
 
 
 def test_upgrade_and_uninstall_keep_the_signing_key_and_the_crd(installed: Installed) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from cmbtask_operator import OperatorSettings, read_pod, status_patch
 from cmbtask_operator.handlers import refusal
 from cmbtask_operator.statuses import PodReport, final_patch, set_condition
-from cmbtask_protocol import CmbTaskSpec, ConditionStatus, ConditionType, TaskPhase
+from cmbtask_protocol import CmbTaskSpec, ConditionStatus, ConditionType, RunnerExit, TaskPhase, signal_reason
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -145,3 +145,15 @@ def test_runner_exit_codes_for_cancelled_and_timed_out() -> None:
     assert cancelled is not None and cancelled.phase is TaskPhase.CANCELLED
     assert timed_out is not None and timed_out.phase is TaskPhase.TIMED_OUT
     assert failed is not None and failed.phase is TaskPhase.FAILED and failed.exit_code == 4
+
+
+def test_a_runner_terminated_unasked_fails_its_task_as_pod_deleted() -> None:
+    # the kubelet's SIGTERM for a deleted pod or a drained node: no cancel asked for it
+    terminated = {"terminated": {"exitCode": int(RunnerExit.TERMINATED), "reason": "Error"}}
+    report = read_pod(pod("Failed", terminated))
+    patch = status_patch(report, {"phase": "running", "podName": "p"}, NOW)  # type: ignore[arg-type]
+    assert patch is not None
+    assert (patch["phase"], patch["reason"], patch["exitCode"]) == ("failed", "PodDeleted", 6)
+    assert patch["message"] == signal_reason("SIGTERM")
+    # a cancel marks the task final before the operator deletes the pod: nothing changes
+    assert status_patch(report, {"phase": "cancelled"}, NOW) is None  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cmbtask_protocol import RunnerExit, signal_reason
+
 from tests.runner.runner_fakegw import FakeGateway, TaskRecord, finish, start_runner, wait_for
 
 FAST = {"step_delay_s": 0.05, "lines_per_step": 2}
@@ -86,14 +88,28 @@ async def test_cancel_while_waiting_for_approval(gw: FakeGateway, tmp_path: Path
     assert record.final()["data"]["reason"] == "cancelled by alice"
 
 
-async def test_sigterm_cancels_a_running_task(gw: FakeGateway, tmp_path: Path) -> None:
+async def test_sigterm_nobody_asked_for_fails_the_task_naming_it(gw: FakeGateway, tmp_path: Path) -> None:
     record = gw.add_task("demo", {"steps": 50, "step_delay_s": 0.2, "lines_per_step": 1})
     proc = await start_runner(gw, record, tmp_path)
     await wait_for(lambda: "step.started" in record.types(), what="first step")
-    proc.terminate()
-    assert await finish(proc, 15) == 2
+    proc.terminate()  # a pod deleted, a node drained: no cancel frame
+    assert await finish(proc, 15) == RunnerExit.TERMINATED
     final = record.final()
-    assert final["event_type"] == "task.cancelled" and "SIGTERM" in final["data"]["reason"]
+    assert final["event_type"] == "task.failed" and final["data"]["signal"] == "SIGTERM"
+    assert final["data"]["reason"] == signal_reason("SIGTERM")
+    exit_record = json.loads((tmp_path / "exit.json").read_text())
+    assert (exit_record["exit_code"], exit_record["final_event"]) == (RunnerExit.TERMINATED, "task.failed")
+
+
+async def test_sigterm_with_the_gateways_cancel_ends_cancelled(gw: FakeGateway, tmp_path: Path) -> None:
+    record = gw.add_task("demo", {"steps": 50, "step_delay_s": 0.2, "lines_per_step": 1})
+    proc = await start_runner(gw, record, tmp_path)
+    await wait_for(lambda: "step.started" in record.types(), what="first step")
+    proc.terminate()  # the signal may overtake the gateway's frame
+    await gw.cancel(record, "cancelled by alice")
+    assert await finish(proc, 15) == RunnerExit.CANCELLED
+    assert record.final()["event_type"] == "task.cancelled"
+    assert record.final()["data"]["reason"] == "cancelled by alice"
 
 
 async def test_gateway_timeout_cancel_ends_timed_out(gw: FakeGateway, tmp_path: Path) -> None:

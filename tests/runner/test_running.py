@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cmbtask_protocol import RunnerWelcome, TaskSpec
+from cmbtask_protocol import RunnerWelcome, TaskSpec, signal_reason
 from cmbtask_runner.context import RunnerContext
 from cmbtask_runner.engines.base import EngineError, TaskCancelled
 from cmbtask_runner.outbox import Outbox
@@ -49,7 +49,7 @@ def test_final_event_for_each_ending(tmp_path: Path) -> None:
 
 def test_cancel_reasons_decide_cancelled_or_timed_out(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
-    ctx.cancel("terminated (SIGTERM)", generic=True)
+    ctx.terminate("SIGTERM")
     ctx.cancel("timeout")  # the gateway's reason arrives just after its SIGTERM
     assert _final_event(ctx, _EngineResult(), finished=False) == (
         "task.timed_out",
@@ -119,3 +119,31 @@ async def test_cancelled_before_start_never_runs_the_engine(gw: FakeGateway, tmp
     record.cancel_requested = True  # welcome says so
     assert await finish(await start_runner(gw, record, tmp_path)) == 2
     assert record.types() == ["task.cancelled"]
+
+
+def test_a_signal_no_cancel_followed_fails_naming_the_signal(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ctx.terminate("SIGTERM")
+    assert ctx.cancelled.is_set() and ctx.terminated_by == "SIGTERM"
+    assert _final_event(ctx, _EngineResult(error=TaskCancelled("stop")), finished=True) == (
+        "task.failed",
+        {"reason": signal_reason("SIGTERM"), "signal": "SIGTERM"},
+    )
+    # an engine that finished anyway succeeded
+    assert _final_event(ctx, _EngineResult(result={}), finished=True)[0] == "task.succeeded"
+
+
+def test_a_cancel_after_the_signal_makes_it_a_cancel(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ctx.terminate("SIGTERM")
+    ctx.cancel("cancelled by alice")  # the gateway's frame, overtaken by its SIGTERM
+    ctx.terminate("SIGINT")  # a later signal changes nothing
+    assert ctx.terminated_by is None
+    assert _final_event(ctx, _EngineResult(), finished=False) == (
+        "task.cancelled",
+        {"reason": "cancelled by alice"},
+    )
+    first = _ctx(tmp_path)
+    first.cancel("cancelled by bob")
+    first.terminate("SIGTERM")
+    assert first.terminated_by is None and first.cancel_reason == "cancelled by bob"

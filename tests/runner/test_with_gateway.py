@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cmbtask_protocol import signal_reason
 
 from tests.runner.gateway_tasks import (
     LOCAL,
@@ -155,6 +156,24 @@ async def test_runner_sigkill_fails_the_task_and_state_resumes(local_gateway: Ga
     started = next(e for e in mine if e["type"] == "task.started")
     assert started["data"]["resumed_from_version"] >= saved
     assert [e["data"]["step"] for e in mine if e["type"] == "step.started"] == [completed + 1]
+
+
+async def test_a_runner_sigtermed_from_outside_fails_its_task_with_the_reason(
+    local_gateway: GatewayProcess,
+) -> None:
+    with local_gateway.client() as http:
+        session_id = new_session(http)
+        task = submit(http, session_id, engine="demo", params={"steps": 100, "step_delay_s": 0.3})
+        await wait_event(local_gateway, session_id, "step.started")
+        pid = runner_pid(get_task(http, task["id"]))
+        os.kill(pid, signal.SIGTERM)  # nobody asked the gateway for a cancel
+    ended = await wait_phase(local_gateway, task["id"], timeout_s=30)
+    assert ended["phase"] == "failed", ended
+    assert ended["reason"] == signal_reason("SIGTERM")
+    assert await wait_gone([pid]), "the runner exited"
+    finals = {"task.failed", "task.cancelled", "task.succeeded", "task.timed_out"}
+    [final] = [e for e in all_events(local_gateway, session_id) if e["type"] in finals]
+    assert final["type"] == "task.failed" and final["data"]["signal"] == "SIGTERM"
 
 
 async def test_cancel_running_and_waiting_tasks(local_gateway: GatewayProcess) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cmbtask_protocol import PROVIDER_KEY_VARIABLES
 
@@ -34,6 +34,9 @@ class LaunchRequest:
     #: per-task runner token; never logged
     token: str
     timeout_s: float | None = None
+    #: the task's engine params: an executor that hands the task to someone who
+    #: validates it (the operator, from the CmbTask spec) passes them on
+    params: Mapping[str, Any] = field(default_factory=dict)
     #: the owner's provider keys (``OPENAI_API_KEY`` …) for the runner's environment; never logged
     provider_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 

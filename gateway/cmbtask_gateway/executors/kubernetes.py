@@ -181,6 +181,9 @@ class KubernetesExecutor:
             "owner": request.owner,
             "gatewayUrl": request.gateway_url,
             "image": self._settings.kubernetes_runner_image,
+            # the operator validates them for the engine before it makes the pod;
+            # provider keys go in the per-task Secret, never in the spec
+            "params": dict(request.params),
         }
         if request.timeout_s is not None:
             spec["timeoutSeconds"] = max(1, math.ceil(request.timeout_s))

@@ -244,6 +244,7 @@ class RunnerIngest:
         rseq, ts = frame.rseq, frame.ts
         final_phase = FINAL_EVENT_PHASES.get(frame.event_type)
         if final_phase is not None:
+            final_phase, data = lifecycle.runner_ending(task, final_phase, data)
             reason, exit_code = str(data.get("reason", "")), data.get("exit_code")
             if await lifecycle.finish(
                 tx, task, final_phase, reason=reason, exit_code=exit_code, data=data, rseq=rseq, ts=ts

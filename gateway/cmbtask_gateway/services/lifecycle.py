@@ -10,6 +10,10 @@ Two shortcuts are edges of their own: a task whose runner someone else
 started (executor ``none``) goes from ``queued`` straight to ``running``, and
 any unfinished task may end.
 
+How a task ends whose runner was stopped without a result of its own (it
+died, or a signal stopped it before any cancel reached it) is decided here as
+well, from what the gateway recorded: as the cancel it asked for, or failed.
+
 Which queued task may start is decided here too: a session runs its tasks
 one at a time, in submission order (the oldest unfinished task of a session
 is the only one that may start), unless the session allows parallel tasks.
@@ -23,7 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from cmbtask_protocol import FINAL_TASK_PHASES, ApprovalStatus, EventType, TaskPhase
+from cmbtask_protocol import CANCEL_TIMEOUT, FINAL_TASK_PHASES, ApprovalStatus, EventType, TaskPhase
 from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
 from sqlalchemy.orm import aliased
 
@@ -38,12 +42,14 @@ __all__ = [
     "allowed",
     "approval_closed",
     "approval_opened",
+    "ending_when_stopped",
     "finish",
     "is_next_in_session",
     "mark_running",
     "may_start",
     "move",
     "queue",
+    "runner_ending",
     "start",
     "waiting_behind",
 ]
@@ -156,6 +162,35 @@ async def approval_closed(tx: WriteTx, task_id: str) -> None:
     )
     if not still_pending:
         move(task, await tx.db.get(Session, task.session_id), TaskPhase.RUNNING)
+
+
+def ending_when_stopped(task: Task) -> tuple[TaskPhase, str | None]:
+    """The phase (and reason) of a task whose runner stopped without a result.
+
+    A stop the gateway asked for is recorded (``cancel_requested``) before
+    any executor stops the runner, so it ends as asked: ``timed_out`` or
+    ``cancelled``. Any other stop (a pod deleted, a node drained, a process
+    killed from outside) is a failure; its reason is the caller's."""
+    if not task.cancel_requested:
+        return TaskPhase.FAILED, None
+    if task.cancel_reason == CANCEL_TIMEOUT:
+        return TaskPhase.TIMED_OUT, "timed out"
+    return TaskPhase.CANCELLED, task.cancel_reason or "cancelled"
+
+
+def runner_ending(task: Task, phase: TaskPhase, data: dict[str, Any]) -> tuple[TaskPhase, dict[str, Any]]:
+    """The phase a runner's final event ends ``task`` in, with its payload.
+
+    A runner that a signal stopped before any cancel reached it reports
+    ``task.failed`` naming the ``signal``; if the gateway had asked for a
+    cancel (its frame lost or overtaken by the executor's SIGTERM), the task
+    ends as that cancel says."""
+    if not data.get("signal"):
+        return phase, data
+    stopped, reason = ending_when_stopped(task)
+    if reason is None:
+        return phase, data
+    return stopped, {**data, "reason": reason}
 
 
 async def finish(

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from cmbtask_gateway.executors.base import ExecutorError, LaunchRequest
 from cmbtask_gateway.executors.local import LocalExecutor
+from cmbtask_protocol import RunnerExit
 
 from tests.runner.runner_fakegw import TOKEN, FakeGateway, wait_for
 
@@ -233,13 +234,23 @@ async def test_forked_runner_cancel_and_kill(gw: FakeGateway, tmp_path: Path) ->
     executor = LocalExecutor(tmp_path / "data", [sys.executable, "-m", "cmbtask_runner"], extra_env=NO_PROXY)
     await executor.start()
     try:
-        polite, killed = gw.add_task("demo", {"steps": 100}), gw.add_task("demo", {"steps": 100})
-        first = await executor.launch(_gw_request(gw, polite.spec.id))
-        second = await executor.launch(_gw_request(gw, killed.spec.id))
-        await wait_for(lambda: "step.started" in polite.types() and "step.started" in killed.types())
+        records = [gw.add_task("demo", {"steps": 100}) for _ in range(3)]
+        polite, unasked, _killed = records
+        first, stopped, second = [await executor.launch(_gw_request(gw, r.spec.id)) for r in records]
+        await wait_for(lambda: all("step.started" in record.types() for record in records))
+        await gw.cancel(polite, "cancelled by alice")  # the gateway's frame comes before its stop
         await executor.cancel(first, grace_s=10)
         status = await executor.inspect(first)
         assert not status.alive and status.exit_code == 2 and polite.final()["event_type"] == "task.cancelled"
+        # a stop with no cancel behind it (the runner signalled from outside) is a failure
+        await executor.cancel(stopped, grace_s=10)
+        status = await executor.inspect(stopped)
+        assert not status.alive and status.exit_code == RunnerExit.TERMINATED
+        assert status.reason and "terminated by a signal" in status.reason
+        assert (unasked.final()["event_type"], unasked.final()["data"]["signal"]) == (
+            "task.failed",
+            "SIGTERM",
+        )
         os.kill(int(second.split(":")[0]), signal.SIGKILL)
         await asyncio.sleep(0.5)
         status = await executor.inspect(second)

@@ -15,11 +15,13 @@ from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.errors import Conflict
 from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import (
+    CANCEL_TIMEOUT,
     RunnerApprovalRequest,
     RunnerEvent,
     RunnerStateSave,
     SessionCreate,
     TaskCreate,
+    signal_reason,
 )
 
 
@@ -84,3 +86,23 @@ async def test_a_state_save_from_an_old_version_is_refused(gateway: Gateway) -> 
     result = await gateway.ingest.apply(task_id, session_id, [first, stale])
     assert [(reply.ok, reply.version) for reply in result.replies] == [(True, 1), (False, 1)]
     assert (await gateway.sessions.get("alice", session_id)).state_version == 1
+
+
+async def test_a_runner_stopped_by_a_signal_fails_unless_a_cancel_was_requested(gateway: Gateway) -> None:
+    terminated = {"reason": signal_reason("SIGTERM"), "signal": "SIGTERM"}
+    ended: dict[str, tuple[str, str | None, str]] = {}
+    for cancel in (None, "cancelled by alice", CANCEL_TIMEOUT):
+        task_id, session_id = await _task(gateway)
+        await gateway.ingest.apply(task_id, session_id, [_event(1, "task.started", engine="demo", mode="x")])
+        if cancel is not None:  # recorded before any executor stops the runner
+            await gateway.tasks.request_cancel(task_id, session_id, cancel)
+        result = await gateway.ingest.apply(task_id, session_id, [_event(2, "task.failed", **terminated)])
+        assert result.finished
+        view = await gateway.tasks.get("alice", task_id)
+        ended[str(cancel)] = (view.phase, view.reason, (await _types(gateway, session_id))[-1])
+    assert ended == {
+        "None": ("failed", signal_reason("SIGTERM"), "task.failed"),
+        "cancelled by alice": ("cancelled", "cancelled by alice", "task.cancelled"),
+        CANCEL_TIMEOUT: ("timed_out", "timed out", "task.timed_out"),
+    }
+    assert "SIGTERM" in ended["None"][1] and "no cancel" in ended["None"][1]

@@ -8,7 +8,7 @@ import itertools
 import pytest
 from cmbtask_gateway.db.models import Session, Task
 from cmbtask_gateway.services import lifecycle
-from cmbtask_protocol import EventType, TaskPhase
+from cmbtask_protocol import CANCEL_TIMEOUT, EventType, TaskPhase, signal_reason
 from structlog.testing import capture_logs
 
 Q, S, R, W = TaskPhase.QUEUED, TaskPhase.STARTING, TaskPhase.RUNNING, TaskPhase.WAITING_APPROVAL
@@ -70,3 +70,33 @@ def test_each_final_phase_has_its_event() -> None:
         EventType.TASK_CANCELLED,
         EventType.TASK_TIMED_OUT,
     }
+
+
+@pytest.mark.parametrize(
+    ("cancel_reason", "expected"),
+    [
+        (None, (TaskPhase.FAILED, None)),
+        ("cancelled by alice", (TaskPhase.CANCELLED, "cancelled by alice")),
+        ("", (TaskPhase.CANCELLED, "cancelled")),
+        (CANCEL_TIMEOUT, (TaskPhase.TIMED_OUT, "timed out")),
+    ],
+)
+def test_a_stopped_runner_ends_as_the_cancel_asked_or_failed(
+    cancel_reason: str | None, expected: tuple[TaskPhase, str | None]
+) -> None:
+    task, _ = _task(R)
+    task.cancel_requested, task.cancel_reason = cancel_reason is not None, cancel_reason
+    assert lifecycle.ending_when_stopped(task) == expected
+
+
+def test_a_signalled_runner_fails_unless_a_cancel_was_asked_for() -> None:
+    data = {"reason": signal_reason("SIGTERM"), "signal": "SIGTERM"}
+    task, _ = _task(R)
+    task.cancel_requested = False
+    assert lifecycle.runner_ending(task, TaskPhase.FAILED, data) == (TaskPhase.FAILED, data)
+    task.cancel_requested, task.cancel_reason = True, "cancelled by alice"
+    phase, ended = lifecycle.runner_ending(task, TaskPhase.FAILED, data)
+    assert phase is TaskPhase.CANCELLED and ended == {**data, "reason": "cancelled by alice"}
+    # a runner's own failure is its own, a cancel requested or not
+    plain = {"reason": "step 2 failed"}
+    assert lifecycle.runner_ending(task, TaskPhase.FAILED, plain) == (TaskPhase.FAILED, plain)
