@@ -40,7 +40,13 @@ PYTHON_BASE="cmbtask.local/python:3.11-bookworm-$BASES_VERSION-ca-$CA_KEY"
 NODE_BASE="cmbtask.local/node:$NODE_VERSION-bookworm-$BASES_VERSION-ca-$CA_KEY"
 VERSION="$(awk -F'"' '/^version *=/ {print $2; exit}' "$REPO/pyproject.toml")"
 TARGETS=(gateway operator runner)
-DEBIAN_MIRROR="${CMBTASK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The bases come from the mirror this machine's apt uses (its first URIs:
+# line, or its first deb line), unless CMBTASK_DEBIAN_MIRROR names another.
+host_debian_mirror() {
+    awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null && return 0
+    awk '$1 == "deb" {print ($2 ~ /^\[/ ? $3 : $2); exit}' /etc/apt/sources.list 2>/dev/null || true
+}
+DEBIAN_MIRROR="${CMBTASK_DEBIAN_MIRROR:-$(host_debian_mirror)}"
 
 log() { echo "images: $*" >&2; }
 
