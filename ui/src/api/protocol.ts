@@ -562,6 +562,7 @@ export interface TaskFinished {
   result?: {
     [k: string]: unknown;
   } | null;
+  signal?: string | null;
   [k: string]: unknown;
 }
 export interface TaskQueued {
