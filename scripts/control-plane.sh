@@ -22,15 +22,13 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-K8S_MOD_DIR="$HERE/k8s/kubernetes"
+# shellcheck source=k8s/common.sh
+source "$HERE/k8s/common.sh"
 ETCD_MOD_DIR="$HERE/k8s/etcd"
-K8S_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$K8S_MOD_DIR/go.mod")"
 ETCD_VERSION="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$ETCD_MOD_DIR/go.mod")"
-CACHE_ROOT="${CMBTASK_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cmbtask}"
 BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 DEFAULT_RUN_DIR="${CMBTASK_K8S_RUN_DIR:-/tmp/cmbtask-control-plane}"
-START_TIMEOUT_S="${CMBTASK_K8S_START_TIMEOUT_S:-120}"
 NODE="$HERE/node.sh"
 CONTROLLERS=garbage-collector-controller,serviceaccount-controller,namespace-controller
 CONTROLLERS+=,root-ca-certificate-publisher-controller,node-lifecycle-controller,deployment-controller
@@ -51,16 +49,6 @@ have_binaries() {
     done
 }
 
-k8s_ldflags() {
-    # Without these the binaries report v0.0.0 and kubectl warns about skew.
-    local minor pkg flags=""
-    minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-        flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-        flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-    done
-    echo "-s -w$flags"
-}
 
 cmd_build() {
     bash "$NODE" build >/dev/null
@@ -90,11 +78,6 @@ cmd_build() {
     echo "$BIN_DIR"
 }
 
-free_port() {
-    # Ask the kernel for a free loopback port; other test runs pick theirs
-    # the same way, so nothing here is fixed.
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 make_pki() {
     local dir="$1"

@@ -18,9 +18,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-K8S_MOD_DIR="$HERE/k8s/kubernetes"
-K8S_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$K8S_MOD_DIR/go.mod")"
-CACHE_ROOT="${CMBTASK_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cmbtask}"
+# shellcheck source=k8s/common.sh
+source "$HERE/k8s/common.sh"
 NODE_BIN_DIR="$CACHE_ROOT/k8s-node-$K8S_VERSION"
 NODE_BINARIES=(kubelet kube-scheduler kube-proxy)
 PAUSE_IMAGE="cmbtask.local/pause:1"
@@ -37,7 +36,6 @@ SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forw
     net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.conf.all.route_localnet)
 # the node's runtime, and what builds its pause image and the project's images
 PACKAGES=(containerd runc containernetworking-plugins iptables gcc libc6-dev docker.io debootstrap)
-START_TIMEOUT_S="${CMBTASK_K8S_START_TIMEOUT_S:-120}"
 
 log() { echo "node: $*" >&2; }
 
@@ -54,15 +52,6 @@ have_binaries() {
     done
 }
 
-k8s_ldflags() {
-    local minor pkg flags=""
-    minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-        flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-        flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-    done
-    echo "-s -w$flags"
-}
 
 pause_image() {
     # A one-layer image in the `docker save` layout, which `ctr images import` reads.
@@ -362,9 +351,6 @@ cmd_start() {
     log "node $NODE_NAME Ready in $((SECONDS - started)) s (state in $dir/node)"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # ---- stop --------------------------------------------------------------------------
 
