@@ -6,6 +6,7 @@
 import { useEffect, useState } from "react";
 import { api, ApiError } from "../api/http";
 import type { ProviderKeyList, UserSettings } from "../api/protocol";
+import { BudgetFields, numberOrNull } from "../components/BudgetFields";
 
 function message(err: unknown): string {
   return err instanceof ApiError ? err.message : String(err);
@@ -118,10 +119,6 @@ export function KeysCard() {
   );
 }
 
-function numberOrNull(text: string): number | null {
-  return text.trim() === "" ? null : Number(text);
-}
-
 export function BudgetCard() {
   const [cost, setCost] = useState("");
   const [tokens, setTokens] = useState("");
@@ -162,28 +159,14 @@ export function BudgetCard() {
       <h2 id="budget-title">Default budget for new tasks</h2>
       <p className="muted">A task that spends more is stopped and ends failed; its files are kept.</p>
       <div className="row-fields">
-        <label className="field">
-          <span>Max cost (USD)</span>
-          <input
-            type="number"
-            min={0}
-            step="any"
-            value={cost}
-            onChange={(e) => setCost(e.target.value)}
-            placeholder="none"
-          />
-        </label>
-        <label className="field">
-          <span>Max tokens</span>
-          <input
-            type="number"
-            min={1}
-            step={1}
-            value={tokens}
-            onChange={(e) => setTokens(e.target.value)}
-            placeholder="none"
-          />
-        </label>
+        <BudgetFields
+          cost={cost}
+          tokens={tokens}
+          onCost={setCost}
+          onTokens={setTokens}
+          costLabel="Max cost (USD)"
+          placeholder="none"
+        />
       </div>
       <label className="field">
         <span>Price overrides (USD per million tokens, by model)</span>

@@ -1,6 +1,7 @@
 /* Submit a task to the session: mode, engine, prompt, parameters as JSON,
  * timeout. Parameters are checked as JSON here; the gateway validates them. */
 import { useState } from "react";
+import { BudgetFields, numberOrNull } from "../components/BudgetFields";
 import { api, ApiError } from "../api/http";
 import type { ModeInfo } from "../api/protocol";
 import { IMPLEMENTATION, modeNote, pickEngine, pickMode } from "./modePicker";
@@ -101,8 +102,8 @@ export function TaskForm({
         prompt,
         params: parsed,
         timeout_s: timeout ? Number(timeout) : null,
-        max_cost_usd: maxCost ? Number(maxCost) : null,
-        max_tokens: maxTokens ? Number(maxTokens) : null,
+        max_cost_usd: numberOrNull(maxCost),
+        max_tokens: numberOrNull(maxTokens),
       });
       setPrompt("");
     } catch (err) {
@@ -154,28 +155,14 @@ export function TaskForm({
             placeholder="none"
           />
         </label>
-        <label className="field">
-          <span>Budget (USD)</span>
-          <input
-            type="number"
-            min={0}
-            step="any"
-            value={maxCost}
-            onChange={(e) => setMaxCost(e.target.value)}
-            placeholder="your default"
-          />
-        </label>
-        <label className="field">
-          <span>Max tokens</span>
-          <input
-            type="number"
-            min={1}
-            step={1}
-            value={maxTokens}
-            onChange={(e) => setMaxTokens(e.target.value)}
-            placeholder="your default"
-          />
-        </label>
+        <BudgetFields
+          cost={maxCost}
+          tokens={maxTokens}
+          onCost={setMaxCost}
+          onTokens={setMaxTokens}
+          costLabel="Budget (USD)"
+          placeholder="your default"
+        />
       </div>
       {modeInfo && (
         <p className="muted mode-info" data-testid="mode-info">
