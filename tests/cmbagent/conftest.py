@@ -40,6 +40,18 @@ if not HAS_CMBAGENT:
 DUMMY_KEY = "sk-cmbtask-test-0000000000000000"
 
 
+def local_gateway(data: Path, **env: str) -> GatewayProcess:
+    """A gateway on SQLite in ``data`` whose local runners use this venv's
+    Python (the one with the release under test), not yet started."""
+    return GatewayProcess(
+        data,
+        f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
+        CMBTASK_EXECUTOR="local",
+        CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
+        **env,
+    )
+
+
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[tuple[str, FakeOpenAI]]:
     with running_server(AgentScript(plan_steps=1)) as served:
@@ -52,11 +64,8 @@ def cmb_gateway(
 ) -> Iterator[GatewayProcess]:
     url, _fake = fake_openai
     data = tmp_path_factory.mktemp("cmbagent-gateway")
-    process = GatewayProcess(
+    process = local_gateway(
         data,
-        f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
-        CMBTASK_EXECUTOR="local",
-        CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
         # What a deployment sets for its runners; the runner inherits it
         # because the admin opted in (users' own keys: tests/cmbagent/test_budget.py).
         CMBTASK_PROVIDER_KEYS_FALLBACK="true",

@@ -8,7 +8,6 @@ calls, priced from the user's price table, cross the task's budget.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 
-from .conftest import task_dir
+from .conftest import local_gateway, task_dir
 from .driving import run_task
 from .openai_server import FakeOpenAI
 
@@ -35,11 +34,8 @@ def keyless_gateway(
 ) -> Iterator[GatewayProcess]:
     url, _fake = fake_openai
     data = tmp_path_factory.mktemp("cmbagent-budget")
-    process = GatewayProcess(
+    process = local_gateway(
         data,
-        f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
-        CMBTASK_EXECUTOR="local",
-        CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
         OPENAI_API_KEY="",  # the gateway's own: none
         OPENAI_BASE_URL=url,
         CMBAGENT_MODEL=MODEL,

@@ -5,9 +5,7 @@ modes it can run, ``/api/modes`` says so, and without an API key a
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 
-from .conftest import DUMMY_KEY
+from .conftest import DUMMY_KEY, local_gateway
 from .releases import MAINTAINED
 
 pytestmark = pytest.mark.cmbagent
@@ -29,15 +27,8 @@ KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KE
 
 
 def _gateway(root: Path, **env: str) -> GatewayProcess:
-    return GatewayProcess(
-        root / "data",
-        f"sqlite+aiosqlite:///{root / 'cmbtask.db'}",
-        CMBTASK_EXECUTOR="local",
-        # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
-        CMBTASK_PROVIDER_KEYS_FALLBACK="true",
-        CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
-        **env,
-    )
+    # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
+    return local_gateway(root / "data", CMBTASK_PROVIDER_KEYS_FALLBACK="true", **env)
 
 
 @pytest.fixture

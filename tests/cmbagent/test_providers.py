@@ -7,17 +7,14 @@ events and costs show both."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import GatewayProcess
-
 from .agent_scripts import AgentScript
 from .anthropic_server import FakeAnthropic, running_anthropic
-from .conftest import DUMMY_KEY
+from .conftest import DUMMY_KEY, local_gateway
 from .driving import run_task
 from .openai_server import FakeOpenAI, running_server
 
@@ -45,11 +42,8 @@ def test_one_agent_on_claude_the_rest_on_openai(
     openai_url, openai, anthropic_url, anthropic = providers
     for variable in ("GEMINI_API_KEY", "MISTRAL_API_KEY"):
         monkeypatch.delenv(variable, raising=False)
-    gateway = GatewayProcess(
+    gateway = local_gateway(
         tmp_path / "data",
-        f"sqlite+aiosqlite:///{tmp_path / 'cmbtask.db'}",
-        CMBTASK_EXECUTOR="local",
-        CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
         # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
         CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         OPENAI_API_KEY=DUMMY_KEY,

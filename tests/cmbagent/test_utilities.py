@@ -4,8 +4,6 @@ their markdown, the prompt with the papers' context)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -13,7 +11,7 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 
-from .conftest import DUMMY_KEY, task_dir
+from .conftest import DUMMY_KEY, local_gateway, task_dir
 from .driving import run_task
 from .paper_servers import OcrLedger, Papers, running_arxiv, running_mistral_ocr
 from .releases import require_mode
@@ -41,11 +39,8 @@ def gateway(
 ) -> Iterator[GatewayProcess]:
     arxiv_url, _papers, mistral_url, _ledger = services
     data = tmp_path_factory.mktemp("utilities")
-    process = GatewayProcess(
+    process = local_gateway(
         data,
-        f"sqlite+aiosqlite:///{data / 'cmbtask.db'}",
-        CMBTASK_EXECUTOR="local",
-        CMBTASK_RUNNER_COMMAND=json.dumps([sys.executable, "-m", "cmbtask_runner"]),
         # the gateway's own keys are the runners' (an admin's opt-in; users' own: test_budget.py)
         CMBTASK_PROVIDER_KEYS_FALLBACK="true",
         OPENAI_API_KEY=DUMMY_KEY,
