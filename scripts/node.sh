@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # A real Kubernetes node beside the development control plane: containerd,
-# runc, the CNI bridge, the kubelet, kube-proxy and kube-scheduler.
+# runc, the CNI bridge, the kubelet, kube-proxy, kube-scheduler and kube-router's
+# network-policy controller (the firewall that enforces NetworkPolicy).
 # scripts/control-plane.sh calls this; it is not meant to be run on its own.
 #
-#   scripts/node.sh build            build or reuse kubelet, kube-scheduler, kube-proxy and the pause image
-#   scripts/node.sh install          install containerd, runc, CNI plugins, iptables, docker.io... (Debian)
+#   scripts/node.sh build            build or reuse kubelet, kube-scheduler, kube-proxy, kube-router, the pause image
+#   scripts/node.sh install          install containerd, runc, CNI plugins, iptables, ipset, docker.io... (Debian)
 #   scripts/node.sh prepare DIR      record the host's state, create the node's bridge
-#   scripts/node.sh start DIR        containerd, images, kubelet, kube-proxy, kube-scheduler (API server up)
+#   scripts/node.sh start DIR        containerd, images, kubelet, kube-proxy, kube-scheduler, kube-router (API up)
 #   scripts/node.sh stop DIR KUBECTL stop all of it (pods first, through the kubelet)
 #   scripts/node.sh restore DIR      put the host back as `prepare` found it (after the API server stopped)
 #
 # Needs root. One node per machine: a second `prepare` while a node runs is refused.
 # Machine-wide changes, all undone by `stop`: the bridge cmbtask0 (10.88.0.1/16,
 # pods only), iptables chains named KUBE-* (kube-proxy's own, removed with
-# `kube-proxy --cleanup`), and the sysctls listed in SYSCTLS, which the kubelet
-# and kube-proxy rewrite. Loopback and the default iptables policies are never touched.
+# `kube-proxy --cleanup`; kube-router's KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*
+# and its ipsets KUBE-SRC-*, KUBE-DST-*), and the sysctls listed in SYSCTLS, which
+# the kubelet and kube-proxy rewrite. Loopback and the default iptables policies
+# are never touched.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +25,14 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/k8s/common.sh"
 NODE_BIN_DIR="$CACHE_ROOT/k8s-node-$K8S_VERSION"
 NODE_BINARIES=(kubelet kube-scheduler kube-proxy)
+KUBE_ROUTER_MOD_DIR="$HERE/k8s/kube-router"
+KUBE_ROUTER_VERSION="$(awk '$1 == "require" && $2 == "github.com/cloudnativelabs/kube-router/v2" {print $3}' \
+    "$KUBE_ROUTER_MOD_DIR/go.mod")"
+KUBE_ROUTER="$CACHE_ROOT/kube-router-$KUBE_ROUTER_VERSION/kube-router"
+# what kube-router's firewall owns: its chains in the filter table, its ipsets
+KUBE_ROUTER_CHAINS='KUBE-(ROUTER|POD-FW|NWPLCY)-'
+KUBE_ROUTER_SETS='^(inet6:)?KUBE-(SRC|DST)-'
+SERVICE_CIDR=10.250.0.0/24
 PAUSE_IMAGE="cmbtask.local/pause:1"
 # Persistent, so that imported images survive a restart of the node.
 CONTAINERD_ROOT="$CACHE_ROOT/containerd"
@@ -35,7 +46,7 @@ NODE_NAME=cmbtask-node
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward
     net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.conf.all.route_localnet)
 # the node's runtime, and what builds its pause image and the project's images
-PACKAGES=(containerd runc containernetworking-plugins iptables gcc libc6-dev docker.io debootstrap)
+PACKAGES=(containerd runc containernetworking-plugins iptables ipset gcc libc6-dev docker.io debootstrap)
 
 log() { echo "node: $*" >&2; }
 
@@ -74,7 +85,27 @@ pause_image() {
     rm -rf "$work"
 }
 
+build_kube_router() {
+    # its own module and cache directory: its version moves apart from Kubernetes'
+    [[ -s "$KUBE_ROUTER" ]] && return 0
+    local tmp started
+    tmp="$(mktemp -d "$CACHE_ROOT/.build-kube-router.XXXXXX")"
+    started="$(date +%s)"
+    log "building kube-router $KUBE_ROUTER_VERSION into $(dirname "$KUBE_ROUTER")"
+    (cd "$KUBE_ROUTER_MOD_DIR" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$tmp/" \
+        github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+    mkdir -p "$(dirname "$KUBE_ROUTER")"
+    mv -f "$tmp/kube-router" "$KUBE_ROUTER"
+    rm -rf "$tmp"
+    log "built kube-router in $(($(date +%s) - started)) s"
+}
+
 cmd_build() {
+    mkdir -p "$CACHE_ROOT"
+    if [[ ! -s "$KUBE_ROUTER" ]]; then
+        command -v go >/dev/null || { log "go is not installed"; exit 1; }
+        build_kube_router
+    fi
     if have_binaries; then
         log "reusing cached node binaries in $NODE_BIN_DIR"
         echo "$NODE_BIN_DIR"
@@ -133,6 +164,7 @@ cmd_prepare() {
         sysctl -n "$key" >/dev/null 2>&1 && echo "$key=$(sysctl -n "$key")" >>"$dir/node/sysctls"
     done
     kube_chains >"$dir/node/kube-chains-before"
+    kube_router_state >"$dir/node/kube-router-before"
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link add "$BRIDGE" type bridge
         echo created >"$dir/node/bridge"
@@ -166,24 +198,48 @@ kube_chains() {
     { iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } | grep -c '^:KUBE-' || true
 }
 
-remove_kube_chains() {
-    # kube-proxy --cleanup takes its own chains away; the kubelet's
-    # (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) it leaves.
-    local tool table rule chain
+kube_router_state() {
+    # how many chains and ipsets of kube-router's the host has
+    local chains sets
+    chains="$({ iptables-save -t filter 2>/dev/null; ip6tables-save -t filter 2>/dev/null; } \
+        | grep -cE "^:$KUBE_ROUTER_CHAINS" || true)"
+    sets="$({ ipset list -n 2>/dev/null || true; } | grep -cE "$KUBE_ROUTER_SETS" || true)"
+    echo "$((chains + sets))"
+}
+
+remove_chains() {
+    # Every chain whose name matches the pattern, and the built-in chains' jumps to them.
+    local pattern="$1" tool table rule chain
     for tool in iptables ip6tables; do
         command -v "$tool" >/dev/null || continue
         for table in filter nat mangle; do
-            { "$tool-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } \
+            { "$tool-save" -t "$table" 2>/dev/null | grep -E "^-A [A-Z]+ .*-j $pattern" || true; } \
                 | while IFS= read -r rule; do
                     eval "$tool -t $table ${rule/#-A/-D}" 2>/dev/null || true
                 done
-            for chain in $("$tool-save" -t "$table" 2>/dev/null | awk '/^:KUBE-/ {print substr($1, 2)}'); do
+            for chain in $("$tool-save" -t "$table" 2>/dev/null | awk '{print substr($1, 2)}' | grep -E "^$pattern"); do
                 "$tool" -t "$table" -F "$chain" 2>/dev/null || true
             done
-            for chain in $("$tool-save" -t "$table" 2>/dev/null | awk '/^:KUBE-/ {print substr($1, 2)}'); do
+            for chain in $("$tool-save" -t "$table" 2>/dev/null | awk '{print substr($1, 2)}' | grep -E "^$pattern"); do
                 "$tool" -t "$table" -X "$chain" 2>/dev/null || true
             done
         done
+    done
+}
+
+remove_kube_chains() {
+    # kube-proxy --cleanup takes its own chains away; the kubelet's
+    # (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) it leaves.
+    remove_chains 'KUBE-'
+}
+
+remove_kube_router_state() {
+    # Its chains first: an ipset still used by a rule cannot be destroyed.
+    local set
+    remove_chains "$KUBE_ROUTER_CHAINS"
+    command -v ipset >/dev/null || return 0
+    for set in $({ ipset list -n 2>/dev/null || true; } | grep -E "$KUBE_ROUTER_SETS"); do
+        ipset destroy "$set" 2>/dev/null || log "could not destroy ipset $set"
     done
 }
 
@@ -192,6 +248,7 @@ restore_host() {
     [[ -d "$dir/node" ]] || return 0
     # only when the host had none before: never another cluster's chains
     [[ "$(cat "$dir/node/kube-chains-before" 2>/dev/null)" == 0 ]] && remove_kube_chains
+    [[ "$(cat "$dir/node/kube-router-before" 2>/dev/null)" == 0 ]] && remove_kube_router_state
     if [[ -f "$dir/node/sysctls" ]]; then
         while IFS= read -r line; do
             sysctl -q -w "$line" >/dev/null 2>&1 || log "could not restore $line"
@@ -322,6 +379,22 @@ EOF
 
 ctr_() { ctr --address "$SOCKET" "$@"; }
 
+firewall_ready() {
+    iptables-save -t filter | grep -q '^:KUBE-NWPLCY-DEFAULT' \
+        && iptables-save -t filter | grep -q -- '-A FORWARD .*-j KUBE-ROUTER-FORWARD'
+}
+
+start_firewall() {
+    # kube-router's network-policy controller alone: no BGP routing, no IPVS
+    # service proxy (kube-proxy has Services), no health or metrics listener.
+    # It reads the node's InternalIP, so it starts once the node is registered.
+    local dir="$1" kubeconfig="$2"
+    spawn "$dir" kube-router "$KUBE_ROUTER" --kubeconfig "$kubeconfig" --hostname-override "$NODE_NAME" \
+        --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+        --service-cluster-ip-range "$SERVICE_CIDR" --health-port 0 --metrics-port 0 --v 1
+    wait_until "kube-router's firewall" "$dir/node/kube-router.log" firewall_ready
+}
+
 cmd_start() {
     local dir="$1" kubectl="$2" started=$SECONDS
     local kubeconfig="$dir/kubeconfig" ca="$dir/pki/ca.crt"
@@ -348,6 +421,7 @@ cmd_start() {
         --leader-elect=false --secure-port 0 --v 1
     wait_until "the node to be Ready" "$dir/node/kubelet.log" \
         "$kubectl" --kubeconfig "$kubeconfig" wait --for condition=Ready --timeout 2s "node/$NODE_NAME"
+    start_firewall "$dir" "$kubeconfig"
     log "node $NODE_NAME Ready in $((SECONDS - started)) s (state in $dir/node)"
 }
 
@@ -421,6 +495,10 @@ cmd_stop() {
             >/dev/null 2>&1 || true
     fi
     stop_pid "$dir/node/kube-scheduler.pid"
+    if [[ -f "$dir/node/kube-router.pid" ]]; then
+        stop_pid "$dir/node/kube-router.pid"
+        [[ "$(cat "$dir/node/kube-router-before" 2>/dev/null)" == 0 ]] && remove_kube_router_state
+    fi
     stop_pid "$dir/node/kubelet.pid"
     remove_containers
     stop_pid "$dir/node/containerd.pid"
@@ -452,7 +530,7 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restore) restore_host "$@" ;;
-        *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 

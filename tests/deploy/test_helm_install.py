@@ -11,6 +11,7 @@ its Service, as anything in a cluster would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -42,6 +43,23 @@ NODE = "cmbtask-node"
 FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
 FINAL_PHASES = {"succeeded", "failed", "cancelled", "timed_out"}
 GATEWAY_SELECTOR = "app.kubernetes.io/instance=rel,app.kubernetes.io/component=gateway"
+OPERATOR_SELECTOR = "app.kubernetes.io/instance=rel,app.kubernetes.io/component=operator"
+OPERATOR_HEALTH_PORT = 8080  # the chart's default operator.healthPort
+# run in a pod: TCP connects to host:port, each "open", "refused" (rejected) or "silent" (timed out)
+PROBE = """
+import json, socket, sys
+out = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        out[target] = "open"
+    except ConnectionRefusedError:
+        out[target] = "refused"
+    except OSError:
+        out[target] = "silent"
+print(json.dumps(out))
+"""
 
 
 def _node_values() -> dict[str, Any]:
@@ -266,6 +284,46 @@ def test_deleting_a_runner_pod_fails_its_task_with_the_reason(installed: Install
     assert ended["phase"] == "failed" and "deleted" in ended["reason"], ended
 
 
+def test_the_runner_network_policy_lets_a_runner_reach_the_gateway_and_nothing_else(
+    installed: Installed,
+) -> None:
+    # enforced by the node's firewall (kube-router's policy controller, scripts/node.sh)
+    token = installed.token("alice")
+    with installed.client(token) as http:
+        session_id = _new_session(http)
+        # long enough for the probes below to run inside the runner
+        params = {"steps": 30, "step_delay_s": 1.0, "lines_per_step": 1}
+        task = _submit(http, session_id, engine="demo", mode="one-shot", params=params)
+        _task_phase(http, task["id"], {"running"})
+        [runner] = installed.pods(f"cmbtask.io/cmbtask={cmbtask_name_for_task(task['id'])}")
+        [gateway] = installed.pods(GATEWAY_SELECTOR)
+        operator = installed.pods(OPERATOR_SELECTOR)[0]
+        [gateway_port] = [
+            p["containerPort"] for c in gateway["spec"]["containers"] for p in c.get("ports", [])
+        ]
+        allowed = [SERVICE_URL.removeprefix("http://"), f"{gateway['status']['podIP']}:{gateway_port}"]
+        # open to a pod the policy does not select: another pod, the API server on the host, its Service
+        api_server = installed.plane.env["CMBTASK_K8S_SERVER"].removeprefix("https://")
+        others = [f"{operator['status']['podIP']}:{OPERATOR_HEALTH_PORT}", api_server, "10.250.0.1:443"]
+        from_gateway = _probe(installed.kubectl, gateway["metadata"]["name"], allowed + others)
+        assert from_gateway == dict.fromkeys(allowed + others, "open"), from_gateway
+        expected = dict.fromkeys(allowed, "open") | dict.fromkeys(others, "refused")
+        runner_name, targets = runner["metadata"]["name"], allowed + others
+        seen: list[dict[str, str]] = []
+
+        def runner_as_policy_says() -> bool:
+            seen.append(_probe(installed.kubectl, runner_name, targets))
+            return seen[-1] == expected
+
+        # a new pod is firewalled at the controller's next sync, well before this
+        with contextlib.suppress(AssertionError):
+            wait_for(runner_as_policy_says, 15, "the runner's egress to follow the policy", interval_s=1)
+        assert seen[-1] == expected, f"the runner reached {seen[-1]}; the policy says {expected}"
+        # and the runner's own connection to the gateway carried the whole task
+        ended = _task_phase(http, task["id"], FINAL_PHASES, timeout_s=120)
+    assert ended["phase"] == "succeeded", ended
+
+
 def test_upgrade_and_uninstall_keep_the_signing_key_and_the_crd(installed: Installed) -> None:
     before = installed.signing_key()
     installed.helm_run(
@@ -317,6 +375,11 @@ def _static_volume(kubectl: Kubectl, path: Path) -> None:
         },
     }
     kubectl.apply(volume)
+
+
+def _probe(kubectl: Kubectl, pod: str, targets: list[str]) -> dict[str, str]:
+    out = kubectl.run("exec", "-n", NAMESPACE, pod, "--", "python3", "-c", PROBE, *targets).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def _new_session(http: httpx.Client) -> str:
