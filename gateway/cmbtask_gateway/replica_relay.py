@@ -16,9 +16,8 @@ import uuid
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from .hub import Hub
 from .logs import get_logger
@@ -36,10 +35,10 @@ class PgRelay:
         self._hub = hub
         self._task: asyncio.Task[None] | None = None
 
-    async def announce(self, db: AsyncSession, last_seqs: dict[str, int]) -> None:
+    def announce(self, connection: Connection, last_seqs: dict[str, int]) -> None:
         """Inside the storing transaction: tell the other replicas."""
         payloads = [f"{self.replica} {session_id} {seq}" for session_id, seq in last_seqs.items()]
-        await db.execute(
+        connection.execute(
             text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"),
             {"channel": CHANNEL, "payloads": payloads},
         )

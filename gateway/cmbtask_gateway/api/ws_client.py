@@ -8,9 +8,9 @@ dropped, so nothing is sent twice. Commands from the client share the socket.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
+import orjson
 import structlog
 from cmbtask_protocol import (
     CLOSE_AUTH,
@@ -71,7 +71,7 @@ class _ClientSocket:
             if not page:
                 break
             for item in page:
-                await self.ws.send_text(json.dumps(item, separators=(",", ":")))
+                await self.ws.send_text(orjson.dumps(item).decode())
                 # Per event: a sender cancelled mid-page still knows its cursor.
                 self.last_sent = item["seq"]
             self.gateway.metrics.events_out.inc(len(page))
