@@ -12,7 +12,7 @@ in ``ingest``, which owns those rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Table, case, insert, select, update
 
 from ..db.models import Event, Task, utcnow
 from ..errors import Conflict, GatewayError, NotFound
-from ..store import Numberer, RowWork
+from ..store import Numberer, RowWork, raw_cursor
 
 __all__ = ["PlainBatch", "check_rseqs", "checked_event", "is_plain", "store_plain"]
 
@@ -79,12 +79,10 @@ def store_plain(
     such as a session deleted under its runner; the caller then retries the
     batches one by one.
     """
-    ids = sorted({batch.task_id for batch in batches})
-    found = connection.execute(
-        select(_tasks.c.id, _tasks.c.session_id, _tasks.c.acked_rseq)
-        .where(_tasks.c.id.in_(ids))
-        .with_for_update()
+    sql = (
+        _SqliteStatements(connection) if connection.dialect.name == "sqlite" else _CoreStatements(connection)
     )
+    found = sql.tasks(sorted({batch.task_id for batch in batches}))
     acked: dict[str, int] = {}
     owner: dict[str, str] = {}
     for task_id, session_id, acked_rseq in found:
@@ -98,13 +96,9 @@ def store_plain(
         except GatewayError as error:
             outcomes.append(error)
     if drafts:
-        _insert(connection, number, drafts)
+        sql.insert(_numbered(connection, number, drafts))
     if changed:
-        connection.execute(
-            update(_tasks)
-            .where(_tasks.c.id.in_(sorted(changed)))
-            .values(acked_rseq=case(changed, value=_tasks.c.id, else_=_tasks.c.acked_rseq))
-        )
+        sql.set_acks(changed)
     return outcomes, drafts
 
 
@@ -143,7 +137,10 @@ def _draft(
     return last
 
 
-def _insert(connection: Connection, number: Numberer, drafts: dict[str, list[dict[str, Any]]]) -> None:
+def _numbered(
+    connection: Connection, number: Numberer, drafts: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Give every drafted row its seq; all rows, in the order to insert them."""
     last_seqs = number(connection, {session_id: len(rows) for session_id, rows in drafts.items()})
     everything: list[dict[str, Any]] = []
     for session_id, rows in drafts.items():
@@ -153,4 +150,69 @@ def _insert(connection: Connection, number: Numberer, drafts: dict[str, list[dic
         for index, row in enumerate(rows):
             row["seq"] = first + index
         everything.extend(rows)
-    connection.execute(insert(_events), everything)
+    return everything
+
+
+class _CoreStatements:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int]]:
+        columns = (_tasks.c.id, _tasks.c.session_id, _tasks.c.acked_rseq)
+        return self._connection.execute(
+            select(*columns).where(_tasks.c.id.in_(ids)).with_for_update()
+        ).tuples()
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        self._connection.execute(insert(_events), rows)
+
+    def set_acks(self, acks: dict[str, int]) -> None:
+        self._connection.execute(
+            update(_tasks)
+            .where(_tasks.c.id.in_(sorted(acks)))
+            .values(acked_rseq=case(acks, value=_tasks.c.id, else_=_tasks.c.acked_rseq))
+        )
+
+
+class _SqliteStatements:
+    """The same statements on the stdlib driver, each a cached prepared
+    statement: on SQLite, SQLAlchemy's compiling of ``IN`` lists and its
+    execution context cost more than the statements themselves. Values are
+    bound through the columns' own types, so rows read back as the ORM's."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._cursor = raw_cursor(connection)
+        self._ts = _bind(_events.c.ts, connection)
+        self._data = _bind(_events.c.data, connection)
+
+    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int]]:
+        query = "SELECT id, session_id, acked_rseq FROM tasks WHERE id = ?"
+        return [row for task_id in ids for row in self._cursor.execute(query, (task_id,)).fetchall()]
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        self._cursor.executemany(
+            "INSERT INTO events (session_id, seq, task_id, rseq, type, ts, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    row["session_id"],
+                    row["seq"],
+                    row["task_id"],
+                    row["rseq"],
+                    row["type"],
+                    self._ts(row["ts"]),
+                    self._data(row["data"]),
+                )
+                for row in rows
+            ],
+        )
+
+    def set_acks(self, acks: dict[str, int]) -> None:
+        self._cursor.executemany(
+            "UPDATE tasks SET acked_rseq = ? WHERE id = ?", [(ack, task_id) for task_id, ack in acks.items()]
+        )
+
+
+def _bind(column: Any, connection: Connection) -> Callable[[Any], Any]:
+    processor = column.type.bind_processor(connection.dialect)
+    return processor if processor is not None else (lambda value: value)
