@@ -45,16 +45,28 @@ class SqliteThreadTransactions:
         self._engine = create_engine(sync_url, pool_size=1, max_overflow=0)
         event.listen(self._engine, "connect", sqlite_pragmas)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        #: held open by the thread: a pool checkout and a ``begin`` per
+        #: transaction cost as much as the statements of a small one
+        self._connection: Connection | None = None
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_transaction, work)
 
     def _in_transaction(self, work: Callable[[Connection], T]) -> T:
-        with self._engine.begin() as connection:
-            return work(connection)
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        # Begun explicitly, so that the commit reaches the driver even when the
+        # work used only the driver's own cursor.
+        with self._connection.begin():
+            return work(self._connection)
+
+    def _dispose(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._engine.dispose()
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._dispose)
         self._thread.shutdown(wait=True)
 
 
