@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from cmbtask_protocol import PROTOCOL_VERSION
-from sqlalchemy import Connection, Table, case, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import jsontext
@@ -261,15 +261,16 @@ class EventStore:
                 .order_by(_sessions.c.id)
                 .with_for_update()
             )
+        returned: list[ColumnElement[Any]] = [_sessions.c.id, _sessions.c.last_seq]
+        if self._relay is not None:
+            returned.append(self._relay.announcement(_sessions.c.id, _sessions.c.last_seq))
         result = connection.execute(
             update(_sessions)
             .where(_sessions.c.id.in_(sorted(counts)))
             .values(last_seq=_sessions.c.last_seq + case(counts, value=_sessions.c.id, else_=0))
-            .returning(_sessions.c.id, _sessions.c.last_seq)
+            .returning(*returned)
         )
-        last_seqs: dict[str, int] = {session_id: last_seq for session_id, last_seq in result}
-        if self._relay is not None:
-            self._relay.announce(connection, last_seqs)
+        last_seqs: dict[str, int] = {row[0]: row[1] for row in result}
         return last_seqs
 
     async def _number_many(self, db: AsyncSession, txs: list[WriteTx]) -> list[dict[str, Any]]:
