@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from cmbtask_protocol import ErrorBody
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .api.allow import allowed_methods
 from .api.openapi_doc import install_openapi
 from .api.routes import account, approvals, meta, sessions, tasks
+from .api.socket_entry import SocketEntry
 from .api.ws_client import router as client_socket
 from .api.ws_runner import router as runner_socket
 from .composition import Gateway
@@ -34,7 +36,7 @@ from .logs import get_logger
 from .services.tasks import available_engines
 from .settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_server_app"]
 
 log = get_logger("cmbtask.http")
 
@@ -71,16 +73,19 @@ def _install_error_handlers(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         return response
 
 
+def _guard_limits(settings: Settings) -> dict[str, Any]:
+    return {
+        "max_url_bytes": settings.max_url_bytes,
+        "max_header_bytes": settings.max_header_bytes,
+        "max_headers": settings.max_headers,
+        "max_body_bytes": settings.max_request_bytes,
+        "body_timeout_s": settings.request_body_timeout_s,
+    }
+
+
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Added first, so it runs inside the access log, which records its refusals.
-    app.add_middleware(
-        RequestGuard,
-        max_url_bytes=settings.max_url_bytes,
-        max_header_bytes=settings.max_header_bytes,
-        max_headers=settings.max_headers,
-        max_body_bytes=settings.max_request_bytes,
-        body_timeout_s=settings.request_body_timeout_s,
-    )
+    app.add_middleware(RequestGuard, **_guard_limits(settings))
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -168,6 +173,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _mount_ui(app, settings)
     install_openapi(app, lambda: _runnable_engines(app), settings.auth_mode, settings.proxy_user_header)
     return app
+
+
+def create_server_app(settings: Settings) -> SocketEntry:
+    """What ``cmbtask up`` serves: the app, with its WebSockets taken off
+    FastAPI's stack (``api/socket_entry``)."""
+    app = create_app(settings)
+    return SocketEntry(app, RequestGuard(app, **_guard_limits(settings)))
 
 
 def _runnable_engines(app: FastAPI) -> dict[str, list[str] | None]:

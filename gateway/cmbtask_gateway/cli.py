@@ -31,13 +31,13 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 def _serve(settings: Settings, announce: bool) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import create_server_app
     from .logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config = uvicorn.Config(
-        create_app(settings),
+        create_server_app(settings),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -22,6 +22,7 @@ from .catalog import EngineCatalog, parse_engines_json
 from .connections import Connections
 from .crypto import KeyBox
 from .db.engine import make_engine, make_sessionmaker
+from .db.transactions import make_transactions
 from .dispatcher import Dispatcher
 from .doorbell import Doorbell
 from .executors import Executor, build_executor
@@ -80,7 +81,8 @@ class Gateway:
         metrics = Metrics()
         hub = Hub(settings.client_queue_size, metrics)
         relay = None if settings.is_sqlite else PgRelay(settings.resolved_database_url, hub)
-        store = EventStore(factory, hub, metrics, single_writer=settings.is_sqlite, relay=relay)
+        transactions = make_transactions(settings.resolved_database_url, engine)
+        store = EventStore(factory, hub, metrics, transactions, single_writer=settings.is_sqlite, relay=relay)
         registry = RunnerRegistry()
         doorbell = Doorbell()
         catalog = EngineCatalog(parse_engines_json(settings.engines_json) if settings.engines_json else None)
@@ -169,4 +171,5 @@ class Gateway:
         if self.relay is not None:
             await self.relay.close()
         await self.executor.close()
+        await self.store.close()
         await self.engine.dispose()

@@ -50,7 +50,7 @@ class RequestGuard:
         self.max_headers = max_headers
         self.body_timeout_s = body_timeout_s
 
-    def _refuse_head(self, scope: Scope) -> tuple[int, str, str] | None:
+    def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         """``(status, code, message)`` when the request line or headers are refused."""
         url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
         if url_bytes > self.max_url_bytes:
@@ -69,7 +69,7 @@ class RequestGuard:
         if scope["type"] not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
-        refusal = self._refuse_head(scope)
+        refusal = self.refusal(scope)
         if refusal is not None:
             if scope["type"] == "websocket":
                 # A close before accept is answered as HTTP 403 by the server.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -43,6 +44,9 @@ class Subscriber:
     session_id: str
     queue: asyncio.Queue[Delivery]
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: called once when the subscriber overflows (its socket stops its sender);
+    #: a callback, not a task waiting on ``overflowed``: one task less per socket
+    on_overflow: Callable[[], object] | None = None
 
 
 class Hub:
@@ -86,6 +90,8 @@ class Hub:
             if subscriber.queue.qsize() >= self._queue_size:
                 subscriber.overflowed.set()
                 self._metrics.slow_consumers.inc()
+                if subscriber.on_overflow is not None:
+                    subscriber.on_overflow()
                 continue
             for item in events:
                 subscriber.queue.put_nowait(item)

@@ -1,8 +1,8 @@
 """Live events across gateway replicas that share one PostgreSQL database.
 
 Each replica's hub only sees the events it stored itself. When an event is
-stored, the same transaction sends ``NOTIFY cmbtask_events, '<replica>
-<session> <last seq>'``; every other replica LISTENs and pokes its local
+stored, the same statement that numbers it sends ``NOTIFY cmbtask_events,
+'<replica> <session> <last seq>'``; every other replica LISTENs and pokes its local
 subscribers of that session, which read the new events from the database
 (the same gap-filling path a reconnecting client takes). PostgreSQL delivers
 notifications only on commit, so a poke never points at invisible rows.
@@ -16,9 +16,8 @@ import uuid
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, Text, cast, func, literal
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from .hub import Hub
 from .logs import get_logger
@@ -36,13 +35,13 @@ class PgRelay:
         self._hub = hub
         self._task: asyncio.Task[None] | None = None
 
-    async def announce(self, db: AsyncSession, last_seqs: dict[str, int]) -> None:
-        """Inside the storing transaction: tell the other replicas."""
-        payloads = [f"{self.replica} {session_id} {seq}" for session_id, seq in last_seqs.items()]
-        await db.execute(
-            text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"),
-            {"channel": CHANNEL, "payloads": payloads},
-        )
+    def announcement(
+        self, session_id: ColumnElement[str], last_seq: ColumnElement[int]
+    ) -> ColumnElement[Any]:
+        """An expression for the storing ``UPDATE … RETURNING``: it tells the
+        other replicas in the same round trip (delivered on commit)."""
+        payload = literal(f"{self.replica} ") + session_id + " " + cast(last_seq, Text)
+        return func.pg_notify(CHANNEL, payload)
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         replica, _, rest = payload.partition(" ")

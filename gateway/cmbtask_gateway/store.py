@@ -19,29 +19,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cmbtask_protocol import PROTOCOL_VERSION
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from . import jsontext
 from .db.models import Event, Session, utcnow
+from .db.transactions import Transactions
 from .errors import NotFound
 from .hub import Hub, Poke, Stored
 from .metrics import Metrics
 from .replica_relay import PgRelay
 
-__all__ = ["EventStore", "WriteGroup", "WriteTx", "envelope", "format_ts"]
+__all__ = [
+    "EventStore",
+    "Numberer",
+    "RowWork",
+    "WriteGroup",
+    "WriteTx",
+    "envelope",
+    "format_ts",
+    "raw_cursor",
+]
+
+T = TypeVar("T")
+_sessions = cast(Table, Session.__table__)
+_events = cast(Table, Event.__table__)
+#: ``number(connection, {session_id: count})`` -> each session's new ``last_seq``
+Numberer = Callable[[Connection, dict[str, int]], dict[str, int]]
+#: what a ``write_rows`` function returns: its result, and the event rows it
+#: stored per session (to publish once committed)
+RowWork = tuple[T, dict[str, list[dict[str, Any]]]]
 
 
 def format_ts(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    """``2026-12-02T12:00:00.123Z``; every stored time is UTC."""
+    return ts.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def envelope(
@@ -119,12 +139,35 @@ async def _run_callbacks(txs: list[WriteTx]) -> None:
                 await result
 
 
+def raw_cursor(connection: Connection) -> Any:
+    """A cursor of the driver itself, in ``connection``'s transaction."""
+    dbapi = connection.connection.dbapi_connection
+    assert dbapi is not None  # a connection that has begun a transaction holds one
+    return dbapi.cursor()
+
+
+def _number_on_sqlite(connection: Connection, counts: dict[str, int]) -> dict[str, int]:
+    """``_number`` on the stdlib driver: SQLite has one writer (no lock order to
+    keep) and runs a cached statement per session faster than SQLAlchemy
+    compiles one ``IN`` list."""
+    cursor = raw_cursor(connection)
+    last_seqs: dict[str, int] = {}
+    for session_id, count in counts.items():
+        cursor.execute(
+            "UPDATE sessions SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq", (count, session_id)
+        )
+        if (row := cursor.fetchone()) is not None:
+            last_seqs[session_id] = row[0]
+    return last_seqs
+
+
 class EventStore:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         hub: Hub,
         metrics: Metrics,
+        transactions: Transactions,
         *,
         single_writer: bool,
         relay: PgRelay | None = None,
@@ -137,6 +180,7 @@ class EventStore:
         self._global_lock: asyncio.Lock | None = asyncio.Lock() if single_writer else None
         #: on PostgreSQL: how other replicas learn of the events stored here
         self._relay = relay
+        self._transactions = transactions
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, session_id: str) -> asyncio.Lock:
@@ -159,7 +203,7 @@ class EventStore:
                     if rows:
                         await db.execute(insert(Event), rows)
             if tx.stored:
-                self._publish(tx)
+                self._publish_rows(session_id, tx.stored)
         await _run_callbacks([tx])
 
     @asynccontextmanager
@@ -182,33 +226,59 @@ class EventStore:
                         await db.execute(insert(Event), rows)
             for tx in merged:
                 if tx.stored:
-                    self._publish(tx)
+                    self._publish_rows(tx.session_id, tx.stored)
         await _run_callbacks(group.txs)
 
-    async def _number_many(self, db: AsyncSession, txs: list[WriteTx]) -> list[dict[str, Any]]:
-        """Give the drafts their seqs: bump each session's ``last_seq`` by its
-        count in one ``UPDATE … RETURNING`` (a group touching 50 sessions costs
-        one round trip, not 50)."""
-        counts = {tx.session_id: len(tx.drafts) for tx in txs if tx.drafts}
-        if not counts:
-            return []
+    async def close(self) -> None:
+        await self._transactions.close()
+
+    async def write_rows(self, work: Callable[[Connection, Numberer], RowWork[T]]) -> T:
+        """Run a whole write as one synchronous function (``db.transactions``).
+
+        ``work`` gets a Core connection in a transaction and ``number``, which
+        gives sessions their seqs; it returns its result and the event rows it
+        inserted per session, which are published after the commit.
+        """
+        async with self._global_lock or contextlib.nullcontext():
+            result, stored = await self._transactions.run(lambda connection: work(connection, self._number))
+        for session_id, rows in stored.items():
+            self._publish_rows(session_id, rows)
+        return result
+
+    def _number(self, connection: Connection, counts: dict[str, int]) -> dict[str, int]:
+        """Bump each session's ``last_seq`` by its count in one ``UPDATE …
+        RETURNING`` (a group touching 50 sessions costs one round trip, not 50);
+        returns the new ``last_seq`` of each session that exists."""
+        if connection.dialect.name == "sqlite":
+            return _number_on_sqlite(connection, counts)
         if len(counts) > 1:
             # Lock the rows in id order first: an UPDATE locks them in scan order,
             # which updates reshuffle, so two groups sharing sessions (two
             # replicas' ingest writers) could each hold one and wait for the other.
-            await db.execute(
-                select(Session.id).where(Session.id.in_(counts)).order_by(Session.id).with_for_update()
+            connection.execute(
+                select(_sessions.c.id)
+                .where(_sessions.c.id.in_(counts))
+                .order_by(_sessions.c.id)
+                .with_for_update()
             )
-        result = await db.execute(
-            update(Session)
-            .where(Session.id.in_(sorted(counts)))
-            .values(last_seq=Session.last_seq + case(counts, value=Session.id, else_=0))
-            .returning(Session.id, Session.last_seq)
-            .execution_options(synchronize_session=False)
-        )
-        last_seqs: dict[str, int] = {session_id: last_seq for session_id, last_seq in result}
+        returned: list[ColumnElement[Any]] = [_sessions.c.id, _sessions.c.last_seq]
         if self._relay is not None:
-            await self._relay.announce(db, last_seqs)
+            returned.append(self._relay.announcement(_sessions.c.id, _sessions.c.last_seq))
+        result = connection.execute(
+            update(_sessions)
+            .where(_sessions.c.id.in_(sorted(counts)))
+            .values(last_seq=_sessions.c.last_seq + case(counts, value=_sessions.c.id, else_=0))
+            .returning(*returned)
+        )
+        last_seqs: dict[str, int] = {row[0]: row[1] for row in result}
+        return last_seqs
+
+    async def _number_many(self, db: AsyncSession, txs: list[WriteTx]) -> list[dict[str, Any]]:
+        """Give the drafts of ``txs`` their seqs."""
+        counts = {tx.session_id: len(tx.drafts) for tx in txs if tx.drafts}
+        if not counts:
+            return []
+        last_seqs = await db.run_sync(lambda session: self._number(session.connection(), counts))
         rows: list[dict[str, Any]] = []
         for tx in txs:
             if not tx.drafts:
@@ -233,29 +303,35 @@ class EventStore:
         ]
         return tx.stored
 
-    def _publish(self, tx: WriteTx) -> None:
+    def _publish_rows(self, session_id: str, rows: list[dict[str, Any]]) -> None:
         items: list[Stored | Poke] = [
             Stored(
                 row["seq"],
-                json.dumps(
-                    envelope(row["seq"], tx.session_id, row["task_id"], row["type"], row["ts"], row["data"]),
-                    separators=(",", ":"),
+                jsontext.dumps(
+                    envelope(row["seq"], session_id, row["task_id"], row["type"], row["ts"], row["data"])
                 ),
             )
-            for row in tx.stored
+            for row in rows
         ]
         self._metrics.events_in.inc(len(items))
-        self._hub.publish(tx.session_id, items)
+        self._hub.publish(session_id, items)
 
     async def page(
         self, session_id: str, after: int, limit: int, *, until: int | None = None
     ) -> list[dict[str, Any]]:
         """Stored events with ``after < seq`` (and ``seq <= until``), oldest first."""
-        conditions = [Event.session_id == session_id, Event.seq > after]
+        events = _events
+        conditions = [events.c.session_id == session_id, events.c.seq > after]
         if until is not None:
-            conditions.append(Event.seq <= until)
+            conditions.append(events.c.seq <= until)
+        query = (
+            select(events.c.seq, events.c.task_id, events.c.type, events.c.ts, events.c.data)
+            .where(*conditions)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
         async with self._sessions() as db:
-            rows = await db.scalars(select(Event).where(*conditions).order_by(Event.seq).limit(limit))
+            rows = await db.execute(query)
             return [
-                envelope(row.seq, row.session_id, row.task_id, row.type, row.ts, row.data) for row in rows
+                envelope(seq, session_id, task_id, type_, ts, data) for seq, task_id, type_, ts, data in rows
             ]

@@ -8,7 +8,6 @@ dropped, so nothing is sent twice. Commands from the client share the socket.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import structlog
@@ -35,6 +34,7 @@ from cmbtask_protocol import (
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
+from .. import jsontext
 from ..composition import Gateway
 from ..errors import GatewayError
 from ..hub import Poke, Subscriber
@@ -71,7 +71,7 @@ class _ClientSocket:
             if not page:
                 break
             for item in page:
-                await self.ws.send_text(json.dumps(item, separators=(",", ":")))
+                await self.ws.send_text(jsontext.dumps(item))
                 # Per event: a sender cancelled mid-page still knows its cursor.
                 self.last_sent = item["seq"]
             self.gateway.metrics.events_out.inc(len(page))
@@ -174,7 +174,7 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
     try:
         identity = await identity_for_connection(ws)
         user = identity.user
-        session = await gateway.sessions.get(user, session_id)
+        last_seq = await gateway.sessions.last_seq(user, session_id)
     except GatewayError as error:
         code = CLOSE_AUTH if error.status_code == 401 else CLOSE_NOT_FOUND
         await ws.close(code, error.message)
@@ -195,7 +195,7 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
     try:
         # A cursor past the end (a stale or made-up one) starts at the end instead
         # of silently swallowing the next events.
-        await _serve(client, subscriber, min(int(after_raw), session.last_seq), session.last_seq)
+        await _serve(client, subscriber, min(int(after_raw), last_seq), last_seq)
     finally:
         gateway.hub.unsubscribe(subscriber)
         gateway.connections.release(ws)
@@ -213,18 +213,19 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last
         )
         await client.replay(after, last_seq)
         await client.send_model(WsReplayed(last_seq=client.last_sent))
-        tasks = [
-            asyncio.create_task(client.pump(subscriber)),
-            asyncio.create_task(client.receive()),
-            asyncio.create_task(subscriber.overflowed.wait()),  # type: ignore[arg-type]
-        ]
+        pump = asyncio.create_task(client.pump(subscriber))
+        subscriber.on_overflow = pump.cancel  # the sender stops at once, mid-send if it must
+        if subscriber.overflowed.is_set():  # it overflowed during the replay
+            pump.cancel()
+        tasks = [pump, asyncio.create_task(client.receive())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if subscriber.overflowed.is_set():
-            # Stop the sender first: an event it was still writing would
+            # The sender is stopped first: an event it was still writing would
             # otherwise follow the cursor named in the close reason.
             await cancel_and_wait(tasks)
             log.warning("ws.slow_consumer", last_sent=client.last_sent)
             await ws.close(CLOSE_SLOW_CONSUMER, f"too slow; reconnect with after={client.last_sent}")
+            done = set()
         for task in done:
             error = None if task.cancelled() else task.exception()
             if error is not None and not isinstance(error, WebSocketDisconnect | RuntimeError):

@@ -19,7 +19,6 @@ from cmbtask_protocol import (
     CLOSE_CONFLICT,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_BIG,
-    RunnerAck,
     RunnerError,
     RunnerHello,
     RunnerOutbound,
@@ -41,6 +40,7 @@ router = APIRouter()
 log = get_logger(__name__)
 _frames: TypeAdapter[Any] = TypeAdapter(RunnerOutbound)
 MAX_BATCH = 500
+_ACK = '{"type":"ack","rseq":%d}'
 HELLO_TIMEOUT_S = 15.0
 
 
@@ -52,8 +52,11 @@ class _RunnerSocket:
         self._send_lock = asyncio.Lock()
 
     async def send_frame(self, frame: BaseModel) -> None:
+        await self.send_text(frame.model_dump_json(exclude_none=True))
+
+    async def send_text(self, text: str) -> None:
         async with self._send_lock:
-            await self.ws.send_text(frame.model_dump_json(exclude_none=True))
+            await self.ws.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -194,7 +197,9 @@ async def _process_loop(
             await connection.close(1011, "could not store frames; reconnect and resend")
             return
         with contextlib.suppress(Exception):
-            await connection.send_frame(RunnerAck(rseq=result.acked_rseq))
+            # Formatted, not a model dumped: one ack per stored batch, and under a
+            # steady trickle a batch is one event.
+            await connection.send_text(_ACK % result.acked_rseq)
             for reply in result.replies:
                 await connection.send_frame(reply)
         if closing:

@@ -14,6 +14,7 @@ import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from cmbtask_protocol import (
     FINAL_EVENT_PHASES,
@@ -29,7 +30,6 @@ from cmbtask_protocol import (
     TaskSpec,
     validate_payload,
 )
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,6 +38,7 @@ from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
 from ..store import EventStore, WriteGroup, WriteTx
 from . import lifecycle
+from .ingest_plain import PlainBatch, check_rseqs, checked_event, is_plain, store_plain
 
 __all__ = ["IngestResult", "RunnerFrame", "RunnerIngest"]
 
@@ -134,6 +135,8 @@ class RunnerIngest:
                 await self._write_group(group)
 
     async def _write_group(self, group: list[_Pending]) -> None:
+        if all(is_plain(item.frames) for item in group) and await self._write_plain(group):
+            return
         outcomes: dict[int, IngestResult | GatewayError] = {}
         try:
             async with self._store.write_group() as writes:
@@ -169,6 +172,24 @@ class RunnerIngest:
             else:
                 item.future.set_result(outcome)
 
+    async def _write_plain(self, group: list[_Pending]) -> bool:
+        """The Core path; False (nothing stored) when the group must take the
+        ORM path, which sorts out which batch broke it."""
+        batches = [PlainBatch(item.task_id, item.session_id, item.frames) for item in group]
+        try:
+            acks = await self._store.write_rows(partial(store_plain, batches=batches))
+        except Exception:
+            log.warning("ingest.plain_failed", exc_info=True, batches=len(batches))
+            return False
+        for item, ack in zip(group, acks, strict=True):
+            if item.future.done():
+                continue  # its socket went away meanwhile; what it sent is stored
+            if isinstance(ack, GatewayError):
+                item.future.set_exception(ack)
+            else:
+                item.future.set_result(IngestResult(ack))
+        return True
+
     @staticmethod
     async def _load_rows(
         writes: WriteGroup, group: list[_Pending]
@@ -187,13 +208,7 @@ class RunnerIngest:
         """Refuse a batch before it changes anything: unknown task or an rseq gap."""
         if task is None or session is None or task.session_id != session.id:
             raise NotFound("task not found")
-        expected = task.acked_rseq + 1
-        for frame in frames:
-            if frame.rseq < expected:
-                continue
-            if frame.rseq != expected:
-                raise Conflict(f"rseq {frame.rseq} skips {expected}: resend from there", code="rseq_gap")
-            expected += 1
+        check_rseqs(task.acked_rseq, frames)
 
     async def _apply_frames(
         self, tx: WriteTx, task: Task, session: Session, frames: list[RunnerFrame]
@@ -227,21 +242,11 @@ class RunnerIngest:
     async def _event(
         self, tx: WriteTx, task: Task, session: Session, frame: RunnerEvent, result: IngestResult
     ) -> None:
-        try:
-            data = validate_payload(frame.event_type, frame.data)
-        except ValidationError as error:
-            tx.emit(
-                EventType.ERROR,
-                {
-                    "code": "invalid_event",
-                    "message": f"runner sent an invalid {frame.event_type!r} event: "
-                    + "; ".join(e["msg"] for e in error.errors()),
-                },
-                task_id=task.id,
-                rseq=frame.rseq,
-            )
-            return
+        event_type, data = checked_event(frame)
         rseq, ts = frame.rseq, frame.ts
+        if event_type != frame.event_type:
+            tx.emit(event_type, data, task_id=task.id, rseq=rseq)  # the payload was refused
+            return
         final_phase = FINAL_EVENT_PHASES.get(frame.event_type)
         if final_phase is not None:
             final_phase, data = lifecycle.runner_ending(task, final_phase, data)

@@ -1,0 +1,218 @@
+"""The common case of runner ingest, in SQLAlchemy Core: batches of plain events.
+
+Nearly everything a runner sends is a plain event (output, agent messages,
+code, cost): stored as is, touching no row but the task's ``acked_rseq`` and
+the session's ``last_seq``. A group of such batches, from any number of
+runners, is written here in four statements with no ORM unit of work —
+select the tasks, number the sessions, insert the events, update the acks —
+as one synchronous function (``db.transactions``). Frames that change state
+(task start and end, plan, step, approvals, state saves) take the ORM path
+in ``ingest``, which owns those rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from cmbtask_protocol import FINAL_EVENT_PHASES, EventType, RunnerEvent, validate_payload
+from pydantic import ValidationError
+from sqlalchemy import Connection, Table, case, insert, select, update
+
+from ..db.models import Event, Task, utcnow
+from ..errors import Conflict, GatewayError, NotFound
+from ..store import Numberer, RowWork, raw_cursor
+
+__all__ = ["PlainBatch", "check_rseqs", "checked_event", "is_plain", "store_plain"]
+
+_tasks = cast(Table, Task.__table__)
+_events = cast(Table, Event.__table__)
+#: event types whose storing changes a task or session row besides the counters
+_STATEFUL = frozenset(FINAL_EVENT_PHASES) | {
+    EventType.TASK_STARTED,
+    EventType.PLAN_PROPOSED,
+    EventType.STEP_STARTED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlainBatch:
+    task_id: str
+    session_id: str
+    frames: Sequence[Any]
+
+
+def is_plain(frames: Sequence[Any]) -> bool:
+    return all(isinstance(frame, RunnerEvent) and frame.event_type not in _STATEFUL for frame in frames)
+
+
+def check_rseqs(acked_rseq: int, frames: Sequence[Any]) -> None:
+    """Frames at or below the ack are resends (skipped); above it they must follow on."""
+    expected = acked_rseq + 1
+    for frame in frames:
+        if frame.rseq < expected:
+            continue
+        if frame.rseq != expected:
+            raise Conflict(f"rseq {frame.rseq} skips {expected}: resend from there", code="rseq_gap")
+        expected += 1
+
+
+def checked_event(frame: RunnerEvent) -> tuple[str, dict[str, Any]]:
+    """The event to store for ``frame``: its payload in normal form, or an
+    ``error`` event saying why the runner's payload was refused."""
+    try:
+        return frame.event_type, validate_payload(frame.event_type, frame.data)
+    except ValidationError as error:
+        message = f"runner sent an invalid {frame.event_type!r} event: " + "; ".join(
+            e["msg"] for e in error.errors()
+        )
+        return EventType.ERROR, {"code": "invalid_event", "message": message}
+
+
+def store_plain(
+    connection: Connection, number: Numberer, batches: Sequence[PlainBatch]
+) -> RowWork[list[int | GatewayError]]:
+    """Store ``batches``; per batch the task's new ack, or why it was refused.
+
+    Raises (rolling everything back) only for what no single batch explains,
+    such as a session deleted under its runner; the caller then retries the
+    batches one by one.
+    """
+    sql = (
+        _SqliteStatements(connection) if connection.dialect.name == "sqlite" else _CoreStatements(connection)
+    )
+    found = sql.tasks(sorted({batch.task_id for batch in batches}))
+    acked: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    for task_id, session_id, acked_rseq in found:
+        acked[task_id], owner[task_id] = acked_rseq, session_id
+    outcomes: list[int | GatewayError] = []
+    drafts: dict[str, list[dict[str, Any]]] = {}
+    changed: dict[str, int] = {}
+    for batch in batches:
+        try:
+            outcomes.append(_draft(batch, acked, owner, drafts, changed))
+        except GatewayError as error:
+            outcomes.append(error)
+    if drafts:
+        sql.insert(_numbered(connection, number, drafts))
+    if changed:
+        sql.set_acks(changed)
+    return outcomes, drafts
+
+
+def _draft(
+    batch: PlainBatch,
+    acked: dict[str, int],
+    owner: dict[str, str],
+    drafts: dict[str, list[dict[str, Any]]],
+    changed: dict[str, int],
+) -> int:
+    """Turn one batch into event rows (without seqs); returns the task's new ack."""
+    if owner.get(batch.task_id) != batch.session_id:
+        raise NotFound("task not found")
+    last = acked[batch.task_id]
+    check_rseqs(last, batch.frames)
+    rows: list[dict[str, Any]] = []
+    for frame in batch.frames:
+        if frame.rseq <= last:
+            continue
+        type_, data = checked_event(frame)
+        rows.append(
+            {
+                "session_id": batch.session_id,
+                "task_id": batch.task_id,
+                "rseq": frame.rseq,
+                "type": type_,
+                "ts": frame.ts or utcnow(),
+                "data": data,
+            }
+        )
+        last = frame.rseq
+    if rows:
+        drafts.setdefault(batch.session_id, []).extend(rows)
+    if last != acked[batch.task_id]:
+        acked[batch.task_id] = changed[batch.task_id] = last
+    return last
+
+
+def _numbered(
+    connection: Connection, number: Numberer, drafts: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Give every drafted row its seq; all rows, in the order to insert them."""
+    last_seqs = number(connection, {session_id: len(rows) for session_id, rows in drafts.items()})
+    everything: list[dict[str, Any]] = []
+    for session_id, rows in drafts.items():
+        if session_id not in last_seqs:
+            raise NotFound("session not found")
+        first = last_seqs[session_id] - len(rows) + 1
+        for index, row in enumerate(rows):
+            row["seq"] = first + index
+        everything.extend(rows)
+    return everything
+
+
+class _CoreStatements:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int]]:
+        columns = (_tasks.c.id, _tasks.c.session_id, _tasks.c.acked_rseq)
+        return self._connection.execute(
+            select(*columns).where(_tasks.c.id.in_(ids)).with_for_update()
+        ).tuples()
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        self._connection.execute(insert(_events), rows)
+
+    def set_acks(self, acks: dict[str, int]) -> None:
+        self._connection.execute(
+            update(_tasks)
+            .where(_tasks.c.id.in_(sorted(acks)))
+            .values(acked_rseq=case(acks, value=_tasks.c.id, else_=_tasks.c.acked_rseq))
+        )
+
+
+class _SqliteStatements:
+    """The same statements on the stdlib driver, each a cached prepared
+    statement: on SQLite, SQLAlchemy's compiling of ``IN`` lists and its
+    execution context cost more than the statements themselves. Values are
+    bound through the columns' own types, so rows read back as the ORM's."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._cursor = raw_cursor(connection)
+        self._ts = _bind(_events.c.ts, connection)
+        self._data = _bind(_events.c.data, connection)
+
+    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int]]:
+        query = "SELECT id, session_id, acked_rseq FROM tasks WHERE id = ?"
+        return [row for task_id in ids for row in self._cursor.execute(query, (task_id,)).fetchall()]
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        self._cursor.executemany(
+            "INSERT INTO events (session_id, seq, task_id, rseq, type, ts, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    row["session_id"],
+                    row["seq"],
+                    row["task_id"],
+                    row["rseq"],
+                    row["type"],
+                    self._ts(row["ts"]),
+                    self._data(row["data"]),
+                )
+                for row in rows
+            ],
+        )
+
+    def set_acks(self, acks: dict[str, int]) -> None:
+        self._cursor.executemany(
+            "UPDATE tasks SET acked_rseq = ? WHERE id = ?", [(ack, task_id) for task_id, ack in acks.items()]
+        )
+
+
+def _bind(column: Any, connection: Connection) -> Callable[[Any], Any]:
+    processor = column.type.bind_processor(connection.dialect)
+    return processor if processor is not None else (lambda value: value)
