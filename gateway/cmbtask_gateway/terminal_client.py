@@ -16,9 +16,10 @@ import httpx
 import websockets
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from .client_errors import ApiError
 from .console import console, say, warn
 
-__all__ = ["headers_for", "raise_for", "spend_line", "submit", "watch"]
+__all__ = ["ApiError", "headers_for", "raise_for", "spend_line", "submit", "watch"]
 
 FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
 
@@ -72,7 +73,7 @@ def raise_for(response: httpx.Response) -> None:
         message = response.json().get("message", response.text)
     except ValueError:
         message = response.text
-    raise RuntimeError(f"{response.status_code}: {message}")
+    raise ApiError(response.status_code, message)
 
 
 def _ws_url(base: str, session_id: str, after: int, token: str | None) -> str:
