@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 
-from .console import say
-from .shell_output import FULL_ID_CHARS, by_prefix, client, get_json, show_json, stamp, table
+from .shell_output import FULL_ID_CHARS, by_prefix, client, get_json, line, show_json, stamp, table
 from .terminal_client import raise_for
 
 __all__ = ["add_shell_commands", "session_ids", "task_id_of"]
@@ -66,7 +65,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     table(("ID", "STATUS", "PHASE", "MODE", "UPDATED", "TITLE"), rows)
     shown = len(page["items"])
     if page["total"] > page["offset"] + shown:
-        say(f"({shown} of {page['total']}; more with --offset {page['offset'] + shown})", markup=False)
+        line(f"({shown} of {page['total']}; more with --offset {page['offset'] + shown})")
     return 0
 
 
@@ -133,7 +132,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     if args.json:
         show_json(view)
     else:
-        say(f"{view['status']} {view['id']} (task {view['task_id']})", markup=False)
+        line(f"{view['status']} {view['id']} (task {view['task_id']})")
     return 0
 
 
@@ -145,7 +144,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if args.json:
         show_json(task)
     else:
-        say(f"task {task['id']} is {task['phase']}", markup=False)
+        line(f"task {task['id']} is {task['phase']}")
     return 0
 
 

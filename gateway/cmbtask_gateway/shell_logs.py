@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from .console import say, warn
+from .console import warn
 from .shell_commands import task_id_of
-from .shell_output import client, get_json, show_json, table
+from .shell_output import client, get_json, line, show_json, table
 from .terminal_client import FINAL, raise_for
 
 __all__ = ["add_log_commands"]
@@ -41,9 +41,9 @@ def _task_events(http: httpx.Client, task: dict[str, Any], after: int) -> tuple[
 
 def _show_output(event: dict[str, Any], as_json: bool) -> None:
     if as_json:  # JSON Lines: one event a line, for jq
-        say(json.dumps(event), markup=False, soft_wrap=True, emoji=False)
+        line(json.dumps(event))
     else:
-        say(event["data"].get("text", "").rstrip("\n"), markup=False, soft_wrap=True, emoji=False)
+        line(event["data"].get("text", ""), end="")  # as the task wrote it, chunks and all
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

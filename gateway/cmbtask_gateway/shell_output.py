@@ -13,10 +13,11 @@ from .client_errors import ApiError
 from .console import say
 from .terminal_client import headers_for, raise_for
 
-__all__ = ["FULL_ID_CHARS", "by_prefix", "client", "get_json", "show_json", "stamp", "table"]
+__all__ = ["FULL_ID_CHARS", "by_prefix", "client", "get_json", "line", "show_json", "stamp", "table"]
 
-#: ids are UUIDs; anything shorter is taken as the first characters of one
-FULL_ID_CHARS = 36
+#: ids are UUIDs (36 characters, or 32 without dashes for approvals);
+#: anything shorter is taken as the first characters of one
+FULL_ID_CHARS = 32
 MIN_PREFIX_CHARS = 8
 
 
@@ -30,8 +31,14 @@ def get_json(http: httpx.Client, path: str, **params: Any) -> Any:
     return response.json()
 
 
+def line(text: str, end: str = "\n") -> None:
+    """Text as it is: no markup, no emoji codes, no wrapping at 80 columns
+    when stdout is a pipe (scripts read whole lines)."""
+    say(text, markup=False, soft_wrap=True, emoji=False, end=end)
+
+
 def show_json(value: Any) -> None:
-    say(json.dumps(value, indent=2), markup=False, soft_wrap=True, emoji=False)
+    line(json.dumps(value, indent=2))
 
 
 def stamp(moment: str | None) -> str:
@@ -45,7 +52,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [list(header), *([_cell(value) for value in row] for row in rows)]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
     lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)
-    say("\n".join(line.rstrip() for line in lines), markup=False, soft_wrap=True, emoji=False)
+    line("\n".join(text.rstrip() for text in lines))
 
 
 def _cell(value: Any) -> str:

@@ -59,7 +59,7 @@ async def submit(args: argparse.Namespace) -> int:
         response = await http.post(f"/api/sessions/{session_id}/tasks", json=body)
         raise_for(response)
         task = response.json()
-    say(f"session {session_id}  task {task['id']}  ({task['phase']})")
+    say(f"session {session_id}  task {task['id']}  ({task['phase']})", soft_wrap=True)
     if args.no_watch:
         return 0
     args.session, args.after, args.until_done = session_id, 0, True

@@ -101,7 +101,7 @@ def test_a_plan_approved_from_the_shell_then_its_logs_and_tables(local_gateway: 
     with_text = _cli(gateway, "approve", approval["id"], "--text", "looks right")
     assert with_text.returncode == 1 and "takes no free text" in with_text.stderr, with_text
     # A short id (the first 8 characters) is enough; a second decision is a conflict.
-    assert _ok(gateway, "approve", approval["id"][:8]).startswith("approved ")
+    assert _ok(gateway, "approve", approval["id"][:8]) == f"approved {approval['id']} (task {task})\n"
     again = _cli(gateway, "reject", approval["id"])
     assert again.returncode == 4 and "already" in again.stderr, again
 
