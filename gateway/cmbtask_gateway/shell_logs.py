@@ -49,9 +49,19 @@ def _show_output(event: dict[str, Any], as_json: bool) -> None:
 def cmd_logs(args: argparse.Namespace) -> int:
     with client(args) as http:
         task = get_json(http, f"/api/tasks/{task_id_of(http, args.task)}")
-        cursor = 0
+        cursor, delay = 0, FOLLOW_POLL_S
         while True:
-            events, cursor = _task_events(http, task, cursor)
+            try:
+                events, cursor = _task_events(http, task, cursor)
+            except httpx.TransportError as error:
+                if not args.follow:
+                    raise
+                # A gateway restarting or failing over: the cursor resumes where it was.
+                warn(f"retrying in {delay:.1f}s ({error})", markup=False)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = FOLLOW_POLL_S
             for event in events:
                 if event["type"] == "output":
                     _show_output(event, args.json)

@@ -175,6 +175,8 @@ def test_token_mode_refuses_bad_tokens_and_other_users_approvals(
     for token in (None, "not-a-token"):
         done = _cli(gateway, "sessions", token=token)
         assert done.returncode == 3 and "401" in done.stderr, done
+    assert _cli(gateway, "approvals", "--token", "not-a-token", token=alice).returncode == 3  # the flag wins
+    assert _json(gateway, "approvals", "--token", alice) == []
     session, task = _submit(gateway, "approve_plan=true", "steps=1", "step_delay_s=0", token=alice)
     approval = _pending_approval(gateway, session, token=alice)
     assert _json(gateway, "approvals", token=bob) == []
@@ -183,3 +185,28 @@ def test_token_mode_refuses_bad_tokens_and_other_users_approvals(
     assert resolved["status"] == "rejected" and resolved["resolved_by"] == "alice"
     _ok(gateway, "logs", task, "--follow", token=alice)
     assert _json(gateway, "tasks", session, token=alice)[0]["phase"] == "failed"
+
+
+def test_logs_follow_rides_out_a_gateway_restart(local_gateway: GatewayProcess) -> None:
+    gateway = local_gateway
+    _, task = _submit(gateway, "steps=8", "step_delay_s=0.5", "lines_per_step=1")
+    env = {**os.environ, "CMBTASK_URL": gateway.url}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "cmbtask_gateway.cli", "logs", task, "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        gateway.restart()  # SIGKILL, then up again on the same port and data
+        out, err = follow.communicate(timeout=90)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert "retrying" in err
+    # The runner reconnected to the new gateway and resent what was not acked:
+    # every line, once, in order.
+    assert re.findall(r"step (\d)/8 line 1/1", out) == [str(step) for step in range(1, 9)], out
+    assert _json(gateway, "tasks", _json(gateway, "sessions")["items"][0]["id"])[0]["phase"] == "succeeded"
