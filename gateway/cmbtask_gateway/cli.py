@@ -1,4 +1,4 @@
-"""``cmbtask``: run the parts, migrate the database, make tokens, watch tasks."""
+"""``cmbtask``: run the parts, migrate the database, make tokens, watch and act on tasks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .client_errors import ApiError
 from .console import say, warn
 from .settings import Settings
+from .shell_commands import add_shell_commands
+from .shell_logs import add_log_commands
 
 __all__ = ["main"]
 
@@ -202,6 +205,8 @@ def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     watch.add_argument("--until-done", action="store_true", help="exit when no task is left running")
     watch.set_defaults(func=cmd_watch)
     _account_commands(sub, with_server)
+    add_shell_commands(sub, with_server)
+    add_log_commands(sub, with_server)
 
 
 def _account_commands(
@@ -228,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ApiError as error:
+        warn(f"[red]error:[/red] {error}", markup=True, soft_wrap=True)
+        return error.exit_code
     except Exception as error:
         warn(f"[red]error:[/red] {error}")
         return 1

@@ -16,9 +16,10 @@ import httpx
 import websockets
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from .client_errors import ApiError
 from .console import console, say, warn
 
-__all__ = ["headers_for", "raise_for", "spend_line", "submit", "watch"]
+__all__ = ["ApiError", "headers_for", "raise_for", "spend_line", "submit", "watch"]
 
 FINAL = {"task.succeeded", "task.failed", "task.cancelled", "task.timed_out"}
 
@@ -58,7 +59,7 @@ async def submit(args: argparse.Namespace) -> int:
         response = await http.post(f"/api/sessions/{session_id}/tasks", json=body)
         raise_for(response)
         task = response.json()
-    say(f"session {session_id}  task {task['id']}  ({task['phase']})")
+    say(f"session {session_id}  task {task['id']}  ({task['phase']})", soft_wrap=True)
     if args.no_watch:
         return 0
     args.session, args.after, args.until_done = session_id, 0, True
@@ -72,7 +73,7 @@ def raise_for(response: httpx.Response) -> None:
         message = response.json().get("message", response.text)
     except ValueError:
         message = response.text
-    raise RuntimeError(f"{response.status_code}: {message}")
+    raise ApiError(response.status_code, message)
 
 
 def _ws_url(base: str, session_id: str, after: int, token: str | None) -> str:
