@@ -127,9 +127,21 @@ async def test_retries_run_out_and_the_task_fails_with_the_reason(local_gateway:
     ]
 
 
-async def test_cancelled_and_rejected_tasks_are_never_retried(local_gateway: GatewayProcess) -> None:
+async def test_cancelled_rejected_and_over_budget_tasks_are_never_retried(
+    local_gateway: GatewayProcess,
+) -> None:
     with local_gateway.client() as http:
         cancelled_session, rejected_session = new_session(http), new_session(http)
+        budget_session = new_session(http)
+        over_budget = submit(
+            http,
+            budget_session,
+            engine="demo",
+            params={**DEMO, "cost_usd_per_step": 0.2},
+            max_cost_usd=0.3,
+            retries=3,
+            retry_backoff_s=0,
+        )
         cancelled = submit(
             http, cancelled_session, engine="demo", params={**DEMO, "steps": 50}, retries=3, retry_backoff_s=0
         )
@@ -149,8 +161,11 @@ async def test_cancelled_and_rejected_tasks_are_never_retried(local_gateway: Gat
         assert answer.status_code == 200, answer.text
     assert (await wait_phase(local_gateway, cancelled["id"]))["phase"] == "cancelled"
     assert (await wait_phase(local_gateway, rejected["id"]))["phase"] == "failed"
+    spent = await wait_phase(local_gateway, over_budget["id"])
+    assert spent["phase"] == "failed" and "budget" in spent["reason"], spent
     await asyncio.sleep(2)  # a retry would be due at once (no backoff)
-    for session_id, task in ((cancelled_session, cancelled), (rejected_session, rejected)):
+    ended = ((cancelled_session, cancelled), (rejected_session, rejected), (budget_session, over_budget))
+    for session_id, task in ended:
         with local_gateway.client() as http:
             assert get_task(http, task["id"])["attempt"] == 1
         mine = _mine(local_gateway, session_id, task["id"])
@@ -179,3 +194,21 @@ async def test_a_gateway_killed_during_the_backoff_still_retries_once(local_gate
         "task.succeeded",
     ]
     assert [e["data"]["step"] for e in mine if e["type"] == "step.completed"] == list(range(1, 7))
+
+
+async def test_a_task_cancelled_during_its_backoff_is_not_run_again(local_gateway: GatewayProcess) -> None:
+    with local_gateway.client() as http:
+        session_id = new_session(http)
+        task = submit(http, session_id, engine="demo", params=DEMO, retries=2, retry_backoff_s=30)
+        await _wait_started(local_gateway, session_id, attempt=1)
+        await _kill_current_runner(local_gateway, task["id"], signal.SIGKILL)
+        await wait_event(local_gateway, session_id, "task.retrying")
+        assert http.post(f"/api/tasks/{task['id']}/cancel").status_code == 200
+        ended = get_task(http, task["id"])
+    assert ended["phase"] == "cancelled" and ended["attempt"] == 2, ended
+    mine = _mine(local_gateway, session_id, task["id"])
+    assert _types(mine, "task.started", "task.retrying", "task.cancelled") == [
+        "task.started",
+        "task.retrying",
+        "task.cancelled",
+    ]
