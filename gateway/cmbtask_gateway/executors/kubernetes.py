@@ -118,10 +118,17 @@ class KubernetesExecutor:
 
     async def launch(self, request: LaunchRequest) -> str:
         async with self._lock:  # an import in flight finishes labelling first
-            # A retry runs in a CmbTask of its own: the earlier attempt's object has ended.
-            imported = await self._imported_name(request.task_id) if request.attempt == 1 else None
-            name = imported or await self._create(request)
-        keys = self._provider_env(request, own_keys=imported is None)
+            if request.attempt == 1:
+                imported = await self._imported_name(request.task_id)
+                name, own_keys = imported or await self._create(request), imported is None
+            else:
+                # A retry runs in a CmbTask of its own (the earlier attempt's has ended);
+                # one of a kubectl-made task gets no user's keys, as its first did not.
+                name = await self._create(request)
+                own_keys = not await self._list(
+                    f"{LABEL_TASK_ID}={dns_label(request.task_id)},{LABEL_ORIGIN}=kubectl"
+                )
+        keys = self._provider_env(request, own_keys=own_keys)
         await self._write_secret(name, {TOKEN_SECRET_KEY: request.token, **keys})
         log.info("k8s.launched", task_id=request.task_id, session_id=request.session_id, cmbtask=name)
         return f"{self._namespace}/{name}"
