@@ -19,7 +19,7 @@ from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 from .auth import RunnerTokens
 from .db.models import Task, utcnow
 from .doorbell import Doorbell
-from .executors.base import Executor, ExecutorError, LaunchRequest
+from .executors.base import Executor, ExecutorError, ExecutorStatus, LaunchRequest
 from .logs import get_logger
 from .runner_sockets import RunnerRegistry
 from .services import lifecycle
@@ -79,7 +79,7 @@ class Dispatcher:
         for task in active:
             status = by_handle.get(task.handle or "")
             if status is not None and not status.alive:
-                await self._finish_dead(task, status.reason, status.exit_code)
+                await self._finish_dead(task, status)
         log.info("dispatch.adopted", tasks=len(active), alive=sum(s.alive for s in statuses))
 
     async def dispatch_once(self) -> None:
@@ -108,6 +108,7 @@ class Dispatcher:
             gateway_url=self._settings.resolved_public_url,
             token=self._tokens.issue(task.id, (task.timeout_s or 0) + self._settings.runner_token_ttl_s),
             timeout_s=task.timeout_s,
+            attempt=task.attempt,
             params=dict(task.params or {}),
             provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
         )
@@ -165,19 +166,27 @@ class Dispatcher:
         if not status.alive:
             # A final frame may still be in flight on a socket that just closed.
             await asyncio.sleep(0.2)
-            await self._finish_dead(task, status.reason, status.exit_code)
+            await self._finish_dead(task, status)
             return
-        created = aware(task.created_at)
-        deadline = None if created is None else created + timedelta(seconds=self._settings.start_timeout_s)
+        # A retry's runner has its own time to connect, from when its attempt was due.
+        due = aware(task.retry_at or task.created_at)
+        deadline = None if due is None else due + timedelta(seconds=self._settings.start_timeout_s)
         if task.phase == TaskPhase.STARTING.value and deadline is not None and deadline < now:  # type: ignore[operator]
             await self._tasks.request_cancel(task.id, task.session_id, "runner never connected")
 
-    async def _finish_dead(self, task: Task, reason: str | None, exit_code: int | None) -> None:
+    async def _finish_dead(self, task: Task, status: ExecutorStatus) -> None:
+        """A runner ended without its final event: as the cancel asked for, or it
+        died (retried if the task may be), or failed."""
         phase, _ = lifecycle.ending_when_stopped(task)
-        words = reason or "runner exited"
+        words = status.reason or "runner exited"
         text = f"runner process ended without reporting a result: {words}"
-        if await self._tasks.finish(task.id, task.session_id, phase, reason=text, exit_code=exit_code):
-            log.warning("dispatch.runner_dead", task_id=task.id, reason=text, exit_code=exit_code)
+        code = status.exit_code
+        if phase is TaskPhase.FAILED and status.died:
+            ended = await self._tasks.finish_died(task.id, task.session_id, reason=text, exit_code=code)
+        else:
+            ended = await self._tasks.finish(task.id, task.session_id, phase, reason=text, exit_code=code)
+        if ended:
+            log.warning("dispatch.runner_dead", task_id=task.id, reason=text, exit_code=code)
         self._stopping.discard(task.id)
 
     async def cancel_runner(self, task: Task, reason: str) -> None:

@@ -4,7 +4,7 @@ Every other component imports its message shapes from here and from nowhere
 else, so that gateway, runner, operator and UI cannot drift apart.
 """
 
-from . import accounts, api, client, crd, engines, events, jsontypes, modes, phases, process, runner
+from . import accounts, api, client, crd, engines, events, jsontypes, modes, phases, process, retries, runner
 from .accounts import *  # noqa: F403
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
@@ -15,6 +15,7 @@ from .jsontypes import *  # noqa: F403
 from .modes import *  # noqa: F403
 from .phases import *  # noqa: F403
 from .process import *  # noqa: F403
+from .retries import *  # noqa: F403
 from .runner import *  # noqa: F403
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     *modes.__all__,
     *phases.__all__,
     *process.__all__,
+    *retries.__all__,
     *runner.__all__,
 ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .accounts import MaxCostUsd, MaxTokens
 from .jsontypes import JSON_NUMBER, NO_NUL, JsonBool, JsonFloat, StorableText
 from .phases import ApprovalStatus, Decision, OnTimeout, SessionStatus, TaskPhase
+from .retries import DEFAULT_RETRY_BACKOFF_S, Retries, RetryBackoffS
 
 __all__ = [
     "MAX_DB_INT",
@@ -113,6 +114,16 @@ class TaskCreate(_Strict):
     #: stop the task (failed) once it has spent this much; None: the user's default
     max_cost_usd: MaxCostUsd | None = None
     max_tokens: MaxTokens | None = None
+    retries: Retries = Field(
+        default=0,
+        description="Run the task again this many times at most if its runner dies (crash, kill, "
+        "lost link, pod evicted or OOMKilled); never after a cancel, a rejection, its budget or "
+        "a failure of its own. See cmbtask_protocol.retries.",
+    )
+    retry_backoff_s: RetryBackoffS = Field(
+        default=DEFAULT_RETRY_BACKOFF_S,
+        description="Seconds before the first retry; each further retry waits twice as long.",
+    )
 
 
 class TaskView(BaseModel):
@@ -129,6 +140,12 @@ class TaskView(BaseModel):
     on_timeout: OnTimeout
     max_cost_usd: float | None = None
     max_tokens: int | None = None
+    #: the run the task is on: 1 for the first, one more for each retry
+    attempt: int = 1
+    retries: int = 0
+    retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
+    #: when the current attempt became due (after a retry's backoff); None for the first
+    retry_at: datetime | None = None
     executor: str | None = None
     handle: str | None = None
     exit_code: int | None = None

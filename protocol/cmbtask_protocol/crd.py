@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from .api import MAX_PROMPT_CHARS
 from .phases import OnTimeout, TaskPhase
+from .retries import MAX_RETRIES, MAX_RETRY_DELAY_S
 
 __all__ = [
     "CRD_GROUP",
@@ -105,6 +106,13 @@ class CmbTaskSpec(_Camel):
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
     approval_timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
     on_timeout: OnTimeout = OnTimeout.REJECT
+    #: the gateway runs the task again, in a new CmbTask, this often at most if its
+    #: pod dies (evicted, OOMKilled, deleted); see ``cmbtask_protocol.retries``
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    #: seconds before the first retry (doubling for each further one); the default when unset
+    retry_backoff_seconds: int | None = Field(default=None, ge=0, le=int(MAX_RETRY_DELAY_S))
+    #: which run of its task this object is (set by the gateway on the ones it makes)
+    attempt: int = Field(default=1, ge=1, le=MAX_RETRIES + 1)
     image: str | None = Field(default=None, min_length=1, max_length=512)
     resources: CmbTaskResources | None = None
     #: where the runner dials back; the operator's setting when unset
@@ -181,9 +189,10 @@ def dns_label(base: str, suffix: str = "", *, max_length: int = 63) -> str:
     return f"{clean[:room].rstrip('-')}-{digest}{suffix}"
 
 
-def cmbtask_name_for_task(task_id: str) -> str:
-    """The name the gateway gives the ``CmbTask`` of one of its tasks."""
-    return dns_label(f"task-{task_id}")
+def cmbtask_name_for_task(task_id: str, attempt: int = 1) -> str:
+    """The name the gateway gives the ``CmbTask`` of one of its tasks (of a
+    retry's ``attempt``: each attempt runs in an object of its own)."""
+    return dns_label(f"task-{task_id}", "" if attempt == 1 else f"-a{attempt}")
 
 
 def token_secret_name(name: str, spec: CmbTaskSpec) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "StepStarted",
     "TaskFinished",
     "TaskQueued",
+    "TaskRetrying",
     "TaskStarted",
     "validate_payload",
 ]
@@ -61,6 +62,8 @@ class EventType(StrEnum):
     TASK_FAILED = "task.failed"
     TASK_CANCELLED = "task.cancelled"
     TASK_TIMED_OUT = "task.timed_out"
+    #: the runner died and the task will run again (not final; see ``retries``)
+    TASK_RETRYING = "task.retrying"
     PLAN_PROPOSED = "plan.proposed"
     STEP_STARTED = "step.started"
     STEP_PROGRESS = "step.progress"
@@ -112,6 +115,21 @@ class TaskStarted(_Payload):
     pid: int | None = None
     host: str | None = None
     resumed_from_version: int | None = None
+    #: which run of the task this is: 1, then one more per ``task.retrying``
+    attempt: int | None = Field(default=None, ge=1)
+
+
+class TaskRetrying(_Payload):
+    """The runner died; the task is queued again and starts ``attempt`` at ``retry_at``."""
+
+    attempt: int = Field(ge=2)
+    #: the most retries the task allows (its attempts are ``retries + 1``)
+    retries: int = Field(ge=1)
+    reason: str
+    delay_s: float = Field(ge=0)
+    retry_at: datetime
+    exit_code: int | None = None
+    signal: str | None = Field(default=None, max_length=16)
 
 
 class TaskFinished(_Payload):
@@ -252,6 +270,7 @@ EVENT_PAYLOADS: Final[dict[str, type[BaseModel]]] = {
     EventType.TASK_FAILED: TaskFinished,
     EventType.TASK_CANCELLED: TaskFinished,
     EventType.TASK_TIMED_OUT: TaskFinished,
+    EventType.TASK_RETRYING: TaskRetrying,
     EventType.PLAN_PROPOSED: PlanProposed,
     EventType.STEP_STARTED: StepStarted,
     EventType.STEP_PROGRESS: StepProgress,

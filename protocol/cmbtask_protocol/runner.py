@@ -113,6 +113,9 @@ class TaskSpec(BaseModel):
     max_tokens: int | None = None
     #: the task owner's overrides of ``DEFAULT_PRICES``
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    #: which run of the task this is (1 for the first; see ``retries``): an engine
+    #: may read it to resume from the session's stored state
+    attempt: int = Field(default=1, ge=1)
 
 
 class RunnerWelcome(BaseModel):

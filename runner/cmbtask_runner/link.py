@@ -210,6 +210,7 @@ class Link:
         self.connects += 1
         self._down_since = None
         self._backoff.reset()
+        self._outbox.continue_after(frame.acked_rseq)
         self._outbox.ack(frame.acked_rseq)
         self._acked.set()
         self._inbound.put_nowait(frame)

@@ -40,6 +40,9 @@ class Outbox:
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._spill_path = spill_path
+        # Left by an earlier runner of the task (a retry runs in the same work
+        # directory): its frames are numbered for that runner, not for us.
+        spill_path.unlink(missing_ok=True)
         self._spill_read_offset = 0
         self._spilled = 0  # frames in the spill file not yet read back
         self._spilled_total = 0
@@ -81,6 +84,15 @@ class Outbox:
                 self._mem_bytes -= size
             self._skip_spilled_acked()
             self._refill()
+
+    def continue_after(self, rseq: int) -> None:
+        """Number frames from ``rseq + 1`` on: the gateway already holds that many
+        of this task's frames, from an earlier runner of it (a retry). Only a
+        runner that has numbered nothing yet can take the numbering over."""
+        with self._lock:
+            if self._next_rseq == 1 and rseq > 0:
+                self._next_rseq = rseq + 1
+                self._acked = rseq
 
     def frames_after(self, rseq: int, limit: int = 500) -> list[Frame]:
         """In-memory frames above ``rseq``, oldest first (the sending window)."""

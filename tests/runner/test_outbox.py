@@ -66,3 +66,16 @@ def test_concurrent_producers_get_unique_consecutive_numbers(tmp_path: Path) -> 
         seen.extend(frame["rseq"] for frame in window)
         outbox.ack(window[-1]["rseq"])
     assert seen == list(range(1, 801))
+
+
+def test_a_retry_numbers_on_after_what_the_gateway_holds(tmp_path: Path) -> None:
+    spill = tmp_path / "spill.jsonl"
+    spill.write_text('{"rseq": 1, "left": "by the runner of the attempt before"}\n')
+    outbox = Outbox(spill, max_frames=1)
+    assert not spill.exists(), "an earlier runner's spill is not ours to send"
+    outbox.continue_after(57)
+    assert outbox.acked == 57 and outbox.put({"n": 1}) == 58 and outbox.put({"n": 2}) == 59
+    outbox.continue_after(100)  # numbering already taken over: a reconnect changes nothing
+    assert outbox.put({"n": 3}) == 60
+    outbox.ack(58)
+    assert [frame["rseq"] for frame in outbox.frames_after(58)] == [59]

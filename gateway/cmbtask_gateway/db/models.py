@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from cmbtask_protocol import DEFAULT_RETRY_BACKOFF_S
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -135,6 +137,15 @@ class Task(Base):
     max_tokens: Mapped[int | None] = mapped_column(BigInteger)
     #: the owner's price overrides at submit time, so a later edit cannot reprice a running task
     prices: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the run the task is on (1 first); counted here so a restarted gateway retries
+    #: exactly the remaining times (``cmbtask_protocol.retries``)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    retry_backoff_s: Mapped[float] = mapped_column(
+        Float, default=DEFAULT_RETRY_BACKOFF_S, server_default=text("5")
+    )
+    #: when the current attempt became due; a queued task waits until then (its backoff)
+    retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -34,6 +34,8 @@ class LaunchRequest:
     #: per-task runner token; never logged
     token: str
     timeout_s: float | None = None
+    #: which run of the task this is (1 first): a retry needs a runner of its own
+    attempt: int = 1
     #: the task's engine params: an executor that hands the task to someone who
     #: validates it (the operator, from the CmbTask spec) passes them on
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -48,6 +50,9 @@ class ExecutorStatus:
     exit_code: int | None = None
     #: why it is not alive, in words a user understands ("killed by signal 9")
     reason: str | None = None
+    #: it died of its environment, not of its task (``cmbtask_protocol.runner_died``):
+    #: the task may be retried
+    died: bool = False
 
 
 class Executor(Protocol):

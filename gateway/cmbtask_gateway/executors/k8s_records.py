@@ -67,7 +67,8 @@ class Records:
             engine=spec["engine"], mode=spec.get("mode") or "one-shot", prompt=spec.get("prompt") or "",
             params=spec.get("params") or {}, timeout_s=spec.get("timeoutSeconds"),
             approval_timeout_s=spec.get("approvalTimeoutSeconds"),
-            on_timeout=spec.get("onTimeout") or "reject",
+            on_timeout=spec.get("onTimeout") or "reject", retries=spec.get("retries") or 0,
+            **_backoff(spec),
         )  # fmt: skip
         view = await self._tasks.submit(owner, session_id, task_body, task_id=ids.task_id)
         return view.id, session_id
@@ -100,3 +101,9 @@ class Records:
             }
             for t in tasks
         }
+
+
+def _backoff(spec: dict[str, Any]) -> dict[str, float]:
+    """The spec's ``retryBackoffSeconds`` as ``TaskCreate`` takes it, when set."""
+    seconds = spec.get("retryBackoffSeconds")
+    return {} if seconds is None else {"retry_backoff_s": float(seconds)}

@@ -42,6 +42,7 @@ from cmbtask_protocol import (
     TaskPhase,
     cmbtask_name_for_task,
     dns_label,
+    pod_died,
     set_condition,
     token_secret_name,
 )
@@ -117,9 +118,17 @@ class KubernetesExecutor:
 
     async def launch(self, request: LaunchRequest) -> str:
         async with self._lock:  # an import in flight finishes labelling first
-            imported = await self._imported_name(request.task_id)
-            name = imported or await self._create(request)
-        keys = self._provider_env(request, own_keys=imported is None)
+            if request.attempt == 1:
+                imported = await self._imported_name(request.task_id)
+                name, own_keys = imported or await self._create(request), imported is None
+            else:
+                # A retry runs in a CmbTask of its own (the earlier attempt's has ended);
+                # one of a kubectl-made task gets no user's keys, as its first did not.
+                name = await self._create(request)
+                own_keys = not await self._list(
+                    f"{LABEL_TASK_ID}={dns_label(request.task_id)},{LABEL_ORIGIN}=kubectl"
+                )
+        keys = self._provider_env(request, own_keys=own_keys)
         await self._write_secret(name, {TOKEN_SECRET_KEY: request.token, **keys})
         log.info("k8s.launched", task_id=request.task_id, session_id=request.session_id, cmbtask=name)
         return f"{self._namespace}/{name}"
@@ -146,7 +155,9 @@ class KubernetesExecutor:
         if phase is None or not TaskPhase(phase).is_final:
             return ExecutorStatus(handle, alive=True)
         reason = status.get("message") or status.get("reason") or f"pod ended {phase}"
-        return ExecutorStatus(handle, alive=False, exit_code=status.get("exitCode"), reason=reason)
+        code = status.get("exitCode")
+        died = pod_died(status.get("reason"), code)
+        return ExecutorStatus(handle, alive=False, exit_code=code, reason=reason, died=died)
 
     async def adopt(self, handles: Sequence[str]) -> list[ExecutorStatus]:
         return [await self.inspect(handle) for handle in handles]
@@ -172,8 +183,9 @@ class KubernetesExecutor:
         return list(cast(dict[str, Any], found).get("items") or [])
 
     async def _create(self, request: LaunchRequest) -> str:
-        name = cmbtask_name_for_task(request.task_id)
+        name = cmbtask_name_for_task(request.task_id, request.attempt)
         spec: dict[str, Any] = {
+            "attempt": request.attempt,
             "engine": request.engine,
             "mode": request.mode,
             "taskId": request.task_id,

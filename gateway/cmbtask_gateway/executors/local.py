@@ -44,6 +44,7 @@ from cmbtask_protocol import (
     ENV_WORK_DIR,
     EXIT_FILE,
     RunnerExit,
+    runner_died,
 )
 
 from .base import ExecutorError, ExecutorStatus, LaunchRequest, without_provider_keys
@@ -286,7 +287,8 @@ class LocalExecutor:
             reason = f"runner {meaning} (exit code {code})"
             if record is not None and record.get("reason"):
                 reason += f": {record['reason']}"
-        return ExecutorStatus(handle=handle, alive=False, exit_code=code, reason=reason)
+        died = runner_died(code)
+        return ExecutorStatus(handle=handle, alive=False, exit_code=code, reason=reason, died=died)
 
     def _exit_record(self, handle: str) -> dict[str, Any] | None:
         work_dir = self._work_dir(handle)

@@ -100,6 +100,7 @@ class RunnerIngest:
                     max_cost_usd=task.max_cost_usd,
                     max_tokens=task.max_tokens,
                     prices=task.prices or {},
+                    attempt=task.attempt,
                 ),
                 acked_rseq=task.acked_rseq,
                 state=session.state,
@@ -249,11 +250,7 @@ class RunnerIngest:
             return
         final_phase = FINAL_EVENT_PHASES.get(frame.event_type)
         if final_phase is not None:
-            final_phase, data = lifecycle.runner_ending(task, final_phase, data)
-            reason, exit_code = str(data.get("reason", "")), data.get("exit_code")
-            if await lifecycle.finish(
-                tx, task, final_phase, reason=reason, exit_code=exit_code, data=data, rseq=rseq, ts=ts
-            ):
+            if await lifecycle.runner_ended(tx, task, final_phase, data, rseq, ts):
                 result.finished = True
             return
         if frame.event_type == EventType.TASK_STARTED:

@@ -12,11 +12,15 @@ any unfinished task may end.
 
 How a task ends whose runner was stopped without a result of its own (it
 died, or a signal stopped it before any cancel reached it) is decided here as
-well, from what the gateway recorded: as the cancel it asked for, or failed.
+well, from what the gateway recorded: as the cancel it asked for, or failed;
+or, when its runner died and it has retries left, it goes back to ``queued``
+for its next attempt (``running → queued`` is that edge, announced by
+``task.retrying``), due after its backoff (``cmbtask_protocol.retries``).
 
 Which queued task may start is decided here too: a session runs its tasks
 one at a time, in submission order (the oldest unfinished task of a session
 is the only one that may start), unless the session allows parallel tasks.
+A task waiting out a retry's backoff is unfinished: the tasks behind it wait.
 The rule is a query on stored rows, so it holds across gateway restarts and
 between replicas.
 """
@@ -24,10 +28,18 @@ between replicas.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from cmbtask_protocol import CANCEL_TIMEOUT, FINAL_TASK_PHASES, ApprovalStatus, EventType, TaskPhase
+from cmbtask_protocol import (
+    ACTIVE_TASK_PHASES,
+    CANCEL_TIMEOUT,
+    FINAL_TASK_PHASES,
+    ApprovalStatus,
+    EventType,
+    TaskPhase,
+    retry_delay_s,
+)
 from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
 from sqlalchemy.orm import aliased
 
@@ -44,11 +56,14 @@ __all__ = [
     "approval_opened",
     "ending_when_stopped",
     "finish",
+    "finish_died",
     "is_next_in_session",
     "mark_running",
     "may_start",
     "move",
     "queue",
+    "retry",
+    "runner_ended",
     "runner_ending",
     "start",
     "waiting_behind",
@@ -57,13 +72,15 @@ __all__ = [
 log = get_logger(__name__)
 
 _ENDS = frozenset(FINAL_TASK_PHASES)
+#: back to the queue for another attempt: its runner died (see ``retry``)
+_RETRY = frozenset({TaskPhase.QUEUED})
 
 #: Every legal change of phase. A phase maps to the phases it may become.
 EDGES: Final[Mapping[TaskPhase, frozenset[TaskPhase]]] = {
     TaskPhase.QUEUED: frozenset({TaskPhase.STARTING, TaskPhase.RUNNING}) | _ENDS,
-    TaskPhase.STARTING: frozenset({TaskPhase.RUNNING, TaskPhase.WAITING_APPROVAL}) | _ENDS,
-    TaskPhase.RUNNING: frozenset({TaskPhase.WAITING_APPROVAL}) | _ENDS,
-    TaskPhase.WAITING_APPROVAL: frozenset({TaskPhase.RUNNING}) | _ENDS,
+    TaskPhase.STARTING: frozenset({TaskPhase.RUNNING, TaskPhase.WAITING_APPROVAL}) | _ENDS | _RETRY,
+    TaskPhase.RUNNING: frozenset({TaskPhase.WAITING_APPROVAL}) | _ENDS | _RETRY,
+    TaskPhase.WAITING_APPROVAL: frozenset({TaskPhase.RUNNING}) | _ENDS | _RETRY,
     **{phase: frozenset() for phase in FINAL_TASK_PHASES},
 }
 
@@ -138,7 +155,9 @@ async def start(tx: WriteTx, task: Task, executor: str) -> bool:
 def mark_running(
     tx: WriteTx, task: Task, session: Session, data: dict[str, Any], rseq: int, ts: datetime | None
 ) -> None:
-    """The runner's ``task.started``: stored as sent, and the task runs."""
+    """The runner's ``task.started``: stored as sent, with the number of the
+    attempt (the gateway's count, whatever the runner thinks), and the task runs."""
+    data = {**data, "attempt": task.attempt}
     tx.emit(EventType.TASK_STARTED, data, task_id=task.id, rseq=rseq, ts=ts)
     if task.phase in {TaskPhase.QUEUED.value, TaskPhase.STARTING.value}:
         move(task, session, TaskPhase.RUNNING)
@@ -221,21 +240,102 @@ async def finish(
         if exit_code is not None:
             data["exit_code"] = exit_code
     tx.emit(FINAL_EVENT[phase], data, task_id=task.id, rseq=rseq, ts=ts)
+    await _cancel_pending_approvals(tx, task, f"task {phase.value}")
+    _add_history(session, task, phase=phase.value, reason=reason)
+    return True
+
+
+async def _cancel_pending_approvals(tx: WriteTx, task: Task, reason: str) -> None:
+    """A runner that is gone can no longer act on a decision: its approvals end."""
     pending = await tx.db.scalars(
         select(Approval).where(Approval.task_id == task.id, Approval.status == ApprovalStatus.PENDING.value)
     )
     for approval in pending:
         approval.status = ApprovalStatus.CANCELLED.value
         approval.resolved_at = utcnow()
-        tx.emit(
-            EventType.APPROVAL_CANCELLED,
-            {"approval_id": approval.id, "reason": f"task {phase.value}"},
-            task_id=task.id,
-        )
+        tx.emit(EventType.APPROVAL_CANCELLED, {"approval_id": approval.id, "reason": reason}, task_id=task.id)
+
+
+def _add_history(session: Session | None, task: Task, **fields: Any) -> None:
     if session is not None:
-        entry = {"ts": datetime.now(UTC).isoformat(), "task_id": task.id, "role": "task"}
-        session.history = [*(session.history or []), {**entry, "phase": phase.value, "reason": reason}]
+        entry = {"ts": datetime.now(UTC).isoformat(), "task_id": task.id, "role": "task", **fields}
+        session.history = [*(session.history or []), entry]
+
+
+async def retry(
+    tx: WriteTx,
+    task: Task,
+    *,
+    reason: str,
+    exit_code: int | None = None,
+    signal: str | None = None,
+    rseq: int | None = None,
+) -> bool:
+    """``task``'s runner died: queue it for its next attempt, due after its
+    backoff, if it has retries left and nobody asked it to stop. Announced by
+    ``task.retrying`` (the dead runner's final frame's ``rseq``, when it sent
+    one). False, changing nothing, when it may not be retried."""
+    if task.cancel_requested or task.attempt > task.retries:
+        return False
+    if TaskPhase(task.phase) not in ACTIVE_TASK_PHASES:
+        return False
+    session = await tx.db.get(Session, task.session_id)
+    if not move(task, session, TaskPhase.QUEUED):
+        return False
+    task.attempt += 1
+    delay_s = retry_delay_s(task.retry_backoff_s, task.attempt)
+    task.retry_at = utcnow() + timedelta(seconds=delay_s)
+    # The next attempt is a new runner: its own handle, and its timeout counts from its own start.
+    task.handle, task.started_at = None, None
+    task.reason, task.exit_code = reason, exit_code
+    data: dict[str, Any] = {
+        "attempt": task.attempt,
+        "retries": task.retries,
+        "reason": reason,
+        "delay_s": delay_s,
+        "retry_at": task.retry_at.isoformat(),
+    }
+    data.update({k: v for k, v in (("exit_code", exit_code), ("signal", signal)) if v is not None})
+    tx.emit(EventType.TASK_RETRYING, data, task_id=task.id, rseq=rseq)
+    await _cancel_pending_approvals(tx, task, "task retrying")
+    _add_history(session, task, phase="retrying", reason=reason, attempt=task.attempt)
+    log.warning("task.retrying", task_id=task.id, attempt=task.attempt, delay_s=delay_s, reason=reason)
     return True
+
+
+async def finish_died(
+    tx: WriteTx,
+    task: Task,
+    *,
+    reason: str,
+    exit_code: int | None = None,
+    data: dict[str, Any] | None = None,
+    rseq: int | None = None,
+    ts: datetime | None = None,
+) -> bool:
+    """``task``'s runner died (``cmbtask_protocol.runner_died``): retried when it
+    may be, else failed, saying so when its retries ran out."""
+    signal = (data or {}).get("signal")
+    if await retry(tx, task, reason=reason, exit_code=exit_code, signal=signal, rseq=rseq):
+        return True
+    if task.retries and task.attempt > task.retries and not task.cancel_requested:
+        reason = f"{reason} (attempt {task.attempt} of {task.retries + 1}: no retries left)"
+        data = None if data is None else {**data, "reason": reason}
+    return await finish(
+        tx, task, TaskPhase.FAILED, reason=reason, exit_code=exit_code, data=data, rseq=rseq, ts=ts
+    )
+
+
+async def runner_ended(
+    tx: WriteTx, task: Task, phase: TaskPhase, data: dict[str, Any], rseq: int, ts: datetime | None
+) -> bool:
+    """A runner's final event: the task ends as ``runner_ending`` says, unless a
+    signal that nobody asked for stopped the runner (it died: ``finish_died``)."""
+    phase, data = runner_ending(task, phase, data)
+    reason, exit_code = str(data.get("reason", "")), data.get("exit_code")
+    if phase is TaskPhase.FAILED and data.get("signal"):
+        return await finish_died(tx, task, reason=reason, exit_code=exit_code, data=data, rseq=rseq, ts=ts)
+    return await finish(tx, task, phase, reason=reason, exit_code=exit_code, data=data, rseq=rseq, ts=ts)
 
 
 def _ahead_of(task: type[Task] | Any) -> ColumnElement[bool]:
@@ -252,11 +352,12 @@ def _ahead_of(task: type[Task] | Any) -> ColumnElement[bool]:
     )
 
 
-def may_start() -> ColumnElement[bool]:
-    """Where-clause over ``Task`` joined with its ``Session``: queued and first
-    in line (or in a session that allows parallel tasks)."""
+def may_start(now: datetime) -> ColumnElement[bool]:
+    """Where-clause over ``Task`` joined with its ``Session``: queued, past any
+    retry's backoff, and first in line (or in a session that allows parallel tasks)."""
     return and_(
         Task.phase == TaskPhase.QUEUED.value,
+        or_(Task.retry_at.is_(None), Task.retry_at <= now),
         or_(Session.parallel_tasks.is_(True), not_(_ahead_of(Task))),
     )
 
@@ -265,7 +366,9 @@ async def is_next_in_session(tx: WriteTx, task: Task) -> bool:
     """Checked again under the task's row lock: another replica's dispatcher
     may have started the task ahead meanwhile."""
     found = await tx.db.scalar(
-        select(Task.id).join(Session, Session.id == Task.session_id).where(Task.id == task.id, may_start())
+        select(Task.id)
+        .join(Session, Session.id == Task.session_id)
+        .where(Task.id == task.id, may_start(utcnow()))
     )
     return found is not None
 

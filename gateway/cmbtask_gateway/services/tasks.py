@@ -157,6 +157,8 @@ class TaskService:
                 timeout_s=body.timeout_s,
                 approval_timeout_s=body.approval_timeout_s,
                 on_timeout=body.on_timeout.value,
+                retries=body.retries,
+                retry_backoff_s=body.retry_backoff_s,
                 **budget,
                 acked_rseq=0,
                 cancel_requested=False,
@@ -214,7 +216,7 @@ class TaskService:
             rows = await db.scalars(
                 select(Task)
                 .join(Session, Session.id == Task.session_id)
-                .where(lifecycle.may_start())
+                .where(lifecycle.may_start(utcnow()))
                 .order_by(Task.created_at, Task.id)
                 .limit(limit)
             )
@@ -230,6 +232,18 @@ class TaskService:
             if task is None:
                 return False
             if not await lifecycle.finish(tx, task, phase, reason=reason, exit_code=exit_code):
+                return False
+            tx.after_commit(self._wake)
+        return True
+
+    async def finish_died(
+        self, task_id: str, session_id: str, *, reason: str, exit_code: int | None = None
+    ) -> bool:
+        """The task's runner died (the watchdog saw it): retried if it may be, else
+        failed (``lifecycle.finish_died``). False when the task had already ended."""
+        async with self._store.write(session_id) as tx:
+            task = await tx.db.get(Task, task_id, with_for_update=True)
+            if task is None or not await lifecycle.finish_died(tx, task, reason=reason, exit_code=exit_code):
                 return False
             tx.after_commit(self._wake)
         return True

@@ -74,3 +74,11 @@ def test_a_spec_without_params_is_what_the_operator_refuses(tmp_path: Path) -> N
 def test_params_pass_through_unchanged(tmp_path: Path) -> None:
     params = {"steps": 2, "step_delay_s": 0.1, "nested": {"a": [1, 2]}}
     assert _built(tmp_path, engine="demo", params=params)["spec"]["params"] == params
+
+
+def test_a_retry_runs_in_a_cmbtask_of_its_own(tmp_path: Path) -> None:
+    first, second = _built(tmp_path), _built(tmp_path, attempt=2)
+    assert first["metadata"]["name"] == "task-t1" and second["metadata"]["name"] == "task-t1-a2"
+    assert second["metadata"]["labels"] == first["metadata"]["labels"], "both are found as the task's"
+    spec = CmbTaskSpec.model_validate(second["spec"])
+    assert (spec.task_id, spec.attempt) == ("t1", 2)

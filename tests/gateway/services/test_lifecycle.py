@@ -16,7 +16,8 @@ ENDS = [TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.CANCELLED, TaskPhase.TI
 
 #: The design's graph, written out independently of the module under test:
 #: queued → starting → running ⇄ waiting_approval → final; queued → running for
-#: a runner someone else started; any unfinished task may end.
+#: a runner someone else started; any unfinished task may end; a task whose
+#: runner died goes back to queued for its next attempt (a retry).
 LEGAL = {
     (Q, S),
     (Q, R),
@@ -25,6 +26,7 @@ LEGAL = {
     (R, W),
     (W, R),
     *((source, end) for source in (Q, S, R, W) for end in ENDS),
+    *((source, Q) for source in (S, R, W)),
 }
 ALL_PAIRS = list(itertools.product(TaskPhase, TaskPhase))
 

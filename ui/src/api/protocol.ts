@@ -95,6 +95,7 @@ export interface CmbtaskProtocol {
   TaskFinished: TaskFinished;
   TaskPhase: TaskPhase;
   TaskQueued: TaskQueued;
+  TaskRetrying: TaskRetrying;
   TaskSpec: TaskSpec;
   TaskStarted: TaskStarted;
   TaskView: TaskView;
@@ -209,6 +210,14 @@ export interface TaskCreate {
   on_timeout?: OnTimeout;
   max_cost_usd?: number | null;
   max_tokens?: number | null;
+  /**
+   * Run the task again this many times at most if its runner dies (crash, kill, lost link, pod evicted or OOMKilled); never after a cancel, a rejection, its budget or a failure of its own. See cmbtask_protocol.retries.
+   */
+  retries?: number;
+  /**
+   * Seconds before the first retry; each further retry waits twice as long.
+   */
+  retry_backoff_s?: number;
 }
 export interface ResolveApprovalCommand {
   /**
@@ -448,6 +457,7 @@ export interface TaskSpec {
   prices?: {
     [k: string]: ModelPrice;
   };
+  attempt?: number;
 }
 export interface RunnerStateResult {
   type?: "state.result";
@@ -577,12 +587,26 @@ export interface TaskQueued {
   max_tokens?: number | null;
   [k: string]: unknown;
 }
+/**
+ * The runner died; the task is queued again and starts ``attempt`` at ``retry_at``.
+ */
+export interface TaskRetrying {
+  attempt: number;
+  retries: number;
+  reason: string;
+  delay_s: number;
+  retry_at: string;
+  exit_code?: number | null;
+  signal?: string | null;
+  [k: string]: unknown;
+}
 export interface TaskStarted {
   engine: string;
   mode: string;
   pid?: number | null;
   host?: string | null;
   resumed_from_version?: number | null;
+  attempt?: number | null;
   [k: string]: unknown;
 }
 export interface TaskView {
@@ -601,6 +625,10 @@ export interface TaskView {
   on_timeout: OnTimeout;
   max_cost_usd?: number | null;
   max_tokens?: number | null;
+  attempt?: number;
+  retries?: number;
+  retry_backoff_s?: number;
+  retry_at?: string | null;
   executor?: string | null;
   handle?: string | null;
   exit_code?: number | null;
@@ -686,6 +714,7 @@ export const EVENT_TYPES = [
   "task.cancelled",
   "task.failed",
   "task.queued",
+  "task.retrying",
   "task.started",
   "task.succeeded",
   "task.timed_out"
@@ -713,6 +742,7 @@ export interface EventPayloads {
   "task.cancelled": TaskFinished;
   "task.failed": TaskFinished;
   "task.queued": TaskQueued;
+  "task.retrying": TaskRetrying;
   "task.started": TaskStarted;
   "task.succeeded": TaskFinished;
   "task.timed_out": TaskFinished;

@@ -127,6 +127,25 @@ describe("SessionStore", () => {
     store.apply([ev("task.started", { engine: "demo", mode: "one-shot" }, "t2")]);
     expect(store.tasks.get("t2")!.phase).toBe("running");
   });
+
+  it("shows a retried task queued for its next attempt, then running it", () => {
+    const store = new SessionStore();
+    seq = 0;
+    store.apply([
+      ev("task.queued", { engine: "demo", mode: "one-shot" }, "t1"),
+      ev("task.started", { engine: "demo", mode: "one-shot", attempt: 1 }, "t1"),
+      ev(
+        "task.retrying",
+        { attempt: 2, retries: 2, reason: "runner killed", delay_s: 5, retry_at: "2026-12-02T12:00:05Z" },
+        "t1",
+      ),
+    ]);
+    const task = store.tasks.get("t1")!;
+    expect([task.phase, task.attempt, task.retries, task.retryAt]).toEqual(["queued", 2, 2, "2026-12-02T12:00:05Z"]);
+    expect(store.timeline.map((e) => e.type)).toContain("task.retrying");
+    store.apply([ev("task.started", { engine: "demo", mode: "one-shot", attempt: 2 }, "t1")]);
+    expect([task.phase, task.attempt, task.retryAt]).toEqual(["running", 2, null]);
+  });
 });
 
 describe("spend against budget", () => {

@@ -49,6 +49,11 @@ export interface TaskState {
   files: FileCreated[];
   output: OutputLine[];
   reason: string;
+  /** the run the task is on (1 first; one more per retry) and the most retries it allows */
+  attempt: number;
+  retries: number;
+  /** while queued for a retry: when its next attempt is due */
+  retryAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
 }
@@ -79,6 +84,7 @@ const IN_TIMELINE: Record<EventType, boolean> = {
   "task.failed": true,
   "task.cancelled": true,
   "task.timed_out": true,
+  "task.retrying": true,
   "plan.proposed": true,
   "step.started": true,
   "step.progress": false,
@@ -141,6 +147,9 @@ function newTask(id: string): TaskState {
     files: [],
     output: [],
     reason: "",
+    attempt: 1,
+    retries: 0,
+    retryAt: null,
     startedAt: null,
     finishedAt: null,
   };
@@ -215,6 +224,16 @@ export class SessionStore {
         task.engine = event.data.engine || task.engine;
         task.mode = event.data.mode || task.mode;
         task.startedAt = event.ts;
+        task.attempt = event.data.attempt ?? task.attempt;
+        task.retryAt = null;
+        return;
+      case "task.retrying":
+        // The runner died; the task waits out its backoff, queued, then runs again.
+        task.phase = "queued";
+        task.attempt = event.data.attempt;
+        task.retries = event.data.retries;
+        task.retryAt = event.data.retry_at;
+        task.reason = event.data.reason;
         return;
       case "task.succeeded":
       case "task.failed":

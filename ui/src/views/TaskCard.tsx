@@ -37,6 +37,12 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
         <span className="muted">
           {task.engine} · {task.mode} · <code>{task.id.slice(0, 8)}</code>
         </span>
+        {task.attempt > 1 && (
+          <span className="badge" data-testid="task-attempt">
+            Attempt {task.attempt}
+            {task.retries > 0 ? ` of ${task.retries + 1}` : ""}
+          </span>
+        )}
         {!final && (
           <button type="button" className="small danger" onClick={() => void cancel()}>
             Cancel task
@@ -46,6 +52,12 @@ export function TaskCard({ task, version }: { task: TaskState; version: number }
       {task.phase === "queued" && task.behind && (
         <p className="muted" data-testid="task-waiting">
           Waiting for task <code>{task.behind.slice(0, 8)}</code> to finish: this session runs one task at a time.
+        </p>
+      )}
+      {task.phase === "queued" && task.retryAt && (
+        <p className="muted" data-testid="task-retrying">
+          Its runner died ({task.reason}); attempt {task.attempt} starts at{" "}
+          {new Date(task.retryAt).toLocaleTimeString()}.
         </p>
       )}
       {task.prompt && <p className="prose prompt">{task.prompt}</p>}

@@ -67,6 +67,7 @@ function EventItem({ event, approval }: ItemProps) {
         <p>
           <Stamp event={event} /> Task {task} started{d.host ? ` on ${str(d.host)}` : ""}
           {d.resumed_from_version ? ` (resumed from state v${str(d.resumed_from_version)})` : ""}
+          {Number(d.attempt) > 1 ? `, attempt ${str(d.attempt)}` : ""}
         </p>
       );
     case "task.succeeded":
@@ -77,6 +78,13 @@ function EventItem({ event, approval }: ItemProps) {
         <p className={`final final-${event.type.slice(5)}`}>
           <Stamp event={event} /> Task {task} {event.type.slice(5).replace("_", " ")}
           {d.reason ? `: ${str(d.reason)}` : ""}
+        </p>
+      );
+    case "task.retrying":
+      return (
+        <p className="final final-failed">
+          <Stamp event={event} /> Task {task} will run again (attempt {str(d.attempt)} of{" "}
+          {String(Number(d.retries) + 1)}, in {str(d.delay_s)} s): {str(d.reason)}
         </p>
       );
     case "plan.proposed":
