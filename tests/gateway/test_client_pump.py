@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cmbtask_gateway.api.ws_client import _ClientSocket
 from cmbtask_gateway.composition import Gateway
-from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.hub import Delivery, Poke
-from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import SessionCreate
 
 
@@ -37,11 +33,8 @@ class _Socket:
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    await asyncio.to_thread(upgrade, database_url)
-    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path, executor="none"))
-    yield built
-    await built.engine.dispose()
+def gateway(built_gateway: Gateway) -> Gateway:
+    return built_gateway
 
 
 async def _store(gateway: Gateway, session_id: str, count: int) -> list[Delivery]:

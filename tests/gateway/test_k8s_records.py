@@ -6,18 +6,13 @@ session sees the task arrive, and the dispatcher is woken for it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cmbtask_gateway.composition import Gateway
-from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.executors.k8s_records import ImportedIds
 from cmbtask_gateway.hub import Stored
-from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import SessionCreate
 from sqlalchemy import create_engine, text
 
@@ -34,11 +29,8 @@ def _count(database_url: str, table: str) -> int:
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    await asyncio.to_thread(upgrade, database_url)  # alembic runs its own event loop
-    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path, executor="none"))
-    yield built
-    await built.engine.dispose()
+def gateway(built_gateway: Gateway) -> Gateway:
+    return built_gateway
 
 
 async def test_registering_the_same_object_twice_gives_one_task(database_url: str, gateway: Gateway) -> None:

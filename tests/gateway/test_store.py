@@ -5,23 +5,16 @@ for a rolled-back change, callbacks only after commit, bounded pages."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cmbtask_gateway.composition import Gateway
-from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.hub import Stored
-from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import SessionCreate
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    await asyncio.to_thread(upgrade, database_url)
-    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path, executor="none"))
-    yield built
-    await built.engine.dispose()
+def gateway(built_gateway: Gateway) -> Gateway:
+    return built_gateway
 
 
 async def _write(gateway: Gateway, session_id: str, text: str) -> None:

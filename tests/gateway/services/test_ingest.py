@@ -4,16 +4,11 @@ final event ignored, state saves checked against their version."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cmbtask_gateway.composition import Gateway
-from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.errors import Conflict
-from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import (
     CANCEL_TIMEOUT,
     RunnerApprovalRequest,
@@ -26,12 +21,8 @@ from cmbtask_protocol import (
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    await asyncio.to_thread(upgrade, database_url)
-    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path, executor="none"))
-    yield built
-    await built.ingest.close()
-    await built.engine.dispose()
+def gateway(built_gateway: Gateway) -> Gateway:
+    return built_gateway
 
 
 async def _task(gateway: Gateway) -> tuple[str, str]:

@@ -6,28 +6,19 @@ payload stored as an ``error`` event, publication only after the commit."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cmbtask_gateway.composition import Gateway
-from cmbtask_gateway.db.migrate import upgrade
 from cmbtask_gateway.errors import Conflict, GatewayError, NotFound
 from cmbtask_gateway.services.ingest_plain import PlainBatch, is_plain, store_plain
-from cmbtask_gateway.settings import Settings
 from cmbtask_protocol import RunnerEvent, RunnerStateSave, SessionCreate, TaskCreate
 
 
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    await asyncio.to_thread(upgrade, database_url)
-    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path, executor="none"))
-    yield built
-    await built.ingest.close()
-    await built.store.close()
-    await built.engine.dispose()
+def gateway(built_gateway: Gateway) -> Gateway:
+    return built_gateway
 
 
 async def _task(gateway: Gateway, session_id: str | None = None) -> tuple[str, str]:
