@@ -52,6 +52,10 @@ GATEWAY_ENV = {
     "CMBTASK_MAX_SOCKETS_PER_USER": "0",
     "CMBTASK_MAX_ACTIVE_SESSIONS_PER_USER": "0",
     "CMBTASK_MAX_CONCURRENT_TASKS_PER_USER": "0",
+    # A runner's pong queues behind its unread window of frames; on a starved machine the
+    # default 20 s keepalive timeout dropped runners mid-burst (they would reconnect and
+    # resend; these simulated ones do not).
+    "CMBTASK_WS_PING_TIMEOUT_S": "120",
 }
 STATS_FLUSH_S = 11.0  # an idle backend publishes its pg_stat counters within 10 s (PostgreSQL 15+)
 
