@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 #: long enough that a replica dies (or the database restarts) while every task runs
-DEMO = {"steps": 16, "step_delay_s": 0.5, "lines_per_step": 3, "chatter": False}
+DEMO = {"steps": 14, "step_delay_s": 0.4, "lines_per_step": 3, "chatter": False}
 #: a join needs tasks that finish soon, not a long run
 SHORT = {"steps": 6, "step_delay_s": 0.3, "lines_per_step": 2, "chatter": False}
 RECOVERY_P99_BOUND_S = 15.0

@@ -18,9 +18,11 @@ from cmbtask_gateway.replica_relay import PgRelay
 
 
 async def _listening(relay: PgRelay, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not relay.listening:
-            await asyncio.sleep(0.02)
+    for _ in range(int(timeout_s / 0.02)):
+        if relay.listening:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"the relay did not listen within {timeout_s} s")
 
 
 async def test_listening_again_pokes_watched_sessions_with_what_is_stored(

@@ -28,7 +28,9 @@ global
     stats socket {socket} mode 600 level admin
 defaults
     mode http
-    timeout connect 2s
+    # Also the pause before a retry (HAProxy waits min(this, 1 s)): a dead
+    # replica refuses at once, and its clients should not wait a second more.
+    timeout connect 500ms
     timeout client 60s
     timeout server 60s
     timeout tunnel 1h
