@@ -160,14 +160,15 @@ class Dispatcher:
             log.warning("dispatch.cancel_failed", handle=handle, error=str(error))
 
     async def _check_quiet(self, task: Task, now: object) -> None:
-        if task.handle is None:
-            return
-        status = await self._executor.inspect(task.handle)
-        if not status.alive:
-            # A final frame may still be in flight on a socket that just closed.
-            await asyncio.sleep(0.2)
-            await self._finish_dead(task, status)
-            return
+        if task.handle is not None:
+            status = await self._executor.inspect(task.handle)
+            if not status.alive:
+                # A final frame may still be in flight on a socket that just closed.
+                await asyncio.sleep(0.2)
+                await self._finish_dead(task, status)
+                return
+        # No handle: the gateway that marked it starting died before its launch
+        # was recorded (or is launching it now): only the start timeout can tell.
         # A retry's runner has its own time to connect, from when its attempt was due.
         due = aware(task.retry_at or task.created_at)
         deadline = None if due is None else due + timedelta(seconds=self._settings.start_timeout_s)

@@ -69,6 +69,10 @@ class Hub:
         if not group:
             del self._subscribers[subscriber.session_id]
 
+    def session_ids(self) -> list[str]:
+        """The sessions someone here watches."""
+        return list(self._subscribers)
+
     def subscriber_count(self, session_id: str | None = None) -> int:
         if session_id is not None:
             return len(self._subscribers.get(session_id, ()))

@@ -8,6 +8,7 @@ dropped, so nothing is sent twice. Commands from the client share the socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ from cmbtask_protocol import (
     CLOSE_NOT_FOUND,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
+    CLOSE_UNAVAILABLE,
     MAX_DB_INT,
     CancelTaskCommand,
     ClientCommand,
@@ -36,6 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .. import jsontext
 from ..composition import Gateway
+from ..db.engine import DATABASE_UNAVAILABLE
 from ..errors import GatewayError
 from ..hub import Poke, Subscriber
 from ..logs import get_logger
@@ -179,6 +182,9 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
         code = CLOSE_AUTH if error.status_code == 401 else CLOSE_NOT_FOUND
         await ws.close(code, error.message)
         return
+    except DATABASE_UNAVAILABLE as error:
+        await _unavailable(ws, error, ws.query_params.get("after", "0")[:20])
+        return
     after_raw = ws.query_params.get("after", "0")
     # isdigit alone takes "²" and 5,000-digit numbers, which int() refuses
     valid = after_raw.isascii() and after_raw.isdigit() and len(after_raw) <= len(str(MAX_DB_INT))
@@ -196,10 +202,20 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
         # A cursor past the end (a stale or made-up one) starts at the end instead
         # of silently swallowing the next events.
         await _serve(client, subscriber, min(int(after_raw), last_seq), last_seq)
+    except DATABASE_UNAVAILABLE as error:
+        await _unavailable(ws, error, client.last_sent)
     finally:
         gateway.hub.unsubscribe(subscriber)
         gateway.connections.release(ws)
         gateway.metrics.connections.labels("client").dec()
+
+
+async def _unavailable(ws: WebSocket, error: BaseException, cursor: int | str) -> None:
+    """The database went away under the socket: nothing is lost, the client
+    comes back (through a balancer, maybe elsewhere) and replays from its cursor."""
+    log.warning("ws.database_unavailable", error=str(error)[:200] or type(error).__name__, cursor=cursor)
+    with contextlib.suppress(Exception):  # the socket may be gone as well
+        await ws.close(CLOSE_UNAVAILABLE, f"database unavailable; reconnect with after={cursor}")
 
 
 async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, last_seq: int) -> None:

@@ -19,6 +19,7 @@ from cmbtask_protocol import (
     CLOSE_CONFLICT,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_BIG,
+    CLOSE_UNAVAILABLE,
     RunnerError,
     RunnerHello,
     RunnerOutbound,
@@ -29,6 +30,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..composition import Gateway
+from ..db.engine import DATABASE_UNAVAILABLE
 from ..db.models import Task
 from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
@@ -77,7 +79,11 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
     except GatewayError as error:
         await ws.close(CLOSE_AUTH, error.message)
         return
-    task = await _load_task(gateway, task_id)
+    try:
+        task = await _load_task(gateway, task_id)
+    except DATABASE_UNAVAILABLE as error:
+        await _unavailable(ws, error)
+        return
     if task is None or TaskPhase(task.phase).is_final:
         await ws.close(CLOSE_NOT_FOUND, "task not found" if task is None else f"task already {task.phase}")
         return
@@ -91,10 +97,20 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
         await _serve(gateway, connection, task_id, task.session_id)
     except (WebSocketDisconnect, RuntimeError):
         pass
+    except DATABASE_UNAVAILABLE as error:  # the welcome could not be read
+        await _unavailable(ws, error)
     finally:
         gateway.registry.detach(task_id, connection)
         gateway.metrics.connections.labels("runner").dec()
         gateway.doorbell.ring()
+
+
+async def _unavailable(ws: WebSocket, error: BaseException) -> None:
+    """Nothing of this connection is stored yet: the runner comes back (through
+    a balancer, maybe to another replica) and resends what was not acked."""
+    log.warning("runner.database_unavailable", error=str(error)[:200] or type(error).__name__)
+    with contextlib.suppress(Exception):
+        await ws.close(CLOSE_UNAVAILABLE, "database unavailable; reconnect and resend")
 
 
 async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, session_id: str) -> None:
@@ -191,6 +207,9 @@ async def _process_loop(
             return
         except NotFound as error:  # the session was deleted under the runner
             await connection.close(CLOSE_NOT_FOUND, error.message[:120])
+            return
+        except DATABASE_UNAVAILABLE as error:  # nothing of the batch is acked; the runner resends it
+            await _unavailable(connection.ws, error)
             return
         except Exception:  # nothing of the batch is stored; the runner resends it
             log.exception("runner.ingest_failed")
