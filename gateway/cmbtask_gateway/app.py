@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import tracing
 from .api.allow import allowed_methods
 from .api.openapi_doc import install_openapi
 from .api.routes import account, approvals, meta, sessions, tasks
@@ -32,6 +33,7 @@ from .composition import Gateway
 from .db.migrate import upgrade
 from .errors import GatewayError
 from .http_guard import RequestGuard
+from .http_tracing import TraceRequests
 from .logs import get_logger
 from .services.tasks import available_engines
 from .settings import Settings
@@ -168,6 +170,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app, routers)
     _install_middleware(app, settings)
+    if tracing.configure() and (tracer := tracing.tracer()) is not None:
+        # Outermost: the span covers the guard and the access log as well.
+        app.add_middleware(TraceRequests, tracer=tracer)
     for router in routers:
         app.include_router(router)
     _mount_ui(app, settings)
