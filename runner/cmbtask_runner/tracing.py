@@ -36,15 +36,24 @@ log = structlog.get_logger("cmbtask_runner.tracing")
 _SERVICE = "cmbtask-runner"
 _FLUSH_TIMEOUT_MS = 5000
 _tracer: Tracer | None = None
-_shutdown: Callable[[], None] | None = None
+_flush: Callable[[], None] | None = None
 _log_fields: dict[str, str] = {}
 
 
 def start(env: Mapping[str, str] = os.environ) -> bool:
-    """Install the SDK with an OTLP/HTTP exporter if ``env`` asks for it."""
-    global _tracer, _shutdown
+    """Install the SDK with an OTLP/HTTP exporter if ``env`` asks for it. A
+    runner whose tracing cannot be set up still runs its task, untraced."""
     if _tracer is not None or not tracing_configured(env):
         return _tracer is not None
+    try:
+        _install(env)
+    except Exception:
+        log.warning("tracing.unavailable", exc_info=True)
+    return _tracer is not None
+
+
+def _install(env: Mapping[str, str]) -> None:
+    global _tracer, _flush
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -57,23 +66,24 @@ def start(env: Mapping[str, str] = os.environ) -> bool:
     trace.set_tracer_provider(provider)
     _tracer = provider.get_tracer("cmbtask.runner")
 
-    def shutdown() -> None:
-        provider.force_flush(_FLUSH_TIMEOUT_MS)
-        provider.shutdown()
+    def send_queued() -> None:
+        # Bounded: a collector that is down delays the exit by this much at most.
+        # No shutdown after it: the process ends with os._exit right away.
+        if not provider.force_flush(_FLUSH_TIMEOUT_MS):
+            log.warning("tracing.flush_timed_out", timeout_ms=_FLUSH_TIMEOUT_MS)
 
-    _shutdown = shutdown
-    return True
+    _flush = send_queued
 
 
 def flush() -> None:
     """Send what is queued; the runner calls this last, before it exits."""
-    global _shutdown
-    if _shutdown is not None:
+    global _flush
+    if _flush is not None:
         try:
-            _shutdown()
+            _flush()
         except Exception:  # a collector that is down must not change how the task ended
             log.warning("tracing.flush_failed", exc_info=True)
-        _shutdown = None
+        _flush = None
 
 
 @contextmanager

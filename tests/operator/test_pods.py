@@ -190,7 +190,9 @@ def test_the_launch_context_and_the_admins_tracing_env_reach_the_runner() -> Non
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     settings = SETTINGS.model_copy(update={"runner_env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}})
     task = CmbTaskSpec.model_validate({"engine": "demo"})
-    source = PodInput(name="t", namespace="ns1", uid="u", spec=task, settings=settings, traceparent=traceparent)
+    source = PodInput(
+        name="t", namespace="ns1", uid="u", spec=task, settings=settings, traceparent=traceparent
+    )
     env = env_of(build_pod(source))
     assert env[ENV_TRACEPARENT] == {"name": ENV_TRACEPARENT, "value": traceparent}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel:4318"
