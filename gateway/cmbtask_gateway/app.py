@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await gateway.stop()
             log.info("gateway.stopped")
+            await asyncio.to_thread(tracing.flush)
 
     app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan)
     routers = (

@@ -23,7 +23,7 @@ first and links to the others' (OpenTelemetry's batch pattern); its
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "context_of",
     "current_traceparent",
     "enabled",
+    "flush",
     "group_span",
     "install",
     "span",
@@ -56,12 +57,16 @@ _SERVICE = "cmbtask-gateway"
 MAX_LINKS = 64
 _propagator = TraceContextTextMapPropagator()
 _tracer: Tracer | None = None
+#: the installed SDK provider's flush, when ``configure`` installed one
+_flush: Callable[[int], bool] | None = None
+_FLUSH_TIMEOUT_MS = 5000
 
 
 def configure(env: Mapping[str, str] = os.environ) -> bool:
     """Install the SDK with an OTLP/HTTP exporter if ``env`` asks for it (once
     per process; the exporter reads its endpoint, headers and timeout from the
     same standard variables). Returns whether tracing is on."""
+    global _flush
     if _tracer is not None:
         return True
     if not tracing_configured(env):
@@ -77,8 +82,16 @@ def configure(env: Mapping[str, str] = os.environ) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     install(provider)
+    _flush = provider.force_flush
     log.info("tracing.on", exporter="otlp/http", service=resource.attributes.get("service.name"))
     return True
+
+
+def flush() -> None:
+    """Send the spans still queued (at gateway stop; bounded, so a collector
+    that is down delays a shutdown by seconds at most)."""
+    if _flush is not None and not _flush(_FLUSH_TIMEOUT_MS):
+        log.warning("tracing.flush_timed_out", timeout_ms=_FLUSH_TIMEOUT_MS)
 
 
 def install(provider: TracerProvider) -> None:
