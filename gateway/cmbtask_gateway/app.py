@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import tracing
@@ -159,7 +160,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("gateway.stopped")
             await asyncio.to_thread(tracing.flush)
 
-    app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own telemetry stays off: it would trace every request a second
+    # time and hold a span open per WebSocket for the socket's whole life; our
+    # request spans (``http_tracing``) cover HTTP only.
+    native_telemetry: TelemetryConfig = {
+        "tracing": False,
+        "metrics": False,
+        "logs": False,
+        "auto_configure": False,
+    }
+    app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan, telemetry=native_telemetry)
     routers = (
         account.router,
         sessions.router,

@@ -46,3 +46,8 @@ async def test_a_traced_gateway_process_exports_one_trace_with_its_runner(
     assert launched and launched[0]["trace_id"] == submitted.trace_id
     runner_log = (tmp_path / "data" / "tasks" / task_id / "runner.log").read_text()
     assert runner_log.count(submitted.trace_id) >= 2, "the runner's lines name the trace too"
+    # one request span per request: FastAPI's own telemetry stays off
+    requests = [span for span in receiver.spans if span.name == "POST /api/sessions/{session_id}/tasks"]
+    assert len(requests) == 1 and requests[0].span_id == submitted.parent_span_id
+    assert not [span.name for span in receiver.spans if span.name.startswith("fastapi.")]
+    assert "GET /readyz" not in {span.name for span in receiver.spans}, "probes are not traced"
