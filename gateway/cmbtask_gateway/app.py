@@ -20,8 +20,10 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import tracing
 from .api.allow import allowed_methods
 from .api.openapi_doc import install_openapi
 from .api.routes import account, approvals, meta, sessions, tasks
@@ -32,6 +34,7 @@ from .composition import Gateway
 from .db.migrate import upgrade
 from .errors import GatewayError
 from .http_guard import RequestGuard
+from .http_tracing import TraceRequests
 from .logs import get_logger
 from .services.tasks import available_engines
 from .settings import Settings
@@ -155,8 +158,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await gateway.stop()
             log.info("gateway.stopped")
+            await asyncio.to_thread(tracing.flush)
 
-    app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own telemetry stays off: it would trace every request a second
+    # time and hold a span open per WebSocket for the socket's whole life; our
+    # request spans (``http_tracing``) cover HTTP only.
+    native_telemetry: TelemetryConfig = {
+        "tracing": False,
+        "metrics": False,
+        "logs": False,
+        "auto_configure": False,
+    }
+    app = FastAPI(title="cmbtask", version="0.1.0", lifespan=lifespan, telemetry=native_telemetry)
     routers = (
         account.router,
         sessions.router,
@@ -168,6 +181,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app, routers)
     _install_middleware(app, settings)
+    if tracing.configure() and (tracer := tracing.tracer()) is not None:
+        # Outermost: the span covers the guard and the access log as well.
+        app.add_middleware(TraceRequests, tracer=tracer)
     for router in routers:
         app.include_router(router)
     _mount_ui(app, settings)

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 
+from . import tracing
 from .auth import RunnerTokens
 from .db.models import Task, utcnow
 from .doorbell import Doorbell
@@ -96,6 +97,12 @@ class Dispatcher:
         await asyncio.gather(*(self._launch(task) for task in startable))
 
     async def _launch(self, task: Task) -> None:
+        # In the trace of the task's submit, whichever replica or attempt this is.
+        attributes = {"cmbtask.task_id": task.id, "cmbtask.attempt": task.attempt}
+        with tracing.span("task.launch", parent=tracing.context_of(task.trace_parent), attributes=attributes):
+            await self._launch_traced(task)
+
+    async def _launch_traced(self, task: Task) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)
         if not await self._tasks.mark_starting(task.id, task.session_id, self._executor.name):
             return
@@ -111,6 +118,7 @@ class Dispatcher:
             attempt=task.attempt,
             params=dict(task.params or {}),
             provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
+            trace_parent=tracing.current_traceparent(),
         )
         try:
             handle = await self._executor.launch(request)

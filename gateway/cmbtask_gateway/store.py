@@ -30,7 +30,7 @@ from cmbtask_protocol import PROTOCOL_VERSION
 from sqlalchemy import ColumnElement, Connection, Table, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import jsontext
+from . import jsontext, tracing
 from .db.models import Event, Session, utcnow
 from .db.transactions import Transactions
 from .errors import NotFound
@@ -195,15 +195,16 @@ class EventStore:
     @asynccontextmanager
     async def write(self, session_id: str) -> AsyncIterator[WriteTx]:
         async with self._lock(session_id):
-            async with self._sessions() as db:
-                tx = WriteTx(db, session_id)
-                async with db.begin():
-                    yield tx
-                    rows = await self._number_many(db, [tx])
-                    if rows:
-                        await db.execute(insert(Event), rows)
+            with tracing.child_span("store.write"):
+                async with self._sessions() as db:
+                    tx = WriteTx(db, session_id)
+                    async with db.begin():
+                        yield tx
+                        rows = await self._number_many(db, [tx])
+                        if rows:
+                            await db.execute(insert(Event), rows)
             if tx.stored:
-                self._publish_rows(session_id, tx.stored)
+                self._publish({session_id: tx.stored})
         await _run_callbacks([tx])
 
     @asynccontextmanager
@@ -215,18 +216,17 @@ class EventStore:
         runners sent meanwhile, instead of a transaction per runner.
         """
         async with self._global_lock or contextlib.nullcontext():
-            async with self._sessions() as db:
-                group = WriteGroup(db)
-                merged: list[WriteTx] = []
-                async with db.begin():
-                    yield group
-                    merged = group.by_session()
-                    rows = await self._number_many(db, merged)
-                    if rows:
-                        await db.execute(insert(Event), rows)
-            for tx in merged:
-                if tx.stored:
-                    self._publish_rows(tx.session_id, tx.stored)
+            with tracing.child_span("store.write"):
+                async with self._sessions() as db:
+                    group = WriteGroup(db)
+                    merged: list[WriteTx] = []
+                    async with db.begin():
+                        yield group
+                        merged = group.by_session()
+                        rows = await self._number_many(db, merged)
+                        if rows:
+                            await db.execute(insert(Event), rows)
+            self._publish({tx.session_id: tx.stored for tx in merged if tx.stored})
         await _run_callbacks(group.txs)
 
     async def close(self) -> None:
@@ -240,9 +240,11 @@ class EventStore:
         inserted per session, which are published after the commit.
         """
         async with self._global_lock or contextlib.nullcontext():
-            result, stored = await self._transactions.run(lambda connection: work(connection, self._number))
-        for session_id, rows in stored.items():
-            self._publish_rows(session_id, rows)
+            with tracing.child_span("store.write"):
+                result, stored = await self._transactions.run(
+                    lambda connection: work(connection, self._number)
+                )
+        self._publish(stored)
         return result
 
     def _number(self, connection: Connection, counts: dict[str, int]) -> dict[str, int]:
@@ -302,6 +304,22 @@ class EventStore:
             for index, draft in enumerate(tx.drafts)
         ]
         return tx.stored
+
+    def _publish(self, stored: dict[str, list[dict[str, Any]]]) -> None:
+        """Fan out what one commit stored: one span for all its sessions."""
+        if not stored:
+            return
+        with tracing.child_span("hub.fanout") as span:
+            for session_id, rows in stored.items():
+                self._publish_rows(session_id, rows)
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "cmbtask.sessions": len(stored),
+                        "cmbtask.events": sum(len(rows) for rows in stored.values()),
+                        "cmbtask.subscribers": sum(self._hub.subscriber_count(sid) for sid in stored),
+                    }
+                )
 
     def _publish_rows(self, session_id: str, rows: list[dict[str, Any]]) -> None:
         items: list[Stored | Poke] = [

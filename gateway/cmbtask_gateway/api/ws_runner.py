@@ -27,8 +27,10 @@ from cmbtask_protocol import (
     TaskPhase,
 )
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from opentelemetry.context import Context
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from .. import tracing
 from ..composition import Gateway
 from ..db.engine import DATABASE_UNAVAILABLE
 from ..db.models import Task
@@ -94,7 +96,7 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
         await previous.close(CLOSE_CONFLICT, "replaced by a newer runner connection")
     gateway.metrics.connections.labels("runner").inc()
     try:
-        await _serve(gateway, connection, task_id, task.session_id)
+        await _serve(gateway, connection, task, tracing.context_of(task.trace_parent))
     except (WebSocketDisconnect, RuntimeError):
         pass
     except DATABASE_UNAVAILABLE as error:  # the welcome could not be read
@@ -113,8 +115,8 @@ async def _unavailable(ws: WebSocket, error: BaseException) -> None:
         await ws.close(CLOSE_UNAVAILABLE, "database unavailable; reconnect and resend")
 
 
-async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, session_id: str) -> None:
-    ws = connection.ws
+async def _serve(gateway: Gateway, connection: _RunnerSocket, task: Task, trace: Context | None) -> None:
+    ws, task_id, session_id = connection.ws, task.id, task.session_id
     try:
         hello = await asyncio.wait_for(_read_frame(gateway, ws), HELLO_TIMEOUT_S)
     except TimeoutError:
@@ -135,7 +137,7 @@ async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, sess
     queue: asyncio.Queue[RunnerFrame | None] = asyncio.Queue(maxsize=10_000)
     reader = asyncio.create_task(_read_loop(gateway, connection, queue))
     try:
-        await _process_loop(gateway, connection, queue, task_id, session_id)
+        await _process_loop(gateway, connection, queue, task_id, session_id, trace)
     finally:
         await cancel_and_wait([reader])
 
@@ -185,6 +187,7 @@ async def _process_loop(
     queue: asyncio.Queue[RunnerFrame | None],
     task_id: str,
     session_id: str,
+    trace: Context | None,
 ) -> None:
     while True:
         first = await queue.get()
@@ -199,7 +202,7 @@ async def _process_loop(
                 break
             batch.append(item)
         try:
-            result = await gateway.ingest.apply(task_id, session_id, batch)
+            result = await gateway.ingest.apply(task_id, session_id, batch, trace=trace)
         except Conflict as error:
             # A gap means frames were lost in flight: the runner resends from
             # its last ack after it reconnects.
