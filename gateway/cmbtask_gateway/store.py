@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from cmbtask_protocol import PROTOCOL_VERSION
-from sqlalchemy import ColumnElement, Connection, Table, case, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, Table, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import jsontext, tracing
@@ -42,6 +42,7 @@ __all__ = [
     "EventStore",
     "Numberer",
     "RowWork",
+    "SocketStart",
     "WriteGroup",
     "WriteTx",
     "envelope",
@@ -338,18 +339,48 @@ class EventStore:
         self, session_id: str, after: int, limit: int, *, until: int | None = None
     ) -> list[dict[str, Any]]:
         """Stored events with ``after < seq`` (and ``seq <= until``), oldest first."""
-        events = _events
-        conditions = [events.c.session_id == session_id, events.c.seq > after]
-        if until is not None:
-            conditions.append(events.c.seq <= until)
-        query = (
-            select(events.c.seq, events.c.task_id, events.c.type, events.c.ts, events.c.data)
-            .where(*conditions)
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
         async with self._sessions() as db:
-            rows = await db.execute(query)
-            return [
-                envelope(seq, session_id, task_id, type_, ts, data) for seq, task_id, type_, ts, data in rows
-            ]
+            rows = await db.execute(_page_query(session_id, after, limit, until))
+            return _envelopes(session_id, rows)
+
+    async def opening(self, session_id: str, after: int, limit: int) -> SocketStart | None:
+        """What a client socket needs to open, in one read: the session's owner
+        and ``last_seq``, and the first page after ``after`` (up to ``last_seq``,
+        from the same snapshot); None when there is no such session."""
+
+        def read(connection: Connection) -> SocketStart | None:
+            query = select(_sessions.c.owner, _sessions.c.last_seq).where(_sessions.c.id == session_id)
+            found = connection.execute(query).first()
+            if found is None:
+                return None
+            owner, last_seq = str(found[0]), int(found[1])
+            if after >= last_seq or limit <= 0:
+                return SocketStart(owner, last_seq, [])
+            rows = connection.execute(_page_query(session_id, after, limit, last_seq))
+            return SocketStart(owner, last_seq, _envelopes(session_id, rows))
+
+        return await self._transactions.read(read)
+
+
+class SocketStart(NamedTuple):
+    owner: str
+    last_seq: int
+    #: the first page of the backlog the socket asked for
+    page: list[dict[str, Any]]
+
+
+def _page_query(session_id: str, after: int, limit: int, until: int | None) -> Select[Any]:
+    events = _events
+    conditions = [events.c.session_id == session_id, events.c.seq > after]
+    if until is not None:
+        conditions.append(events.c.seq <= until)
+    return (
+        select(events.c.seq, events.c.task_id, events.c.type, events.c.ts, events.c.data)
+        .where(*conditions)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+
+
+def _envelopes(session_id: str, rows: Iterable[Any]) -> list[dict[str, Any]]:
+    return [envelope(seq, session_id, task_id, type_, ts, data) for seq, task_id, type_, ts, data in rows]
