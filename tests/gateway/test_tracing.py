@@ -10,23 +10,19 @@ gateway's ingest commits with their store and fan-out spans under the task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from cmbtask_gateway import tracing
-from cmbtask_gateway.app import create_server_app
-from cmbtask_gateway.settings import Settings
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.support.gateway import TEST_SECRET, free_port
 from tests.support.otlp_receiver import ReceivedSpan, TraceReceiver
+from tests.support.served import served
 
 DEMO = {"steps": 2, "step_delay_s": 0.05, "lines_per_step": 3}
 
@@ -51,26 +47,6 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[TraceReceiver]:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", running.endpoint)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
         yield running
-
-
-@contextlib.asynccontextmanager
-async def _served(database_url: str, data_dir: Path) -> AsyncIterator[str]:
-    port = free_port()
-    settings = Settings(
-        database_url=database_url, data_dir=data_dir, port=port, secret_key=TEST_SECRET,
-        watchdog_interval_s=0.3, describe_engines_refresh_s=0,
-    )  # fmt: skip
-    config = uvicorn.Config(create_server_app(settings), host="127.0.0.1", port=port, log_config=None)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not serving.done(), "the gateway did not start"
-            await asyncio.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def _run_demo(url: str) -> str:
@@ -105,7 +81,9 @@ def _hex(number: int, width: int) -> str:
 async def test_a_demo_task_is_one_trace_across_gateway_and_runner(
     database_url: str, tmp_path: Path, exported: InMemorySpanExporter, receiver: TraceReceiver
 ) -> None:
-    async with _served(database_url, tmp_path / "data") as url:
+    async with served(
+        database_url, tmp_path / "data", watchdog_interval_s=0.3, describe_engines_refresh_s=0
+    ) as url:
         task_id = await _run_demo(url)
         runner_spans = await asyncio.to_thread(receiver.wait_for, "step 2")
     spans = list(exported.get_finished_spans())

@@ -213,6 +213,17 @@ def _describe(error: ValidationError) -> str:
 async def session_socket(ws: WebSocket, session_id: str) -> None:
     gateway = get_gateway(ws)
     await ws.accept()
+    # Subscribed before the opening read: an event stored while it runs is
+    # queued here rather than missed (the pump drops what the replay sent). A
+    # socket that is then refused only ever held events it never sends.
+    subscriber = gateway.hub.subscribe(session_id)
+    try:
+        await _open_and_serve(ws, gateway, session_id, subscriber)
+    finally:
+        gateway.hub.unsubscribe(subscriber)
+
+
+async def _open_and_serve(ws: WebSocket, gateway: Gateway, session_id: str, subscriber: Subscriber) -> None:
     after = _cursor(ws.query_params.get("after", "0"))
     try:
         identity = await identity_for_connection(ws)
@@ -237,7 +248,6 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
         return
     structlog.contextvars.bind_contextvars(session_id=session_id, user=user)
     client = _ClientSocket(ws, gateway, user, session_id)
-    subscriber = gateway.hub.subscribe(session_id)
     gateway.metrics.connections.labels("client").inc()
     try:
         # A cursor past the end (a stale or made-up one) starts at the end instead
@@ -246,7 +256,6 @@ async def session_socket(ws: WebSocket, session_id: str) -> None:
     except DATABASE_UNAVAILABLE as error:
         await _unavailable(ws, error, client.last_sent)
     finally:
-        gateway.hub.unsubscribe(subscriber)
         gateway.connections.release(ws)
         gateway.metrics.connections.labels("client").dec()
 
