@@ -40,7 +40,7 @@ def _serve(settings: Settings, announce: bool) -> int:
     configure_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config = uvicorn.Config(
-        create_server_app(settings),
+        create_server_app(settings, own_process=True),
         host=settings.host,
         port=settings.port,
         log_config=None,
