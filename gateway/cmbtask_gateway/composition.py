@@ -31,6 +31,7 @@ from .executors.k8s_records import Records
 from .hub import Hub
 from .limits import UserLimits
 from .logs import get_logger
+from .loop_errors import LoopErrors
 from .metrics import Metrics
 from .replica_relay import PgRelay
 from .runner_sockets import RunnerRegistry
@@ -150,14 +151,16 @@ class Gateway:
         )
 
     async def _sweep(self) -> None:
+        errors = LoopErrors("sweeper.error")
         while True:
             await asyncio.sleep(self.settings.approval_sweep_interval_s)
             try:
                 if expired := await self.approvals.expire_due():
                     log.info("approvals.expired", count=expired)
                 await self.sessions.expire_due()
-            except Exception:
-                log.exception("sweeper.error")
+                errors.succeeded()
+            except Exception as error:
+                errors.failed(error)
 
     async def stop(self) -> None:
         for task in self.background:

@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 from .auth import Authenticator, Identity
 from .db.models import ApiToken, utcnow
 from .logs import get_logger
+from .loop_errors import LoopErrors
 from .services.tokens import token_status
 from .settings import Settings
 
@@ -81,12 +82,14 @@ class Connections:
 
     async def run(self) -> None:
         """Check tokens until cancelled."""
+        errors = LoopErrors("tokens.check_failed")
         while True:
             await asyncio.sleep(self._settings.token_check_interval_s)
             try:
                 await self.check_once()
-            except Exception:
-                log.exception("tokens.check_failed")
+                errors.succeeded()
+            except Exception as error:
+                errors.failed(error)
 
     async def check_once(self) -> None:
         watched = self._auth.cached_token_ids()

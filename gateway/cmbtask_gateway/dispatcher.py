@@ -22,6 +22,7 @@ from .db.models import Task, utcnow
 from .doorbell import Doorbell
 from .executors.base import Executor, ExecutorError, ExecutorStatus, LaunchRequest
 from .logs import get_logger
+from .loop_errors import LoopErrors
 from .runner_sockets import RunnerRegistry
 from .services import lifecycle
 from .services.keys import KeyService
@@ -60,14 +61,16 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Dispatch and watch until cancelled."""
+        errors = LoopErrors("dispatch.loop_error")
         while True:
             try:
                 await self.dispatch_once()
                 await self.watch_once()
+                errors.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("dispatch.loop_error")
+            except Exception as error:
+                errors.failed(error)
             await self._doorbell.wait(self._settings.watchdog_interval_s)
 
     async def adopt(self) -> None:
