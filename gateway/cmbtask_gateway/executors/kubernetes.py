@@ -294,15 +294,9 @@ class KubernetesExecutor:
         """One kubectl decision: claimed (its annotations removed) first, so that
         it is applied once, by one replica, and never to a later approval."""
         meta = obj["metadata"]
-        try:
-            wanted = read_decision(
-                meta["annotations"], trust_decided_by=self._settings.kubernetes_trust_decided_by
-            )
-        except DecisionError as error:
-            wanted, refused = None, Outcome(DecisionEventReason.REFUSED, str(error))
         if not await self._patch(meta["name"], consume_patch(meta["resourceVersion"])):
             return  # claimed by another replica, or written since: the watch brings it again
-        outcome = refused if wanted is None else await self._records.decide(task_id, wanted)
+        outcome = await self._outcome(meta["annotations"], task_id)
         log.info("k8s.decision", cmbtask=meta["name"], task_id=task_id, reason=outcome.reason,
                  message=outcome.message)  # fmt: skip
         body = event_body(obj, outcome, datetime.now(UTC), _INSTANCE)
@@ -310,6 +304,16 @@ class KubernetesExecutor:
             await self._core.create_namespaced_event(self._namespace, cast(Any, body))
         except ApiException as error:
             log.warning("k8s.event_refused", cmbtask=meta["name"], error=str(error.reason))
+
+    async def _outcome(self, annotations: dict[str, str], task_id: str) -> Outcome:
+        trust = self._settings.kubernetes_trust_decided_by
+        try:
+            wanted = read_decision(annotations, trust_decided_by=trust)
+        except DecisionError as error:
+            return Outcome(DecisionEventReason.REFUSED, str(error))
+        if wanted is None:  # unreachable while the caller checks for the annotation
+            return Outcome(DecisionEventReason.REFUSED, "no decision")
+        return await self._records.decide(task_id, wanted)
 
     async def _import(self, obj: dict[str, Any]) -> None:
         name, uid, spec = obj["metadata"]["name"], obj["metadata"]["uid"], obj["spec"]
