@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cmbtask_gateway.composition import Gateway
-from cmbtask_gateway.db.models import Approval
+from cmbtask_gateway.db.models import Approval, Task
 from cmbtask_gateway.executors.k8s_decisions import KubectlDecision
 from cmbtask_gateway.executors.k8s_records import ImportedIds
 from cmbtask_gateway.hub import Stored
@@ -139,3 +140,24 @@ async def test_a_decision_the_approval_does_not_offer_is_refused(gateway: Gatewa
     assert targeted.reason == DecisionEventReason.APPLIED
     [view] = await gateway.approvals.list("alice", None)
     assert view.status.value == "rejected"
+
+
+async def test_the_status_shows_each_tasks_latest_approval(gateway: Gateway) -> None:
+    task_id, session_id = await gateway.records.register("alice", "k", str(uuid.uuid4()), SPEC)
+    async with gateway.sessions_factory() as db:
+        task = await db.get(Task, task_id)
+        assert task is not None
+        task.executor, task.handle, task.phase = "kubernetes", "ns/k", "waiting_approval"
+        await db.commit()
+    t0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    await _pending(gateway, task_id, session_id, status="approved", resolved_by="bob", created_at=t0)
+    latest = await _pending(gateway, task_id, session_id, created_at=t0 + timedelta(seconds=5),
+                            expires_at=t0 + timedelta(hours=1))  # fmt: skip
+    assert await gateway.records.wanted_statuses("other") == {}
+    [(name, wanted)] = (await gateway.records.wanted_statuses("ns")).items()
+    assert name == "k" and wanted["phase"].value == "waiting_approval"
+    assert wanted["approval"] == {
+        "id": latest, "kind": "plan", "prompt": "run the plan?", "options": ["approve", "reject"],
+        "state": "pending", "expiresAt": "2026-12-02T13:00:00Z", "resolvedBy": None,
+        "summary": f"pending plan/{latest[:8]}",
+    }  # fmt: skip

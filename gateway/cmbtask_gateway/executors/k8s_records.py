@@ -26,7 +26,7 @@ from cmbtask_protocol import (
     approval_summary,
     timestamp,
 )
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Approval, Session, Task
@@ -103,13 +103,17 @@ class Records:
                     )
                 )
             )
-            latest: dict[str, Approval] = {}
-            for row in await db.scalars(
-                select(Approval)
+            # only each task's latest approval: a long interactive task may have hundreds
+            newest = (
+                select(Approval.task_id, func.max(Approval.created_at).label("at"))
                 .where(Approval.task_id.in_([t.id for t in tasks]))
-                .order_by(Approval.created_at)
-            ):
-                latest[row.task_id] = row  # ordered: the last one wins
+                .group_by(Approval.task_id)
+                .subquery()
+            )
+            joined = select(Approval).join(
+                newest, and_(Approval.task_id == newest.c.task_id, Approval.created_at == newest.c.at)
+            )
+            latest = {row.task_id: row for row in await db.scalars(joined)}
         return {
             (t.handle or "").partition("/")[2]: {
                 "phase": TaskPhase(t.phase),
