@@ -48,6 +48,7 @@ __all__ = [
 
 GATEWAY_COMPONENT = "cmbtask-gateway"
 _MAX_TEXT = 100_000
+_MAX_DECIDER = 200
 R = TypeVar("R", bound="ApprovalRow")
 
 
@@ -109,7 +110,8 @@ def _decider(annotations: Mapping[str, str], trust: bool) -> str:
     user = (annotations.get(DECIDED_BY_ANNOTATION) or "").strip()
     # Only the admission policies make the annotation trustworthy; without them
     # anyone who may annotate could name anyone.
-    return f"{KUBERNETES_USER_PREFIX}{user}" if trust and user else UNKNOWN_KUBERNETES_USER
+    named = f"{KUBERNETES_USER_PREFIX}{user}" if trust and user else UNKNOWN_KUBERNETES_USER
+    return named[:_MAX_DECIDER]  # the approvals table's resolved_by holds this much
 
 
 def choose_approval(rows: Sequence[R], wanted: str | None) -> R | None:

@@ -39,6 +39,10 @@ def test_a_decision_names_the_kubernetes_user_the_api_server_stamped() -> None:
     assert wanted is not None
     assert (wanted.decision, wanted.text, wanted.approval) == (Decision.APPROVE, None, None)
     assert wanted.resolved_by == "kubernetes:alice@example.com"
+    long = read_decision(
+        {"cmbtask.io/decision": "approve", "cmbtask.io/decided-by": "x" * 300}, trust_decided_by=True
+    )
+    assert long is not None and len(long.resolved_by) == 200  # what the approvals table holds
 
 
 @pytest.mark.parametrize("annotations", [{}, {"cmbtask.io/decided-by": "mallory"}])
