@@ -2,7 +2,7 @@
 # Set cmbtask up on a fresh Debian machine, idempotently.
 #
 #   bash scripts/setup.sh run     Python venv + web UI: enough for `cmbtask up`
-#   bash scripts/setup.sh test    also PostgreSQL, Chromium, helm, the Kubernetes
+#   bash scripts/setup.sh test    also PostgreSQL, Chromium, HAProxy, helm, the Kubernetes
 #                                 control-plane and node (packages, binaries, base
 #                                 images) and the cmbagent venvs
 #
@@ -51,6 +51,8 @@ if [ "$WHAT" = "test" ]; then
   say "Chromium (Debian)"
   [ -x /usr/bin/chromium ] || apt_install chromium
   apt_install openssl
+  say "HAProxy (Debian): the balancer in front of gateway replicas in the failover tests"
+  apt_install haproxy
   say "helm (Go module build, cached)"
   nice -n 5 bash scripts/helm.sh >/dev/null
   say "Kubernetes node packages (containerd, runc, CNI plugins, iptables, docker.io, debootstrap)"

@@ -36,11 +36,14 @@ stage_ui() {
 
 stage_k8s() {
   say "kubernetes: a real one-node cluster, the images built from the Dockerfile, helm install"
-  local run_dir
+  local run_dir code=0
   run_dir=$(mktemp -d /tmp/cmbtask-cp.XXXXXX)
-  trap 'bash scripts/control-plane.sh stop "$run_dir" >/dev/null 2>&1 || true' RETURN
-  eval "$(bash scripts/control-plane.sh start "$run_dir")"
-  pytest_ -q -m k8s tests
+  # Stopped on every path: under set -e a failing command would leave before a
+  # RETURN trap runs, and a cluster left behind holds the node's ports and bridge.
+  eval "$(bash scripts/control-plane.sh start "$run_dir")" || code=$?
+  [ "$code" -eq 0 ] && { pytest_ -q -m k8s tests || code=$?; }
+  bash scripts/control-plane.sh stop "$run_dir" >/dev/null 2>&1 || true
+  return "$code"
 }
 
 stage_cmbagent() {

@@ -40,7 +40,7 @@ def _serve(settings: Settings, announce: bool) -> int:
     configure_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config = uvicorn.Config(
-        create_server_app(settings),
+        create_server_app(settings, own_process=True),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -197,6 +197,8 @@ def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     submit.add_argument("--timeout", type=float, help="seconds before the task is stopped as timed out")
     submit.add_argument("--max-cost-usd", type=float, help="stop the task (failed) once it has spent this")
     submit.add_argument("--max-tokens", type=int, help="stop the task (failed) past this many tokens")
+    submit.add_argument("--retries", type=int, default=0, help="runs again if its runner dies (0-5)")
+    submit.add_argument("--retry-backoff", type=float, help="seconds before a retry, doubled each time")
     submit.add_argument("--no-watch", action="store_true", help="print the task id and exit")
     submit.set_defaults(func=cmd_submit)
     watch = with_server(sub.add_parser("watch", help="live output of a session, with approvals"))

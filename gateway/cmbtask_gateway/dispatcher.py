@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 
+from . import tracing
 from .auth import RunnerTokens
 from .db.models import Task, utcnow
 from .doorbell import Doorbell
@@ -96,6 +97,12 @@ class Dispatcher:
         await asyncio.gather(*(self._launch(task) for task in startable))
 
     async def _launch(self, task: Task) -> None:
+        # In the trace of the task's submit, whichever replica or attempt this is.
+        attributes = {"cmbtask.task_id": task.id, "cmbtask.attempt": task.attempt}
+        with tracing.span("task.launch", parent=tracing.context_of(task.trace_parent), attributes=attributes):
+            await self._launch_traced(task)
+
+    async def _launch_traced(self, task: Task) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)
         if not await self._tasks.mark_starting(task.id, task.session_id, self._executor.name):
             return
@@ -111,6 +118,7 @@ class Dispatcher:
             attempt=task.attempt,
             params=dict(task.params or {}),
             provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
+            trace_parent=tracing.current_traceparent(),
         )
         try:
             handle = await self._executor.launch(request)
@@ -160,14 +168,15 @@ class Dispatcher:
             log.warning("dispatch.cancel_failed", handle=handle, error=str(error))
 
     async def _check_quiet(self, task: Task, now: object) -> None:
-        if task.handle is None:
-            return
-        status = await self._executor.inspect(task.handle)
-        if not status.alive:
-            # A final frame may still be in flight on a socket that just closed.
-            await asyncio.sleep(0.2)
-            await self._finish_dead(task, status)
-            return
+        if task.handle is not None:
+            status = await self._executor.inspect(task.handle)
+            if not status.alive:
+                # A final frame may still be in flight on a socket that just closed.
+                await asyncio.sleep(0.2)
+                await self._finish_dead(task, status)
+                return
+        # No handle: the gateway that marked it starting died before its launch
+        # was recorded (or is launching it now): only the start timeout can tell.
         # A retry's runner has its own time to connect, from when its attempt was due.
         due = aware(task.retry_at or task.created_at)
         deadline = None if due is None else due + timedelta(seconds=self._settings.start_timeout_s)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .metrics import Metrics
 
-__all__ = ["Delivery", "Hub", "Poke", "Stored", "Subscriber"]
+__all__ = ["Beat", "Delivery", "Hub", "Poke", "Stored", "Subscriber"]
 
 
 class Stored(NamedTuple):
@@ -34,9 +34,14 @@ class Poke(NamedTuple):
     last_seq: int
 
 
+class Beat(NamedTuple):
+    """Nothing was sent for a heartbeat interval: the receiver sends a
+    heartbeat (queued by the receiver's own timer, never by the hub)."""
+
+
 #: What a subscriber's queue holds. Items may arrive out of ``seq`` order (a
 #: poke can trail this process's own later events); the receiver restores it.
-Delivery = Stored | Poke
+Delivery = Stored | Poke | Beat
 
 
 @dataclass(eq=False)
@@ -69,6 +74,10 @@ class Hub:
         if not group:
             del self._subscribers[subscriber.session_id]
 
+    def session_ids(self) -> list[str]:
+        """The sessions someone here watches."""
+        return list(self._subscribers)
+
     def subscriber_count(self, session_id: str | None = None) -> int:
         if session_id is not None:
             return len(self._subscribers.get(session_id, ()))
@@ -79,7 +88,7 @@ class Hub:
         from the database."""
         self.publish(session_id, [Poke(last_seq)])
 
-    def publish(self, session_id: str, events: list[Delivery]) -> None:
+    def publish(self, session_id: str, events: Sequence[Delivery]) -> None:
         """Queue ``events`` for every subscriber of the session."""
         for subscriber in tuple(self._subscribers.get(session_id, ())):
             if subscriber.overflowed.is_set():

@@ -13,12 +13,15 @@ from typing import Any
 
 import structlog
 
+from .tracing import add_trace_id
+
 __all__ = ["configure_logging", "get_logger"]
 
 
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

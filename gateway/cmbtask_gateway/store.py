@@ -20,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from cmbtask_protocol import PROTOCOL_VERSION
-from sqlalchemy import ColumnElement, Connection, Table, case, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, Table, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import jsontext
+from . import jsontext, tracing
 from .db.models import Event, Session, utcnow
 from .db.transactions import Transactions
 from .errors import NotFound
@@ -42,6 +42,7 @@ __all__ = [
     "EventStore",
     "Numberer",
     "RowWork",
+    "SocketStart",
     "WriteGroup",
     "WriteTx",
     "envelope",
@@ -195,15 +196,16 @@ class EventStore:
     @asynccontextmanager
     async def write(self, session_id: str) -> AsyncIterator[WriteTx]:
         async with self._lock(session_id):
-            async with self._sessions() as db:
-                tx = WriteTx(db, session_id)
-                async with db.begin():
-                    yield tx
-                    rows = await self._number_many(db, [tx])
-                    if rows:
-                        await db.execute(insert(Event), rows)
+            with tracing.child_span("store.write"):
+                async with self._sessions() as db:
+                    tx = WriteTx(db, session_id)
+                    async with db.begin():
+                        yield tx
+                        rows = await self._number_many(db, [tx])
+                        if rows:
+                            await db.execute(insert(Event), rows)
             if tx.stored:
-                self._publish_rows(session_id, tx.stored)
+                self._publish({session_id: tx.stored})
         await _run_callbacks([tx])
 
     @asynccontextmanager
@@ -215,18 +217,17 @@ class EventStore:
         runners sent meanwhile, instead of a transaction per runner.
         """
         async with self._global_lock or contextlib.nullcontext():
-            async with self._sessions() as db:
-                group = WriteGroup(db)
-                merged: list[WriteTx] = []
-                async with db.begin():
-                    yield group
-                    merged = group.by_session()
-                    rows = await self._number_many(db, merged)
-                    if rows:
-                        await db.execute(insert(Event), rows)
-            for tx in merged:
-                if tx.stored:
-                    self._publish_rows(tx.session_id, tx.stored)
+            with tracing.child_span("store.write"):
+                async with self._sessions() as db:
+                    group = WriteGroup(db)
+                    merged: list[WriteTx] = []
+                    async with db.begin():
+                        yield group
+                        merged = group.by_session()
+                        rows = await self._number_many(db, merged)
+                        if rows:
+                            await db.execute(insert(Event), rows)
+            self._publish({tx.session_id: tx.stored for tx in merged if tx.stored})
         await _run_callbacks(group.txs)
 
     async def close(self) -> None:
@@ -240,9 +241,11 @@ class EventStore:
         inserted per session, which are published after the commit.
         """
         async with self._global_lock or contextlib.nullcontext():
-            result, stored = await self._transactions.run(lambda connection: work(connection, self._number))
-        for session_id, rows in stored.items():
-            self._publish_rows(session_id, rows)
+            with tracing.child_span("store.write"):
+                result, stored = await self._transactions.run(
+                    lambda connection: work(connection, self._number)
+                )
+        self._publish(stored)
         return result
 
     def _number(self, connection: Connection, counts: dict[str, int]) -> dict[str, int]:
@@ -303,6 +306,22 @@ class EventStore:
         ]
         return tx.stored
 
+    def _publish(self, stored: dict[str, list[dict[str, Any]]]) -> None:
+        """Fan out what one commit stored: one span for all its sessions."""
+        if not stored:
+            return
+        with tracing.child_span("hub.fanout") as span:
+            for session_id, rows in stored.items():
+                self._publish_rows(session_id, rows)
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "cmbtask.sessions": len(stored),
+                        "cmbtask.events": sum(len(rows) for rows in stored.values()),
+                        "cmbtask.subscribers": sum(self._hub.subscriber_count(sid) for sid in stored),
+                    }
+                )
+
     def _publish_rows(self, session_id: str, rows: list[dict[str, Any]]) -> None:
         items: list[Stored | Poke] = [
             Stored(
@@ -320,18 +339,48 @@ class EventStore:
         self, session_id: str, after: int, limit: int, *, until: int | None = None
     ) -> list[dict[str, Any]]:
         """Stored events with ``after < seq`` (and ``seq <= until``), oldest first."""
-        events = _events
-        conditions = [events.c.session_id == session_id, events.c.seq > after]
-        if until is not None:
-            conditions.append(events.c.seq <= until)
-        query = (
-            select(events.c.seq, events.c.task_id, events.c.type, events.c.ts, events.c.data)
-            .where(*conditions)
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
         async with self._sessions() as db:
-            rows = await db.execute(query)
-            return [
-                envelope(seq, session_id, task_id, type_, ts, data) for seq, task_id, type_, ts, data in rows
-            ]
+            rows = await db.execute(_page_query(session_id, after, limit, until))
+            return _envelopes(session_id, rows)
+
+    async def opening(self, session_id: str, after: int, limit: int) -> SocketStart | None:
+        """What a client socket needs to open, in one read: the session's owner
+        and ``last_seq``, and the first page after ``after`` (up to ``last_seq``,
+        from the same snapshot); None when there is no such session."""
+
+        def read(connection: Connection) -> SocketStart | None:
+            query = select(_sessions.c.owner, _sessions.c.last_seq).where(_sessions.c.id == session_id)
+            found = connection.execute(query).first()
+            if found is None:
+                return None
+            owner, last_seq = str(found[0]), int(found[1])
+            if after >= last_seq or limit <= 0:
+                return SocketStart(owner, last_seq, [])
+            rows = connection.execute(_page_query(session_id, after, limit, last_seq))
+            return SocketStart(owner, last_seq, _envelopes(session_id, rows))
+
+        return await self._transactions.read(read)
+
+
+class SocketStart(NamedTuple):
+    owner: str
+    last_seq: int
+    #: the first page of the backlog the socket asked for
+    page: list[dict[str, Any]]
+
+
+def _page_query(session_id: str, after: int, limit: int, until: int | None) -> Select[Any]:
+    events = _events
+    conditions = [events.c.session_id == session_id, events.c.seq > after]
+    if until is not None:
+        conditions.append(events.c.seq <= until)
+    return (
+        select(events.c.seq, events.c.task_id, events.c.type, events.c.ts, events.c.data)
+        .where(*conditions)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+
+
+def _envelopes(session_id: str, rows: Iterable[Any]) -> list[dict[str, Any]]:
+    return [envelope(seq, session_id, task_id, type_, ts, data) for seq, task_id, type_, ts, data in rows]

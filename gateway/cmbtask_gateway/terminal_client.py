@@ -55,7 +55,10 @@ async def submit(args: argparse.Namespace) -> int:
             "timeout_s": args.timeout,
             "max_cost_usd": args.max_cost_usd,
             "max_tokens": args.max_tokens,
+            "retries": args.retries,
         }
+        if args.retry_backoff is not None:
+            body["retry_backoff_s"] = args.retry_backoff
         response = await http.post(f"/api/sessions/{session_id}/tasks", json=body)
         raise_for(response)
         task = response.json()

@@ -19,6 +19,7 @@ from typing import Any, cast
 import kopf
 import structlog
 from cmbtask_protocol import (
+    ANNOTATION_TRACEPARENT,
     BUILTIN_ENGINE_PARAMS,
     CRD_GROUP,
     CRD_KIND,
@@ -154,7 +155,12 @@ async def launch(
     task, problem = await _launch_problem(memo, _namespaced(namespace), name, spec, status, meta)
     if task is not None and problem is None:
         source = PodInput(
-            name=name, namespace=_namespaced(namespace), uid=uid, spec=task, settings=memo.config
+            name=name,
+            namespace=_namespaced(namespace),
+            uid=uid,
+            spec=task,
+            settings=memo.config,
+            traceparent=meta.get("annotations", {}).get(ANNOTATION_TRACEPARENT),
         )
         problem = await _create_pod(memo.api, source, status, patch)
     if problem is not None:

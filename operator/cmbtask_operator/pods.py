@@ -18,6 +18,7 @@ from cmbtask_protocol import (
     ENV_GATEWAY_URL,
     ENV_TASK_ID,
     ENV_TASK_TOKEN,
+    ENV_TRACEPARENT,
     ENV_WORK_DIR,
     LABEL_MANAGED_BY,
     LABEL_TASK,
@@ -60,6 +61,8 @@ class PodInput:
     uid: str
     spec: CmbTaskSpec
     settings: OperatorSettings
+    #: the gateway's launch span (``ANNOTATION_TRACEPARENT``): the runner's spans join its trace
+    traceparent: str | None = None
 
 
 def pod_name(cmbtask_name: str) -> str:
@@ -185,7 +188,20 @@ def _env(source: PodInput) -> list[dict[str, Any]]:
         {"name": "HOME", "value": source.settings.work_dir},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *keys,
+        *_tracing_env(source),
     ]
+
+
+def _tracing_env(source: PodInput) -> list[dict[str, Any]]:
+    """The trace context, and where the runner sends its spans (the admin's
+    ``runner_env``, e.g. ``OTEL_EXPORTER_OTLP_ENDPOINT``): a runner traces
+    only when both the gateway and the admin asked for it."""
+    settings_env = [
+        {"name": key, "value": value} for key, value in sorted(source.settings.runner_env.items())
+    ]
+    if source.traceparent:
+        settings_env.append({"name": ENV_TRACEPARENT, "value": source.traceparent})
+    return settings_env
 
 
 def _resources(source: PodInput) -> dict[str, dict[str, str]]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pydantic import Field
+from cmbtask_protocol import ENV_TRACEPARENT, PROVIDER_KEY_VARIABLES
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["OperatorSettings"]
@@ -42,6 +43,9 @@ class OperatorSettings(BaseSettings):
     #: Secrets for pulling the runner image: names, or ``{"name": …}`` as in a pod spec
     image_pull_secrets: list[str | dict[str, str]] = Field(default_factory=list)
     work_dir: str = "/work"
+    #: more environment for every runner pod, such as the ``OTEL_*`` variables
+    #: that say where its spans go (JSON: ``{"OTEL_EXPORTER_OTLP_ENDPOINT": …}``)
+    runner_env: dict[str, str] = Field(default_factory=dict)
     work_dir_size_limit: str = "1Gi"
     run_as_user: int = Field(default=10001, ge=1)
     #: engines a runner image knows; anything else fails at once
@@ -61,3 +65,14 @@ class OperatorSettings(BaseSettings):
     priority: int = Field(default_factory=_random_priority)
     #: kopf's liveness probe, e.g. ``http://0.0.0.0:8080/healthz``; none when unset
     liveness_endpoint: str | None = None
+
+    @field_validator("runner_env")
+    @classmethod
+    def _not_the_contract(cls, env: dict[str, str]) -> dict[str, str]:
+        # The runner process contract (task id, token, trace context) is the operator's
+        # to set, and a user's provider keys reach only that user's runners.
+        reserved = {ENV_TRACEPARENT, *PROVIDER_KEY_VARIABLES.values()}
+        taken = sorted(key for key in env if key.startswith("CMBTASK_") or key in reserved)
+        if taken:
+            raise ValueError(f"runner_env may not set {', '.join(taken)}")
+        return env

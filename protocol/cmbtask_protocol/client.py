@@ -24,6 +24,7 @@ __all__ = [
     "CLOSE_SHUTDOWN",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOO_BIG",
+    "CLOSE_UNAVAILABLE",
     "CancelTaskCommand",
     "ClientCommand",
     "PingCommand",
@@ -40,6 +41,7 @@ __all__ = [
 # WebSocket close codes (4000-4999 are the application's own).
 CLOSE_SHUTDOWN = 1001  # gateway going away: reconnect with your cursor
 CLOSE_TOO_BIG = 1009  # frame over the size limit
+CLOSE_UNAVAILABLE = 1013  # the database is unreachable: reconnect (with your cursor) shortly
 CLOSE_BAD_FRAME = 4400  # too many malformed frames in a row
 CLOSE_AUTH = 4401  # missing or wrong token
 CLOSE_NOT_FOUND = 4404  # no such session (or not yours)

@@ -26,6 +26,7 @@ from .phases import OnTimeout, TaskPhase
 from .retries import MAX_RETRIES, MAX_RETRY_DELAY_S
 
 __all__ = [
+    "ANNOTATION_TRACEPARENT",
     "CRD_GROUP",
     "CRD_KIND",
     "CRD_NAME",
@@ -66,6 +67,9 @@ OPERATOR_NAME: Final = "cmbtask-operator"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 #: label naming the owning CmbTask (a DNS label, see ``dns_label``)
 LABEL_TASK: Final = f"{CRD_GROUP}/cmbtask"
+#: annotation carrying the launch's W3C traceparent to the operator, which
+#: hands it to the runner pod as ``ENV_TRACEPARENT`` (metadata, not desired state)
+ANNOTATION_TRACEPARENT: Final = f"{CRD_GROUP}/traceparent"
 #: key inside the token Secret that holds the runner's bearer token
 TOKEN_SECRET_KEY: Final = "token"
 

@@ -9,6 +9,7 @@ exit code and ``exit.json``. Both sides read the names from here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import Final
 
@@ -20,10 +21,12 @@ __all__ = [
     "ENV_SESSION_ID",
     "ENV_TASK_ID",
     "ENV_TASK_TOKEN",
+    "ENV_TRACEPARENT",
     "ENV_WORK_DIR",
     "EXIT_FILE",
     "RunnerExit",
     "signal_reason",
+    "tracing_configured",
 ]
 
 ENV_TASK_ID: Final = "CMBTASK_TASK_ID"
@@ -32,6 +35,10 @@ ENV_GATEWAY_URL: Final = "CMBTASK_GATEWAY_URL"
 #: the per-task token; never passed on to the task's own child processes
 ENV_TASK_TOKEN: Final = "CMBTASK_TASK_TOKEN"
 ENV_WORK_DIR: Final = "CMBTASK_WORK_DIR"
+#: the W3C trace context (``00-<trace id>-<span id>-<flags>``) of the gateway's
+#: launch span, set only while the gateway traces: the runner's spans join the
+#: task's trace under it. The name is OpenTelemetry's for environment carriers.
+ENV_TRACEPARENT: Final = "TRACEPARENT"
 
 #: written atomically into the work directory as the runner exits:
 #: ``{"exit_code", "final_event", "reason", …}``
@@ -95,3 +102,16 @@ def signal_reason(signal_name: str) -> str:
         f"runner terminated by {signal_name}: its pod was deleted or its node drained, "
         "or its process was stopped from outside; no cancel was requested"
     )
+
+
+def tracing_configured(env: Mapping[str, str]) -> bool:
+    """Does ``env`` ask for OpenTelemetry traces over OTLP? The gateway and the
+    runner both follow the standard variables, read the same way: off unless
+    ``OTEL_TRACES_EXPORTER`` names ``otlp`` or an OTLP endpoint is set, and off
+    whenever ``OTEL_SDK_DISABLED=true`` or the exporter list is ``none``."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = {name.strip().lower() for name in env.get("OTEL_TRACES_EXPORTER", "").split(",")} - {""}
+    if exporters:
+        return "otlp" in exporters
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))

@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 from cmbtask_protocol import EXIT_FILE, RunnerExit
 
+from . import tracing
 from .config import ConfigError, RunnerConfig
 from .describe import describe_engines
 from .logs import LogSink, configure_logging
@@ -46,15 +47,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     sink = LogSink(config.work_dir / "runner.log", os.dup(2))
     configure_logging(sink, task_id=config.task_id)
     log = structlog.get_logger("cmbtask_runner")
-    log.info("runner.start", pid=os.getpid(), work_dir=str(config.work_dir), gateway_url=config.gateway_url)
-    try:
-        result = asyncio.run(run_task(config, sink))
-    except Exception as exc:  # the last line of defence: say why, and still leave an exit file
-        log.exception("runner.crashed")
-        result = RunResult(RunnerExit.FAILED, reason=f"runner crashed: {type(exc).__name__}: {exc}")
+    tracing.start()
+    with tracing.runner_span(config.task_id) as span:
+        if span is not None:
+            configure_logging(sink, task_id=config.task_id, **tracing.log_fields())
+        log.info(
+            "runner.start", pid=os.getpid(), work_dir=str(config.work_dir), gateway_url=config.gateway_url
+        )
+        result = _run(config, sink)
+        if span is not None:
+            span.set_attributes(
+                {"cmbtask.exit_code": int(result.exit_code), "cmbtask.final_event": str(result.final_event)}
+            )
     _write_exit_file(config.work_dir, result)
     log.info("runner.exit", exit_code=result.exit_code, final_event=result.final_event, acked=result.acked)
+    tracing.flush()
     return result.exit_code
+
+
+def _run(config: RunnerConfig, sink: LogSink) -> RunResult:
+    try:
+        return asyncio.run(run_task(config, sink))
+    except Exception as exc:  # the last line of defence: say why, and still leave an exit file
+        structlog.get_logger("cmbtask_runner").exception("runner.crashed")
+        return RunResult(RunnerExit.FAILED, reason=f"runner crashed: {type(exc).__name__}: {exc}")
 
 
 def _describe() -> int:

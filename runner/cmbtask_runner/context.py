@@ -84,6 +84,8 @@ class RunnerContext:
         self.flush_output: Callable[[], None] | None = None
         #: called once on cancel, from the cancelling thread (an engine stops its child process)
         self.cancel_hooks: list[Callable[[], None]] = []
+        #: sees every event the engine emits (``tracing.StepSpans``); None when not tracing
+        self.observer: Callable[[str, dict[str, Any]], None] | None = None
 
     @property
     def task(self) -> TaskSpec:
@@ -113,6 +115,8 @@ class RunnerContext:
         if flush is not None and event_type != EventType.OUTPUT:
             flush()  # output printed before this event is sent before it
         rseq = self._outbox.put({"type": "event", "event_type": event_type, "data": payload, "ts": _now()})
+        if self.observer is not None:
+            self.observer(event_type, payload)
         if over is not None:
             self.fail(over)
         return rseq

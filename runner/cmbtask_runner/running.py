@@ -11,6 +11,7 @@ how the task ended.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ from cmbtask_protocol import (
     signal_reason,
 )
 
+from . import tracing
 from .capture import OutputCapture
 from .config import RunnerConfig
 from .context import RunnerContext
@@ -160,7 +162,7 @@ async def _run_linked(run: _Run) -> RunResult:
     if not ctx.welcomed:
         log.info("runner.stopped_before_welcome")
         return RunResult(RunnerExit.TERMINATED, reason="terminated before the task started")
-    configure_logging(sink, task_id=config.task_id, session_id=ctx.task.session_id)
+    configure_logging(sink, task_id=config.task_id, session_id=ctx.task.session_id, **tracing.log_fields())
     final_type, data = await _run_engine(config, sink, ctx, link_task)
     if final_type is None:
         return _link_fatal(link_task)
@@ -193,7 +195,9 @@ async def _run_engine(
     outcome = _EngineResult()
     done = loop.create_future()
     args = (ctx, outcome, loop, done)
-    threading.Thread(target=_engine_thread, args=args, name="engine", daemon=True).start()
+    # In a copy of this context: the engine's spans are children of the runner's.
+    thread_main = contextvars.copy_context().run
+    threading.Thread(target=thread_main, args=(_engine_thread, *args), name="engine", daemon=True).start()
     try:
         await _await_engine(config, ctx, done, link_task, cancel_seen)
     finally:
@@ -263,15 +267,22 @@ def _lines_cap(params: dict[str, Any]) -> int:
 def _engine_thread(
     ctx: RunnerContext, outcome: _EngineResult, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
 ) -> None:
-    try:
-        engine = load_engine(ctx.task.engine)
-        engine.validate(ctx.task)
-        outcome.result = engine.run(ctx)
-    except BaseException as exc:  # everything an engine raises ends up in the final event
-        outcome.error = exc
-    finally:
-        with suppress(RuntimeError):
-            loop.call_soon_threadsafe(_set_done, done)
+    attributes = {"cmbtask.engine": ctx.task.engine, "cmbtask.mode": ctx.task.mode}
+    with tracing.span("engine.run", attributes) as span:
+        steps = ctx.observer = tracing.step_spans()
+        try:
+            engine = load_engine(ctx.task.engine)
+            engine.validate(ctx.task)
+            outcome.result = engine.run(ctx)
+        except BaseException as exc:  # everything an engine raises ends up in the final event
+            outcome.error = exc
+            if span is not None:
+                span.set_status(tracing.error_status(exc))
+        finally:
+            if steps is not None:
+                steps.close()
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set_done, done)
 
 
 def _set_done(done: asyncio.Future[None]) -> None:

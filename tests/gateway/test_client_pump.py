@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from cmbtask_gateway.api.ws_client import _ClientSocket
@@ -30,6 +31,11 @@ class _Socket:
             self.sent.append(frame["seq"])
         if len(self.sent) >= self.total:
             self.all_sent.set()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """The ASGI ``send`` under Starlette's wrapper: what the sender uses for events."""
+        assert message["type"] == "websocket.send"
+        await self.send_text(message["text"])
 
 
 @pytest.fixture

@@ -162,6 +162,33 @@ async def test_heartbeats_carry_the_cursor(shared_gateway: GatewayProcess) -> No
     await watcher.close()
 
 
+async def test_heartbeats_count_from_the_last_frame_sent(shared_gateway: GatewayProcess) -> None:
+    # The socket's heartbeat timer is moved only when it fires, not at every
+    # event: while events keep coming no heartbeat is sent, and once they
+    # stop the first one comes a heartbeat interval after the last event.
+    sid = _session(shared_gateway)
+    task_id = _submit(shared_gateway, sid)
+    watcher = await Watcher.open(shared_gateway, sid)
+    await watcher.until(lambda f: f["type"] == "ws.replayed")
+    runner = TestRunner(shared_gateway.ws_url, task_id)
+    await runner.connect()
+    loop = asyncio.get_running_loop()
+    during: list[dict[str, Any]] = []
+    for n in range(7):  # 0.7 s apart for ~5 s: past two heartbeat intervals of 2 s
+        await runner.send_event("output", {"stream": "stdout", "text": f"tick {n}"})
+        while not (during and during[-1].get("data", {}).get("text") == f"tick {n}"):
+            during.append(await watcher.frame(5))
+        last_event_at = loop.time()
+        await asyncio.sleep(0.7)
+    assert [f["type"] for f in during if f["type"] == "ws.heartbeat"] == []
+    beat = await watcher.frame(5)
+    waited = loop.time() - last_event_at
+    assert beat == {"type": "ws.heartbeat", "last_seq": during[-1]["seq"]}
+    assert 1.5 <= waited <= 4.5, waited
+    await runner.close()
+    await watcher.close()
+
+
 async def test_commands_over_the_socket(shared_gateway: GatewayProcess) -> None:
     sid = _session(shared_gateway)
     watcher = await Watcher.open(shared_gateway, sid)

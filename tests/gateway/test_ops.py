@@ -252,6 +252,11 @@ def test_readyz_fails_while_the_database_is_gone(
         assert gone.json()["status"] == "unavailable" and gone.json()["database"]
         assert httpx.get(f"{gateway.url}/healthz").status_code == 200  # alive, just not ready
         sql('CREATE DATABASE "{name}"')
-        assert httpx.get(f"{gateway.url}/readyz", timeout=30).status_code == 200
+        # Ready again once the database answers and the replica's LISTEN
+        # connection is back, which retries within a couple of seconds.
+        deadline = time.monotonic() + 15
+        while (again := httpx.get(f"{gateway.url}/readyz", timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.1)
     finally:
         gateway.stop()

@@ -175,7 +175,8 @@ async def test_cancelled_rejected_and_over_budget_tasks_are_never_retried(
 async def test_a_gateway_killed_during_the_backoff_still_retries_once(local_gateway: GatewayProcess) -> None:
     with local_gateway.client() as http:
         session_id = new_session(http)
-        task = submit(http, session_id, engine="demo", params=DEMO, retries=1, retry_backoff_s=3)
+        # the backoff must outlast the gateway's restart below, also on a loaded machine
+        task = submit(http, session_id, engine="demo", params=DEMO, retries=1, retry_backoff_s=12)
     await _wait_started(local_gateway, session_id, attempt=1)
     await _kill_current_runner(local_gateway, task["id"], signal.SIGKILL)
     await wait_event(local_gateway, session_id, "task.retrying")

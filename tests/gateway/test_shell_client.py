@@ -146,6 +146,14 @@ def test_sessions_filters_cancel_and_errors(local_gateway: GatewayProcess) -> No
     assert _cli(gateway, "approve").returncode == 2  # usage
     assert _cli(gateway, "sessions", "--limit", "0").returncode == 1  # the API refuses it (422)
 
+    retried = _ok(gateway, "submit", "retried", "--retries", "2", "--retry-backoff", "1.5", "--no-watch")
+    found = re.search(r"session (\S+)\s+task (\S+)", retried)
+    assert found, retried
+    [view] = _json(gateway, "tasks", found.group(1))
+    assert (view["retries"], view["retry_backoff_s"], view["attempt"]) == (2, 1.5, 1)
+    too_many = _cli(gateway, "submit", "too many", "--retries", "9", "--no-watch")
+    assert too_many.returncode == 1 and "retries" in too_many.stderr, too_many
+
 
 def test_files_listed_and_downloaded(local_gateway: GatewayProcess, tmp_path: Path) -> None:
     gateway = local_gateway

@@ -10,6 +10,7 @@ import kopf
 import pytest
 from cmbtask_operator.handlers import OperatorMemo, cancel, launch
 from cmbtask_operator.settings import OperatorSettings
+from cmbtask_protocol import ANNOTATION_TRACEPARENT, ENV_TRACEPARENT
 
 
 class _Api:
@@ -116,3 +117,16 @@ async def test_handlers_before_the_api_is_connected_retry() -> None:
     memo = OperatorMemo(config=OperatorSettings(standalone=True, priority=1))
     with pytest.raises(kopf.TemporaryError):
         await cancel(name="t1", namespace="ns", body=_body("t1"), memo=memo)
+
+
+async def test_launch_hands_the_cmbtasks_trace_context_to_the_pod() -> None:
+    api = _Api()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    meta = {"creationTimestamp": None, "annotations": {ANNOTATION_TRACEPARENT: traceparent}}
+    await launch(
+        name="t1", namespace="ns", uid="u-1", spec={"engine": "demo", "taskId": "task-1"}, status={},
+        body=_body("t1"), meta=meta, patch=kopf.Patch(), memo=_memo(api),
+    )  # fmt: skip
+    [pod] = api.pods.values()
+    env = {item["name"]: item.get("value") for item in pod["spec"]["containers"][0]["env"]}
+    assert env[ENV_TRACEPARENT] == traceparent

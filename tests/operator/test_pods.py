@@ -8,6 +8,7 @@ import pytest
 from cmbtask_operator import OperatorSettings, PodInput, build_pod, pod_name
 from cmbtask_operator.pods import ANNOTATION_TASK_ID, quantity
 from cmbtask_protocol import (
+    ENV_TRACEPARENT,
     LABEL_MANAGED_BY,
     LABEL_TASK,
     PROVIDER_KEY_VARIABLES,
@@ -183,3 +184,22 @@ def test_settings_read_json_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert settings.node_selector == {"pool": "runners"}
     assert settings.image_pull_secrets == [{"name": "regcred"}]
     assert settings.namespaces == ["a", "b"]
+
+
+def test_the_launch_context_and_the_admins_tracing_env_reach_the_runner() -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    settings = SETTINGS.model_copy(update={"runner_env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}})
+    task = CmbTaskSpec.model_validate({"engine": "demo"})
+    source = PodInput(
+        name="t", namespace="ns1", uid="u", spec=task, settings=settings, traceparent=traceparent
+    )
+    env = env_of(build_pod(source))
+    assert env[ENV_TRACEPARENT] == {"name": ENV_TRACEPARENT, "value": traceparent}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel:4318"
+    assert ENV_TRACEPARENT not in env_of(make()), "an untraced launch gets no context"
+
+
+@pytest.mark.parametrize("name", ["CMBTASK_TASK_TOKEN", ENV_TRACEPARENT, "OPENAI_API_KEY"])
+def test_runner_env_cannot_set_the_runner_contract_or_a_key(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        OperatorSettings(runner_env={name: "x"}, standalone=True, priority=1)

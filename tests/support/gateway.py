@@ -25,12 +25,24 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, data_dir: Path, database_url: str, *, host: str = "127.0.0.1", **env: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str,
+        *,
+        host: str = "127.0.0.1",
+        component: bool = False,
+        port: int | None = None,
+        **env: str,
+    ) -> None:
+        """``component``: run ``cmbtask gateway``, configured by environment only
+        (as a container is), instead of ``cmbtask up`` with flags."""
         self.data_dir = data_dir
+        self.component = component
         self.database_url = database_url
         #: 127.0.0.1, or the Kubernetes node's bridge address for gateways that pods dial
         self.host = host
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = {
             "CMBTASK_EXECUTOR": "none",
             "CMBTASK_SECRET_KEY": TEST_SECRET,
@@ -42,6 +54,10 @@ class GatewayProcess:
         self.log_path = data_dir / "gateway.log"
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -50,26 +66,29 @@ class GatewayProcess:
         return f"ws://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> GatewayProcess:
+        self.spawn()
+        return self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (``wait_ready``)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "CMBTASK_DATABASE_URL": self.database_url}
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cmbtask_gateway.cli",
-                "up",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        where = ["--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.component:
+            env.update(
+                CMBTASK_HOST=self.host, CMBTASK_PORT=str(self.port), CMBTASK_DATA_DIR=str(self.data_dir)
+            )
+            where = []
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cmbtask_gateway.cli", "gateway" if self.component else "up", *where],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> GatewayProcess:
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -19,6 +19,7 @@ from cmbtask_protocol import (
     CLOSE_CONFLICT,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_BIG,
+    CLOSE_UNAVAILABLE,
     RunnerError,
     RunnerHello,
     RunnerOutbound,
@@ -26,9 +27,12 @@ from cmbtask_protocol import (
     TaskPhase,
 )
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from opentelemetry.context import Context
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from .. import tracing
 from ..composition import Gateway
+from ..db.engine import DATABASE_UNAVAILABLE
 from ..db.models import Task
 from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
@@ -77,7 +81,11 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
     except GatewayError as error:
         await ws.close(CLOSE_AUTH, error.message)
         return
-    task = await _load_task(gateway, task_id)
+    try:
+        task = await _load_task(gateway, task_id)
+    except DATABASE_UNAVAILABLE as error:
+        await _unavailable(ws, error)
+        return
     if task is None or TaskPhase(task.phase).is_final:
         await ws.close(CLOSE_NOT_FOUND, "task not found" if task is None else f"task already {task.phase}")
         return
@@ -88,17 +96,27 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
         await previous.close(CLOSE_CONFLICT, "replaced by a newer runner connection")
     gateway.metrics.connections.labels("runner").inc()
     try:
-        await _serve(gateway, connection, task_id, task.session_id)
+        await _serve(gateway, connection, task, tracing.context_of(task.trace_parent))
     except (WebSocketDisconnect, RuntimeError):
         pass
+    except DATABASE_UNAVAILABLE as error:  # the welcome could not be read
+        await _unavailable(ws, error)
     finally:
         gateway.registry.detach(task_id, connection)
         gateway.metrics.connections.labels("runner").dec()
         gateway.doorbell.ring()
 
 
-async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, session_id: str) -> None:
-    ws = connection.ws
+async def _unavailable(ws: WebSocket, error: BaseException) -> None:
+    """Nothing of this connection is stored yet: the runner comes back (through
+    a balancer, maybe to another replica) and resends what was not acked."""
+    log.warning("runner.database_unavailable", error=str(error)[:200] or type(error).__name__)
+    with contextlib.suppress(Exception):
+        await ws.close(CLOSE_UNAVAILABLE, "database unavailable; reconnect and resend")
+
+
+async def _serve(gateway: Gateway, connection: _RunnerSocket, task: Task, trace: Context | None) -> None:
+    ws, task_id, session_id = connection.ws, task.id, task.session_id
     try:
         hello = await asyncio.wait_for(_read_frame(gateway, ws), HELLO_TIMEOUT_S)
     except TimeoutError:
@@ -119,7 +137,7 @@ async def _serve(gateway: Gateway, connection: _RunnerSocket, task_id: str, sess
     queue: asyncio.Queue[RunnerFrame | None] = asyncio.Queue(maxsize=10_000)
     reader = asyncio.create_task(_read_loop(gateway, connection, queue))
     try:
-        await _process_loop(gateway, connection, queue, task_id, session_id)
+        await _process_loop(gateway, connection, queue, task_id, session_id, trace)
     finally:
         await cancel_and_wait([reader])
 
@@ -169,6 +187,7 @@ async def _process_loop(
     queue: asyncio.Queue[RunnerFrame | None],
     task_id: str,
     session_id: str,
+    trace: Context | None,
 ) -> None:
     while True:
         first = await queue.get()
@@ -183,7 +202,7 @@ async def _process_loop(
                 break
             batch.append(item)
         try:
-            result = await gateway.ingest.apply(task_id, session_id, batch)
+            result = await gateway.ingest.apply(task_id, session_id, batch, trace=trace)
         except Conflict as error:
             # A gap means frames were lost in flight: the runner resends from
             # its last ack after it reconnects.
@@ -191,6 +210,9 @@ async def _process_loop(
             return
         except NotFound as error:  # the session was deleted under the runner
             await connection.close(CLOSE_NOT_FOUND, error.message[:120])
+            return
+        except DATABASE_UNAVAILABLE as error:  # nothing of the batch is acked; the runner resends it
+            await _unavailable(connection.ws, error)
             return
         except Exception:  # nothing of the batch is stored; the runner resends it
             log.exception("runner.ingest_failed")

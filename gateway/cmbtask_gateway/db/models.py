@@ -146,6 +146,9 @@ class Task(Base):
     )
     #: when the current attempt became due; a queued task waits until then (its backoff)
     retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    #: the W3C traceparent of its ``task.submit`` span, while the gateway traces: the
+    #: launch (any replica, any attempt) and its frames' ingest join that trace
+    trace_parent: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -11,6 +11,10 @@ than the SQL. Here the write is a plain function of a SQLAlchemy Core
   only writer of this process anyway (SQLite has one writer).
 - PostgreSQL: it runs through the async engine (``run_sync``); asyncpg pays a
   round trip per statement whatever the API, so only the ORM's cost is saved.
+
+Reads that many sockets make at once (opening a client socket) take the same
+shape through ``read``: on SQLite a second thread with its own connection
+(WAL lets it read beside the writer), one hop per read instead of several.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,6 +40,10 @@ class Transactions(Protocol):
         """Run ``work`` in one transaction: committed if it returns, rolled back if it raises."""
         ...
 
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, which only reads, in one transaction (one snapshot)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -44,30 +52,44 @@ class SqliteThreadTransactions:
         sync_url = make_url(url).set(drivername="sqlite")
         self._engine = create_engine(sync_url, pool_size=1, max_overflow=0)
         event.listen(self._engine, "connect", sqlite_pragmas)
+        self._reads = create_engine(sync_url, pool_size=1, max_overflow=0)
+        for engine in (self._engine, self._reads):
+            event.listen(engine, "connect", sqlite_pragmas)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        #: held open by the thread: a pool checkout and a ``begin`` per
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        #: held open by each thread: a pool checkout and a ``begin`` per
         #: transaction cost as much as the statements of a small one
-        self._connection: Connection | None = None
+        self._connections: dict[Engine, Connection] = {}
 
     async def run(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_transaction, work)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._in_transaction, self._engine, work
+        )
 
-    def _in_transaction(self, work: Callable[[Connection], T]) -> T:
-        if self._connection is None:
-            self._connection = self._engine.connect()
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, self._in_transaction, self._reads, work
+        )
+
+    def _in_transaction(self, engine: Engine, work: Callable[[Connection], T]) -> T:
+        connection = self._connections.get(engine)
+        if connection is None:
+            connection = self._connections[engine] = engine.connect()
         # Begun explicitly, so that the commit reaches the driver even when the
         # work used only the driver's own cursor.
-        with self._connection.begin():
-            return work(self._connection)
+        with connection.begin():
+            return work(connection)
 
-    def _dispose(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-        self._engine.dispose()
+    def _dispose(self, engine: Engine) -> None:
+        if (connection := self._connections.pop(engine, None)) is not None:
+            connection.close()
+        engine.dispose()
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._dispose)
-        self._thread.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        for thread, engine in ((self._thread, self._engine), (self._reader, self._reads)):
+            await loop.run_in_executor(thread, self._dispose, engine)
+            thread.shutdown(wait=True)
 
 
 class AsyncEngineTransactions:
@@ -77,6 +99,9 @@ class AsyncEngineTransactions:
     async def run(self, work: Callable[[Connection], T]) -> T:
         async with self._engine.begin() as connection:
             return await connection.run_sync(work)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        return await self.run(work)
 
     async def close(self) -> None:
         return None

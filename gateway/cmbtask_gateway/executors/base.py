@@ -41,6 +41,9 @@ class LaunchRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: the owner's provider keys (``OPENAI_API_KEY`` …) for the runner's environment; never logged
     provider_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: the launch span's W3C traceparent while the gateway traces: the runner's
+    #: spans join the task's trace under it (``ENV_TRACEPARENT``)
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

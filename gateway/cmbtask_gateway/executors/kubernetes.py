@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import structlog
 from cmbtask_protocol import (
+    ANNOTATION_TRACEPARENT,
     CRD_GROUP,
     CRD_KIND,
     CRD_PLURAL,
@@ -206,13 +207,17 @@ class KubernetesExecutor:
         }
         if request.timeout_s is not None:
             spec["timeoutSeconds"] = max(1, math.ceil(request.timeout_s))
+        metadata: dict[str, Any] = {
+            "name": name,
+            "labels": {LABEL_ORIGIN: "gateway", LABEL_TASK_ID: dns_label(request.task_id)},
+        }
+        if request.trace_parent:
+            # The operator hands it to the runner pod (``ENV_TRACEPARENT``).
+            metadata["annotations"] = {ANNOTATION_TRACEPARENT: request.trace_parent}
         body = {
             "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
             "kind": CRD_KIND,
-            "metadata": {
-                "name": name,
-                "labels": {LABEL_ORIGIN: "gateway", LABEL_TASK_ID: dns_label(request.task_id)},
-            },
+            "metadata": metadata,
             "spec": spec,
         }
         try:

@@ -41,6 +41,7 @@ from cmbtask_protocol import (
     ENV_SESSION_ID,
     ENV_TASK_ID,
     ENV_TASK_TOKEN,
+    ENV_TRACEPARENT,
     ENV_WORK_DIR,
     EXIT_FILE,
     RunnerExit,
@@ -220,6 +221,10 @@ class LocalExecutor:
                 **request.provider_env,
             }
         )
+        # The launch's own context, never one the gateway process inherited.
+        env.pop(ENV_TRACEPARENT, None)
+        if request.trace_parent:
+            env[ENV_TRACEPARENT] = request.trace_parent
         return env
 
     # ---- liveness -----------------------------------------------------------------------------

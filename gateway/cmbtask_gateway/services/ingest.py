@@ -30,9 +30,11 @@ from cmbtask_protocol import (
     TaskSpec,
     validate_payload,
 )
+from opentelemetry.context import Context
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .. import tracing
 from ..db.models import Approval, Session, Task, utcnow
 from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
@@ -53,6 +55,8 @@ class _Pending:
     session_id: str
     frames: list[RunnerFrame]
     future: asyncio.Future[IngestResult]
+    #: the task's trace (``tracing.context_of``), while the gateway traces
+    trace: Context | None = None
 
 
 class IngestResult:
@@ -108,9 +112,12 @@ class RunnerIngest:
                 cancel_requested=task.cancel_requested,
             )
 
-    async def apply(self, task_id: str, session_id: str, frames: list[RunnerFrame]) -> IngestResult:
+    async def apply(
+        self, task_id: str, session_id: str, frames: list[RunnerFrame], *, trace: Context | None = None
+    ) -> IngestResult:
         """Store ``frames`` (group-committed with other runners' frames)."""
-        pending = _Pending(task_id, session_id, frames, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        pending = _Pending(task_id, session_id, frames, future, trace)
         self._queue.append(pending)
         self._queued.set()
         if self._writer is None or self._writer.done():
@@ -132,7 +139,13 @@ class RunnerIngest:
             await self._queued.wait()
             self._queued.clear()
             group, self._queue = self._queue, []
-            if group:
+            if not group:
+                continue
+            # One span per group, never per frame: off, this is one None check.
+            traces = [item.trace for item in group] if tracing.enabled() else []
+            with tracing.group_span("ingest.commit", traces, (item.task_id for item in group)) as span:
+                if span is not None:
+                    span.set_attribute("cmbtask.frames", sum(len(item.frames) for item in group))
                 await self._write_group(group)
 
     async def _write_group(self, group: list[_Pending]) -> None:

@@ -66,16 +66,6 @@ class SessionService:
             raise NotFound(f"session {session_id} not found")
         return row
 
-    async def last_seq(self, owner: str, session_id: str) -> int:
-        """The session's last ``seq``: all a socket needs to open, in one
-        narrow query (not the whole row and its view, state and plan included)."""
-        query = select(Session.owner, Session.last_seq).where(Session.id == session_id)
-        async with self._sessions() as db:
-            row = (await db.execute(query)).first()
-        if row is None or row.owner != owner:
-            raise NotFound(f"session {session_id} not found")
-        return int(row.last_seq)
-
     async def get(self, owner: str, session_id: str) -> SessionView:
         async with self._sessions() as db:
             return session_view(await self.get_row(db, owner, session_id))

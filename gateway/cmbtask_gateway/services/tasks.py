@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .. import tracing
 from ..catalog import EngineCatalog, refusal
 from ..db.models import Session, Task, utcnow
 from ..errors import Conflict, Invalid, NotFound
@@ -130,10 +131,22 @@ class TaskService:
         self, owner: str, session_id: str, body: TaskCreate, *, task_id: str | None = None
     ) -> TaskView:
         """Queue a task; ``task_id`` is for callers whose ids must be stable."""
+        task_id = task_id or str(uuid.uuid4())
+        attributes = {
+            "cmbtask.task_id": task_id,
+            "cmbtask.session_id": session_id,
+            "cmbtask.engine": body.engine,
+        }
+        with tracing.span("task.submit", attributes=attributes):
+            # Taken here: inside the write below, the current span is the store's.
+            return await self._submit(owner, session_id, body, task_id, tracing.current_traceparent())
+
+    async def _submit(
+        self, owner: str, session_id: str, body: TaskCreate, task_id: str, trace_parent: str | None
+    ) -> TaskView:
         async with self._sessions() as db:
             own_keys = await stored_key_variables(db, owner)
         params = self._validate(body, await self._catalog.get(), own_keys)
-        task_id = task_id or str(uuid.uuid4())
         async with self._store.write(session_id) as tx:
             session = await tx.db.get(Session, session_id, with_for_update=True)
             if session is None or session.owner != owner:
@@ -162,6 +175,7 @@ class TaskService:
                 **budget,
                 acked_rseq=0,
                 cancel_requested=False,
+                trace_parent=trace_parent,
                 created_at=utcnow(),
             )
             tx.db.add(task)

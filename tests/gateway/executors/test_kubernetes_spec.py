@@ -12,8 +12,9 @@ from cmbtask_gateway.executors.base import LaunchRequest
 from cmbtask_gateway.executors.kubernetes import KubernetesExecutor
 from cmbtask_gateway.settings import Settings
 from cmbtask_operator.handlers import refusal
+from cmbtask_operator.pods import PodInput, build_pod
 from cmbtask_operator.settings import OperatorSettings
-from cmbtask_protocol import CmbTaskSpec
+from cmbtask_protocol import ANNOTATION_TRACEPARENT, ENV_TRACEPARENT, CmbTaskSpec
 
 KEY = "sk-user-key-0123456789abcdef"
 TOKEN = "runner-token-0123456789"
@@ -82,3 +83,20 @@ def test_a_retry_runs_in_a_cmbtask_of_its_own(tmp_path: Path) -> None:
     assert second["metadata"]["labels"] == first["metadata"]["labels"], "both are found as the task's"
     spec = CmbTaskSpec.model_validate(second["spec"])
     assert (spec.task_id, spec.attempt) == ("t1", 2)
+
+
+def test_the_launch_context_rides_on_the_cmbtask_to_the_runner_pod(tmp_path: Path) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    body = _built(tmp_path, engine="demo", trace_parent=traceparent)
+    assert body["metadata"]["annotations"] == {ANNOTATION_TRACEPARENT: traceparent}
+    assert traceparent not in json.dumps(body["spec"]), "metadata, not the task's desired state"
+    assert "annotations" not in _built(tmp_path, engine="demo")["metadata"]
+    # what the operator's launch handler reads from the object, into the pod
+    spec = CmbTaskSpec.model_validate(body["spec"])
+    source = PodInput(
+        name=body["metadata"]["name"], namespace="ns", uid="u1", spec=spec,
+        settings=OperatorSettings(standalone=True, priority=1),
+        traceparent=body["metadata"]["annotations"][ANNOTATION_TRACEPARENT],
+    )  # fmt: skip
+    env = {item["name"]: item.get("value") for item in build_pod(source)["spec"]["containers"][0]["env"]}
+    assert env[ENV_TRACEPARENT] == traceparent

@@ -18,12 +18,16 @@ from ..deps import CurrentUser, GatewayDep
 from ..errors_doc import AUTHENTICATED, errors
 
 router = APIRouter(tags=["meta"])
+#: a check answers within this (a balancer's own timeout is a few seconds)
+READY_TIMEOUT_S = 2.0
 
 
 class Readiness(BaseModel):
     status: str
     #: why the database cannot be used, when it cannot
     database: str | None = None
+    #: set when this replica does not hear the others' events
+    relay: str | None = None
 
 
 class Identity(BaseModel):
@@ -39,16 +43,21 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     responses={
-        200: {"model": Readiness, "description": "The database answers."},
-        503: {"model": Readiness, "description": "The database does not answer."},
+        200: {"model": Readiness, "description": "The database answers (and this replica hears the others)."},
+        503: {"model": Readiness, "description": "The database does not answer, or the replica is deaf."},
     },
 )
 async def readyz(gateway: GatewayDep) -> Response:
+    """Ready: the database answers in time and, with replicas, this one hears
+    the others (``replica_relay``); a balancer sends nobody here otherwise."""
     try:
-        async with gateway.sessions_factory() as db:
+        async with asyncio.timeout(READY_TIMEOUT_S), gateway.sessions_factory() as db:
             await db.execute(text("SELECT 1"))
     except Exception as error:
-        return JSONResponse({"status": "unavailable", "database": str(error)[:200]}, status_code=503)
+        reason = str(error)[:200] or f"no answer within {READY_TIMEOUT_S:g} s"
+        return JSONResponse({"status": "unavailable", "database": reason}, status_code=503)
+    if gateway.relay is not None and not gateway.relay.listening:
+        return JSONResponse({"status": "unavailable", "relay": "not listening"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
