@@ -90,8 +90,7 @@ class Gateway:
         limits = UserLimits(settings, factory)
         sessions = SessionService(factory, limits)
         tasks = TaskService(factory, store, registry, doorbell.ring, catalog=catalog, limits=limits)
-        approvals = ApprovalService(factory, store, registry)
-        records = Records(factory, sessions, tasks, approvals)
+        records = Records(factory, sessions, tasks)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
         chosen = executor or build_executor(settings, records)
         keys = KeyService(factory, KeyBox(settings.runner_secret()), fallback=settings.provider_keys_fallback)
@@ -109,7 +108,7 @@ class Gateway:
             runner_tokens=tokens,
             sessions=sessions,
             tasks=tasks,
-            approvals=approvals,
+            approvals=ApprovalService(factory, store, registry),
             ingest=RunnerIngest(factory, store, settings.approval_timeout_s, doorbell.ring),
             executor=chosen,
             dispatcher=dispatcher,
