@@ -3,8 +3,10 @@
 During a database outage every tick fails the same way; a traceback per tick
 buries the one line that says what happened. The first failure of a run is
 logged with its traceback, repeats of the same kind are only counted, and the
-recovery is one line with that count. A different kind of failure is logged
-in full at once.
+recovery is one line with that count. A failure that does not go away says
+so again every ``REMIND_EVERY`` repeats (one line, no traceback), so a loop
+that fails for hours is not silent. A different kind of failure is logged in
+full at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from .logs import get_logger
 __all__ = ["LoopErrors"]
 
 log = get_logger(__name__)
+
+REMIND_EVERY = 100
 
 
 class LoopErrors:
@@ -25,6 +29,10 @@ class LoopErrors:
     def failed(self, error: BaseException) -> None:
         if type(error) is self._failing:
             self._repeats += 1
+            if self._repeats % REMIND_EVERY == 0:
+                log.warning(
+                    f"{self._event}.still_failing", failure=self._failing.__name__, repeats=self._repeats
+                )
             return
         self._failing, self._repeats = type(error), 0
         log.error(self._event, error=str(error)[:300] or type(error).__name__, exc_info=error)

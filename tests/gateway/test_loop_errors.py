@@ -3,7 +3,7 @@ a count while it repeats, one line when the loop recovers."""
 
 from __future__ import annotations
 
-from cmbtask_gateway.loop_errors import LoopErrors
+from cmbtask_gateway.loop_errors import REMIND_EVERY, LoopErrors
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
@@ -35,3 +35,15 @@ def test_a_different_failure_is_logged_in_full_at_once() -> None:
         "ValueError",
         "OperationalError",
     ]
+
+
+def test_a_failure_that_lasts_is_recalled_without_its_traceback() -> None:
+    errors = LoopErrors("tokens.check_failed")
+    with capture_logs() as logs:
+        for _ in range(2 * REMIND_EVERY + 1):
+            errors.failed(_outage())
+    assert [entry["event"] for entry in logs] == ["tokens.check_failed"] + [
+        "tokens.check_failed.still_failing"
+    ] * 2
+    assert [entry["repeats"] for entry in logs[1:]] == [REMIND_EVERY, 2 * REMIND_EVERY]
+    assert all("exc_info" not in entry for entry in logs[1:])
