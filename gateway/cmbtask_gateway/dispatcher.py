@@ -26,6 +26,7 @@ from .loop_errors import LoopErrors
 from .runner_sockets import RunnerRegistry
 from .services import lifecycle
 from .services.keys import KeyService
+from .services.starts import Startable
 from .services.tasks import TaskService
 from .services.views import aware
 from .settings import Settings
@@ -58,6 +59,9 @@ class Dispatcher:
         self._stopping: set[str] = set()
         # Strong references: the event loop keeps only weak ones to its tasks.
         self._stoppers: set[asyncio.Task[None]] = set()
+        #: launched tasks' handles not yet written (see ``_record_handle``)
+        self._pending_handles: dict[str, str] = {}
+        self._handles_lock = asyncio.Lock()
 
     async def run(self) -> None:
         """Dispatch and watch until cancelled."""
@@ -93,22 +97,21 @@ class Dispatcher:
         free = self._settings.max_concurrent_tasks - active
         if free <= 0:
             return
-        # Launch side by side: one after the other, each launch waited for its
-        # database writes behind the running tasks' events, and 50 tasks
-        # submitted at once took 16 s to all have a process instead of 2.5 s.
-        startable = await self._tasks.startable(free)
-        await asyncio.gather(*(self._launch(task) for task in startable))
+        # One transaction claims the whole wave and the launches run side by
+        # side: 50 tasks submitted at once, claimed and launched one after the
+        # other, each write queued behind the running tasks' events, took 16 s
+        # to all have a process.
+        wave = await self._tasks.start_wave(free, self._executor.name)
+        await asyncio.gather(*(self._launch(task) for task in wave))
 
-    async def _launch(self, task: Task) -> None:
+    async def _launch(self, task: Startable) -> None:
         # In the trace of the task's submit, whichever replica or attempt this is.
         attributes = {"cmbtask.task_id": task.id, "cmbtask.attempt": task.attempt}
         with tracing.span("task.launch", parent=tracing.context_of(task.trace_parent), attributes=attributes):
             await self._launch_traced(task)
 
-    async def _launch_traced(self, task: Task) -> None:
+    async def _launch_traced(self, task: Startable) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)
-        if not await self._tasks.mark_starting(task.id, task.session_id, self._executor.name):
-            return
         request = LaunchRequest(
             task_id=task.id,
             session_id=task.session_id,
@@ -129,8 +132,16 @@ class Dispatcher:
             bound.warning("dispatch.launch_failed", error=str(error))
             await self._tasks.finish(task.id, task.session_id, TaskPhase.FAILED, reason=str(error))
             return
-        await self._tasks.set_handle(task.id, handle)
+        await self._record_handle(task.id, handle)
         bound.info("dispatch.launched", executor=self._executor.name, handle=handle)
+
+    async def _record_handle(self, task_id: str, handle: str) -> None:
+        """Stored before returning, in a write shared with the launches that
+        ended meanwhile: whoever takes the lock writes every handle pending."""
+        self._pending_handles[task_id] = handle
+        async with self._handles_lock:
+            handles, self._pending_handles = self._pending_handles, {}
+            await self._tasks.set_handles(handles)
 
     async def watch_once(self) -> None:
         now = utcnow()

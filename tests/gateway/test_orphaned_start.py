@@ -17,7 +17,8 @@ async def test_a_task_left_starting_without_a_runner_is_ended_after_the_start_ti
     gateway = built_gateway
     session = await gateway.sessions.create("ada", SessionCreate(title="orphaned start"))
     task = await gateway.tasks.submit("ada", session.id, TaskCreate(engine="demo"))
-    assert await gateway.tasks.mark_starting(task.id, session.id, "local")
+    [claimed] = await gateway.tasks.start_wave(10, "local")
+    assert claimed.id == task.id and (await gateway.tasks.get("ada", task.id)).phase == "starting"
     # The launching gateway died here: no handle was ever stored, no runner runs.
     async with gateway.sessions_factory.begin() as db:
         row = await db.get(Task, task.id)

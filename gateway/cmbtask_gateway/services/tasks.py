@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -37,6 +38,7 @@ from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
 from . import lifecycle
 from .keys import stored_key_variables
+from .starts import Startable, claim_startable, record_handles
 from .user_settings import task_budget
 from .views import task_view
 
@@ -224,18 +226,6 @@ class TaskService:
             )
             return list(rows)
 
-    async def startable(self, limit: int) -> list[Task]:
-        """Queued tasks that may start now, oldest first (see ``lifecycle``)."""
-        async with self._sessions() as db:
-            rows = await db.scalars(
-                select(Task)
-                .join(Session, Session.id == Task.session_id)
-                .where(lifecycle.may_start(utcnow()))
-                .order_by(Task.created_at, Task.id)
-                .limit(limit)
-            )
-            return list(rows)
-
     async def finish(
         self, task_id: str, session_id: str, phase: TaskPhase, *, reason: str, exit_code: int | None = None
     ) -> bool:
@@ -262,13 +252,13 @@ class TaskService:
             tx.after_commit(self._wake)
         return True
 
-    async def mark_starting(self, task_id: str, session_id: str, executor: str) -> bool:
-        async with self._store.write(session_id) as tx:
-            task = await tx.db.get(Task, task_id, with_for_update=True)
-            return task is not None and await lifecycle.start(tx, task, executor)
+    async def start_wave(self, limit: int, executor: str) -> list[Startable]:
+        """Claim up to ``limit`` startable tasks for ``executor`` (``queued →
+        starting``), oldest first, in one transaction (``services.starts``)."""
+        work = partial(claim_startable, limit=limit, executor=executor, now=utcnow())
+        return await self._store.write_rows(work)
 
-    async def set_handle(self, task_id: str, handle: str) -> None:
-        async with self._sessions.begin() as db:
-            task = await db.get(Task, task_id)
-            if task is not None:
-                task.handle = handle
+    async def set_handles(self, handles: Mapping[str, str]) -> None:
+        """Record the executor's handle of each launched task, in one transaction."""
+        if handles:
+            await self._store.write_rows(partial(record_handles, handles=dict(handles)))
