@@ -149,8 +149,16 @@ class RunnerIngest:
                 await self._write_group(group)
 
     async def _write_group(self, group: list[_Pending]) -> None:
-        if all(is_plain(item.frames) for item in group) and await self._write_plain(group):
-            return
+        plain = [item for item in group if is_plain(item.frames)]
+        # Split only while each task is in the group once: two batches of one
+        # task (a runner and its replaced connection) keep their order.
+        if plain and len({item.task_id for item in group}) == len(group) and await self._write_plain(plain):
+            group = [item for item in group if not is_plain(item.frames)]
+            if not group:
+                return
+        await self._write_orm(group)
+
+    async def _write_orm(self, group: list[_Pending]) -> None:
         outcomes: dict[int, IngestResult | GatewayError] = {}
         try:
             async with self._store.write_group() as writes:
@@ -171,7 +179,7 @@ class RunnerIngest:
                 # Nothing was stored. Retry one by one, so that a frame that
                 # breaks its transaction fails only its own runner's batch.
                 for item in group:
-                    await self._write_group([item])
+                    await self._write_orm([item])
                 return
             log.exception("ingest.batch_failed", task_id=group[0].task_id)
             if not group[0].future.done():

@@ -1,39 +1,44 @@
-"""The common case of runner ingest, in SQLAlchemy Core: batches of plain events.
+"""The common case of runner ingest, in SQLAlchemy Core: batches of events.
 
 Nearly everything a runner sends is a plain event (output, agent messages,
 code, cost): stored as is, touching no row but the task's ``acked_rseq`` and
 the session's ``last_seq``. A group of such batches, from any number of
 runners, is written here in four statements with no ORM unit of work —
 select the tasks, number the sessions, insert the events, update the acks —
-as one synchronous function (``db.transactions``). Frames that change state
-(task start and end, plan, step, approvals, state saves) take the ORM path
-in ``ingest``, which owns those rules.
+as one synchronous function (``db.transactions``).
+
+Three events that change a row in one simple way are stored here too, with
+the same effect as ``ingest``'s ORM path: ``task.started`` (the task runs,
+see ``lifecycle.mark_running``), ``step.started`` and ``plan.proposed`` (the
+session's step and plan). They are what a wave of starting tasks sends first,
+and each one in a group used to send the whole group down the ORM path. The
+frames left to ``ingest`` — a task's end, approvals, state saves — carry the
+rules (budgets, retries, versions) that belong there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from cmbtask_protocol import FINAL_EVENT_PHASES, EventType, RunnerEvent, validate_payload
+from cmbtask_protocol import FINAL_EVENT_PHASES, EventType, RunnerEvent, TaskPhase, validate_payload
 from pydantic import ValidationError
-from sqlalchemy import Connection, Table, case, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, insert, literal, select, update
 
-from ..db.models import Event, Task, utcnow
+from ..db.models import Event, Session, Task, utcnow
 from ..errors import Conflict, GatewayError, NotFound
 from ..store import Numberer, RowWork, raw_cursor
 
 __all__ = ["PlainBatch", "check_rseqs", "checked_event", "is_plain", "store_plain"]
 
 _tasks = cast(Table, Task.__table__)
+_sessions = cast(Table, Session.__table__)
 _events = cast(Table, Event.__table__)
-#: event types whose storing changes a task or session row besides the counters
-_STATEFUL = frozenset(FINAL_EVENT_PHASES) | {
-    EventType.TASK_STARTED,
-    EventType.PLAN_PROPOSED,
-    EventType.STEP_STARTED,
-}
+#: event types whose storing follows rules of ``ingest``'s ORM path
+_STATEFUL = frozenset(FINAL_EVENT_PHASES)
+#: phases a ``task.started`` moves to ``running`` (``lifecycle.mark_running``)
+_NOT_YET_RUNNING = (TaskPhase.QUEUED.value, TaskPhase.STARTING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,52 @@ class PlainBatch:
     task_id: str
     session_id: str
     frames: Sequence[Any]
+
+
+@dataclass(slots=True)
+class _Effects:
+    """What the stored events change besides the counters, applied after them."""
+
+    started: list[str] = field(default_factory=list)  # task ids
+    steps: dict[str, int] = field(default_factory=dict)  # session id -> step
+    plans: dict[str, Any] = field(default_factory=dict)  # session id -> steps
+
+    def note(self, row: dict[str, Any], attempt: int) -> None:
+        type_, data = row["type"], row["data"]
+        if type_ == EventType.TASK_STARTED:
+            # the gateway's count of attempts, whatever the runner thinks
+            row["data"] = {**data, "attempt": attempt}
+            self.started.append(row["task_id"])
+        elif type_ == EventType.STEP_STARTED:
+            self.steps[row["session_id"]] = data["step"]
+        elif type_ == EventType.PLAN_PROPOSED:
+            self.plans[row["session_id"]] = data.get("steps")
+
+    def apply(self, connection: Connection) -> None:
+        if self.started:
+            started_at = _tasks.c.started_at  # a retry keeps its first start (``lifecycle.move``)
+            now = literal(utcnow(), started_at.type)
+            moved = connection.scalars(
+                update(_tasks)
+                .where(_tasks.c.id.in_(sorted(set(self.started))), _tasks.c.phase.in_(_NOT_YET_RUNNING))
+                .values(phase=TaskPhase.RUNNING.value, started_at=func.coalesce(started_at, now))
+                .returning(_tasks.c.session_id)
+            ).all()
+            if moved:
+                sessions = sorted(set(moved))
+                connection.execute(
+                    update(_sessions)
+                    .where(_sessions.c.id.in_(sessions))
+                    .values(phase=TaskPhase.RUNNING.value)
+                )
+        for column, values in (("step", self.steps), ("plan", self.plans)):
+            if values:
+                connection.execute(
+                    update(_sessions)
+                    .where(_sessions.c.id == bindparam("session_id"))
+                    .values({column: bindparam("new_value")}),
+                    [{"session_id": key, "new_value": value} for key, value in values.items()],
+                )
 
 
 def is_plain(frames: Sequence[Any]) -> bool:
@@ -83,57 +134,66 @@ def store_plain(
         _SqliteStatements(connection) if connection.dialect.name == "sqlite" else _CoreStatements(connection)
     )
     found = sql.tasks(sorted({batch.task_id for batch in batches}))
-    acked: dict[str, int] = {}
-    owner: dict[str, str] = {}
-    for task_id, session_id, acked_rseq in found:
-        acked[task_id], owner[task_id] = acked_rseq, session_id
+    known: dict[str, _Known] = {}
+    for task_id, session_id, acked_rseq, attempt in found:
+        known[task_id] = _Known(session_id, acked_rseq, attempt)
     outcomes: list[int | GatewayError] = []
     drafts: dict[str, list[dict[str, Any]]] = {}
     changed: dict[str, int] = {}
+    effects = _Effects()
     for batch in batches:
         try:
-            outcomes.append(_draft(batch, acked, owner, drafts, changed))
+            outcomes.append(_draft(batch, known, drafts, changed, effects))
         except GatewayError as error:
             outcomes.append(error)
     if drafts:
         sql.insert(_numbered(connection, number, drafts))
     if changed:
         sql.set_acks(changed)
+    effects.apply(connection)
     return outcomes, drafts
+
+
+@dataclass(slots=True)
+class _Known:
+    session_id: str
+    acked_rseq: int
+    attempt: int
 
 
 def _draft(
     batch: PlainBatch,
-    acked: dict[str, int],
-    owner: dict[str, str],
+    known: dict[str, _Known],
     drafts: dict[str, list[dict[str, Any]]],
     changed: dict[str, int],
+    effects: _Effects,
 ) -> int:
     """Turn one batch into event rows (without seqs); returns the task's new ack."""
-    if owner.get(batch.task_id) != batch.session_id:
+    task = known.get(batch.task_id)
+    if task is None or task.session_id != batch.session_id:
         raise NotFound("task not found")
-    last = acked[batch.task_id]
+    last = task.acked_rseq
     check_rseqs(last, batch.frames)
     rows: list[dict[str, Any]] = []
     for frame in batch.frames:
         if frame.rseq <= last:
             continue
         type_, data = checked_event(frame)
-        rows.append(
-            {
-                "session_id": batch.session_id,
-                "task_id": batch.task_id,
-                "rseq": frame.rseq,
-                "type": type_,
-                "ts": frame.ts or utcnow(),
-                "data": data,
-            }
-        )
+        row = {
+            "session_id": batch.session_id,
+            "task_id": batch.task_id,
+            "rseq": frame.rseq,
+            "type": type_,
+            "ts": frame.ts or utcnow(),
+            "data": data,
+        }
+        effects.note(row, task.attempt)  # a refused payload is an ``error`` row: no effect
+        rows.append(row)
         last = frame.rseq
     if rows:
         drafts.setdefault(batch.session_id, []).extend(rows)
-    if last != acked[batch.task_id]:
-        acked[batch.task_id] = changed[batch.task_id] = last
+    if last != task.acked_rseq:
+        task.acked_rseq = changed[batch.task_id] = last
     return last
 
 
@@ -157,11 +217,11 @@ class _CoreStatements:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int]]:
-        columns = (_tasks.c.id, _tasks.c.session_id, _tasks.c.acked_rseq)
+    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int, int]]:
+        columns = (_tasks.c.id, _tasks.c.session_id, _tasks.c.acked_rseq, _tasks.c.attempt)
         return self._connection.execute(
             select(*columns).where(_tasks.c.id.in_(ids)).with_for_update()
-        ).tuples()
+        ).all()
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
         self._connection.execute(insert(_events), rows)
@@ -185,8 +245,8 @@ class _SqliteStatements:
         self._ts = _bind(_events.c.ts, connection)
         self._data = _bind(_events.c.data, connection)
 
-    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int]]:
-        query = "SELECT id, session_id, acked_rseq FROM tasks WHERE id = ?"
+    def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int, int]]:
+        query = "SELECT id, session_id, acked_rseq, attempt FROM tasks WHERE id = ?"
         return [row for task_id in ids for row in self._cursor.execute(query, (task_id,)).fetchall()]
 
     def insert(self, rows: list[dict[str, Any]]) -> None:

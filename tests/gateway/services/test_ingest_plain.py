@@ -1,7 +1,8 @@
-"""The Core path of runner ingest (plain events), on a real database: several
-runners' batches in one transaction, each stored once with gap-free seqs,
-resends skipped, a gap or an unknown task refused for its batch only, a bad
-payload stored as an ``error`` event, publication only after the commit."""
+"""The Core path of runner ingest, on a real database: several runners'
+batches in one transaction, each stored once with gap-free seqs, resends
+skipped, a gap or an unknown task refused for its batch only, a bad payload
+stored as an ``error`` event, publication only after the commit; a task's
+start, step and plan change its rows as the ORM path does."""
 
 from __future__ import annotations
 
@@ -40,10 +41,14 @@ async def _events(gateway: Gateway, session_id: str) -> list[dict[str, Any]]:
     return await gateway.store.page(session_id, 0, 1000)
 
 
-def test_only_events_that_change_no_row_are_plain() -> None:
-    assert is_plain([_line(1, "a"), RunnerEvent(type="event", rseq=2, event_type="cost", data={})])
-    assert not is_plain([_line(1, "a"), RunnerEvent(type="event", rseq=2, event_type="task.started")])
-    assert not is_plain([RunnerEvent(type="event", rseq=1, event_type="task.succeeded")])
+def _event(rseq: int, event_type: str, **data: Any) -> RunnerEvent:
+    return RunnerEvent(type="event", rseq=rseq, event_type=event_type, data=data)
+
+
+def test_a_tasks_end_approvals_and_state_saves_are_left_to_the_orm_path() -> None:
+    assert is_plain([_line(1, "a"), _event(2, "cost"), _event(3, "task.started", engine="demo", mode="x")])
+    assert is_plain([_event(1, "plan.proposed", steps=[]), _event(2, "step.started", step=1, total=1)])
+    assert not is_plain([_line(1, "a"), RunnerEvent(type="event", rseq=2, event_type="task.succeeded")])
     assert not is_plain([RunnerStateSave(type="state.save", rseq=1, state={})])
 
 
@@ -113,3 +118,26 @@ async def test_a_deleted_sessions_runner_is_refused_and_the_others_stored(gatewa
     assert not isinstance(results[1], BaseException) and results[1].acked_rseq == 1
     assert [e["data"].get("text") for e in await _events(gateway, kept_session)][-1] == "kept"
     assert subscriber.queue.qsize() == 1  # published once, after the commit
+
+
+async def test_a_start_a_plan_and_a_step_change_the_task_and_session_rows(gateway: Gateway) -> None:
+    task_id, session_id = await _task(gateway)
+    [claimed] = await gateway.tasks.start_wave(1, "local")
+    assert claimed.id == task_id
+    frames = [
+        _event(1, "task.started", engine="demo", mode="one-shot", pid=7, attempt=5),
+        _event(2, "plan.proposed", steps=[{"title": "fit"}, {"title": "plot"}]),
+        _event(3, "step.started", step=2, total=2, title="plot"),
+    ]
+    assert await _store(gateway, [PlainBatch(task_id, session_id, frames)]) == [3]
+    task = await gateway.tasks.get("alice", task_id)
+    assert task.phase == "running" and task.started_at is not None
+    session = await gateway.sessions.get("alice", session_id)
+    assert (session.phase, session.step) == ("running", 2)
+    assert [step["title"] for step in session.plan or []] == ["fit", "plot"]
+    started = next(e for e in await _events(gateway, session_id) if e["type"] == "task.started")
+    assert started["data"]["attempt"] == 1  # the gateway's count, not the runner's
+    # a resent start changes nothing more, and a running task stays running
+    again = [_event(4, "task.started", engine="demo", mode="one-shot")]
+    assert await _store(gateway, [PlainBatch(task_id, session_id, again)]) == [4]
+    assert (await gateway.tasks.get("alice", task_id)).started_at == task.started_at
