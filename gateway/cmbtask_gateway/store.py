@@ -343,6 +343,11 @@ class EventStore:
             rows = await db.execute(_page_query(session_id, after, limit, until))
             return _envelopes(session_id, rows)
 
+    async def read_rows(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, which only reads, as one synchronous function in one
+        snapshot (``db.transactions``): one hop for a read of several statements."""
+        return await self._transactions.read(work)
+
     async def opening(self, session_id: str, after: int, limit: int) -> SocketStart | None:
         """What a client socket needs to open, in one read: the session's owner
         and ``last_seq``, and the first page after ``after`` (up to ``last_seq``,

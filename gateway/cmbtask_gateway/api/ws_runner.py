@@ -33,10 +33,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from .. import tracing
 from ..composition import Gateway
 from ..db.engine import DATABASE_UNAVAILABLE
-from ..db.models import Task
 from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
 from ..services.ingest import RunnerFrame
+from ..services.runner_opening import TaskHead
 from .deps import bearer_from, get_gateway
 from .sockets import cancel_and_wait, receive_text
 
@@ -67,11 +67,6 @@ class _RunnerSocket:
             await self.ws.close(code, reason)
 
 
-async def _load_task(gateway: Gateway, task_id: str) -> Task | None:
-    async with gateway.sessions_factory() as db:
-        return await db.get(Task, task_id)
-
-
 @router.websocket("/ws/runner/{task_id}")
 async def runner_socket(ws: WebSocket, task_id: str) -> None:
     gateway = get_gateway(ws)
@@ -82,7 +77,7 @@ async def runner_socket(ws: WebSocket, task_id: str) -> None:
         await ws.close(CLOSE_AUTH, error.message)
         return
     try:
-        task = await _load_task(gateway, task_id)
+        task = await gateway.ingest.task_head(task_id)
     except DATABASE_UNAVAILABLE as error:
         await _unavailable(ws, error)
         return
@@ -115,7 +110,7 @@ async def _unavailable(ws: WebSocket, error: BaseException) -> None:
         await ws.close(CLOSE_UNAVAILABLE, "database unavailable; reconnect and resend")
 
 
-async def _serve(gateway: Gateway, connection: _RunnerSocket, task: Task, trace: Context | None) -> None:
+async def _serve(gateway: Gateway, connection: _RunnerSocket, task: TaskHead, trace: Context | None) -> None:
     ws, task_id, session_id = connection.ws, task.id, task.session_id
     try:
         hello = await asyncio.wait_for(_read_frame(gateway, ws), HELLO_TIMEOUT_S)

@@ -26,8 +26,6 @@ from cmbtask_protocol import (
     RunnerStateResult,
     RunnerStateSave,
     RunnerWelcome,
-    TaskPhase,
-    TaskSpec,
     validate_payload,
 )
 from opentelemetry.context import Context
@@ -36,11 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .. import tracing
 from ..db.models import Approval, Session, Task, utcnow
-from ..errors import Conflict, GatewayError, NotFound
+from ..errors import GatewayError, NotFound
 from ..logs import get_logger
 from ..store import EventStore, WriteGroup, WriteTx
 from . import lifecycle
 from .ingest_plain import PlainBatch, check_rseqs, checked_event, is_plain, store_plain
+from .runner_opening import TaskHead, read_task_head, read_welcome
 
 __all__ = ["IngestResult", "RunnerFrame", "RunnerIngest"]
 
@@ -83,34 +82,11 @@ class RunnerIngest:
         self._writer: asyncio.Task[None] | None = None
 
     async def welcome(self, task_id: str, session_id: str) -> RunnerWelcome:
-        async with self._sessions() as db:
-            task = await db.get(Task, task_id)
-            session = await db.get(Session, session_id)
-            if task is None or session is None:
-                raise NotFound("task not found")
-            if TaskPhase(task.phase).is_final:
-                raise Conflict(f"task already finished ({task.phase})", code="already_finished")
-            return RunnerWelcome(
-                task=TaskSpec(
-                    id=task.id,
-                    session_id=task.session_id,
-                    engine=task.engine,
-                    mode=task.mode,
-                    prompt=task.prompt,
-                    params=task.params or {},
-                    timeout_s=task.timeout_s,
-                    approval_timeout_s=task.approval_timeout_s,
-                    on_timeout=OnTimeout(task.on_timeout),
-                    max_cost_usd=task.max_cost_usd,
-                    max_tokens=task.max_tokens,
-                    prices=task.prices or {},
-                    attempt=task.attempt,
-                ),
-                acked_rseq=task.acked_rseq,
-                state=session.state,
-                state_version=session.state_version,
-                cancel_requested=task.cancel_requested,
-            )
+        return await self._store.read_rows(partial(read_welcome, task_id=task_id, session_id=session_id))
+
+    async def task_head(self, task_id: str) -> TaskHead | None:
+        """The task a runner socket names, looked up before its hello."""
+        return await self._store.read_rows(partial(read_task_head, task_id=task_id))
 
     async def apply(
         self, task_id: str, session_id: str, frames: list[RunnerFrame], *, trace: Context | None = None

@@ -219,9 +219,7 @@ class _CoreStatements:
 
     def tasks(self, ids: list[str]) -> Iterable[tuple[str, str, int, int]]:
         columns = (_tasks.c.id, _tasks.c.session_id, _tasks.c.acked_rseq, _tasks.c.attempt)
-        return self._connection.execute(
-            select(*columns).where(_tasks.c.id.in_(ids)).with_for_update()
-        ).all()
+        return self._connection.execute(select(*columns).where(_tasks.c.id.in_(ids)).with_for_update()).all()
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
         self._connection.execute(insert(_events), rows)
