@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from cmbtask_protocol import ACTIVE_TASK_PHASES, ErrorBody, SessionStatus, TaskPhase
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .db.models import Session, Task, utcnow
@@ -39,6 +39,7 @@ LIMITED: dict[int | str, dict[str, object]] = {
 
 _UNFINISHED = [TaskPhase.QUEUED.value, *(phase.value for phase in ACTIVE_TASK_PHASES)]
 _WINDOW = timedelta(minutes=1)
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 
 
 class UserLimits:
@@ -64,9 +65,7 @@ class UserLimits:
 
     async def _serialize(self, db: AsyncSession, user: str) -> None:
         if self._postgres:
-            await db.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"cmbtask.user-limits:{user}"}
-            )
+            await db.execute(_ADVISORY_LOCK, {"key": f"cmbtask.user-limits:{user}"})
 
     async def check_active_sessions(self, db: AsyncSession, user: str, *, adding: int = 1) -> None:
         """Inside ``transaction(user)``, before a session becomes active."""
@@ -88,17 +87,19 @@ class UserLimits:
                 retry_after_s=self._settings.limit_retry_after_s,
             )
 
-    async def check_task_submission(self, db: AsyncSession, user: str) -> None:
-        """Inside the submitting write transaction, before the task is added."""
+    def check_task_submission(self, connection: Connection, user: str) -> None:
+        """Inside the submitting write transaction (a Core ``Connection`` of
+        ``EventStore.write_rows``), before the task is added."""
         per_minute = self._settings.max_task_submissions_per_minute
         unfinished_max = self._settings.max_concurrent_tasks_per_user
         if not per_minute and not unfinished_max:
             return
-        await self._serialize(db, user)
+        if self._postgres:
+            connection.execute(_ADVISORY_LOCK, {"key": f"cmbtask.user-limits:{user}"})
         if per_minute:
-            await self._check_rate(db, user, per_minute)
+            self._check_rate(connection, user, per_minute)
         if unfinished_max:
-            unfinished = await db.scalar(
+            unfinished = connection.scalar(
                 select(func.count()).select_from(Task).where(Task.owner == user, Task.phase.in_(_UNFINISHED))
             )
             if (unfinished or 0) >= unfinished_max:
@@ -110,20 +111,22 @@ class UserLimits:
                     retry_after_s=self._settings.limit_retry_after_s,
                 )
 
-    async def _check_rate(self, db: AsyncSession, user: str, per_minute: int) -> None:
+    def _check_rate(self, connection: Connection, user: str, per_minute: int) -> None:
         since = utcnow() - _WINDOW
-        recent = list(
-            await db.scalars(
-                select(Task.created_at)
-                .where(Task.owner == user, Task.created_at > since)
-                .order_by(Task.created_at.desc())
-                .limit(per_minute)
-            )
+        # The last ``per_minute`` submissions in the window, counted in the
+        # database: one row back, not up to ``per_minute`` of them.
+        recent = (
+            select(Task.created_at)
+            .where(Task.owner == user, Task.created_at > since)
+            .order_by(Task.created_at.desc())
+            .limit(per_minute)
+            .subquery()
         )
-        if len(recent) < per_minute:
+        count, first = connection.execute(select(func.count(), func.min(recent.c.created_at))).one()
+        if count < per_minute:
             return
         # The oldest of the last ``per_minute`` leaves the window first.
-        oldest = recent[-1] if recent[-1].tzinfo else recent[-1].replace(tzinfo=since.tzinfo)
+        oldest = first if first.tzinfo else first.replace(tzinfo=since.tzinfo)
         wait_s = math.ceil((oldest + _WINDOW - utcnow()).total_seconds())
         raise LimitExceeded(
             f"{user} submitted {per_minute} tasks in the last minute, the most allowed;"

@@ -10,7 +10,7 @@ error messages, which name the provider only.
 from __future__ import annotations
 
 from cmbtask_protocol import PROVIDER_KEY_VARIABLES, ProviderKeyInfo, ProviderKeyList
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..crypto import KeyBox, SealedValueError
@@ -33,9 +33,9 @@ def check_provider(provider: str) -> str:
     return variable
 
 
-async def stored_key_variables(db: AsyncSession, user: str) -> set[str]:
+def stored_key_variables(connection: Connection, user: str) -> set[str]:
     """The variables (``OPENAI_API_KEY`` …) the user's runners will have from their own keys."""
-    providers = await db.scalars(select(ProviderKey.provider).where(ProviderKey.user == user))
+    providers = connection.scalars(select(ProviderKey.provider).where(ProviderKey.user == user))
     return {PROVIDER_KEY_VARIABLES[p] for p in providers if p in PROVIDER_KEY_VARIABLES}
 
 
@@ -48,7 +48,8 @@ class KeyService:
     async def variables(self, user: str) -> set[str]:
         """The key variables ``user``'s runners get from keys the user stored."""
         async with self._sessions() as db:
-            return await stored_key_variables(db, user)
+            connection = await db.connection()
+            return await connection.run_sync(stored_key_variables, user)
 
     async def list(self, user: str) -> ProviderKeyList:
         async with self._sessions() as db:

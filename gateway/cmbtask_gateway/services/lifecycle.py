@@ -6,6 +6,11 @@ Every change goes through this module inside an ``EventStore.write`` (or
 ``write_group``) transaction, together with the event that announces it, so
 the stored phase and the event log never disagree. A change the graph does
 not allow is refused and logged as an error; nothing is applied or emitted.
+Three moves that every task makes, many at once when a wave of tasks starts,
+are written in SQLAlchemy Core instead, on the same edges and with the same
+events: a submit (``queued``, ``services.submits``), a dispatcher's claim
+(``queued → starting``, ``services.starts``) and a runner's ``task.started``
+(``→ running``, ``services.ingest_plain``).
 Two shortcuts are edges of their own: a task whose runner someone else
 started (executor ``none``) goes from ``queued`` straight to ``running``, and
 any unfinished task may end.
@@ -40,7 +45,7 @@ from cmbtask_protocol import (
     TaskPhase,
     retry_delay_s,
 )
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, not_, or_, select
 from sqlalchemy.orm import aliased
 
 from ..db.models import Approval, Session, Task, utcnow
@@ -61,7 +66,7 @@ __all__ = [
     "mark_running",
     "may_start",
     "move",
-    "queue",
+    "queued_event",
     "retry",
     "runner_ended",
     "runner_ending",
@@ -123,20 +128,18 @@ def move(task: Task, session: Session | None, target: TaskPhase) -> bool:
     return True
 
 
-def queue(tx: WriteTx, task: Task, session: Session, behind: str | None) -> None:
-    """A new task enters the lifecycle: ``queued``, announced by ``task.queued``
-    (naming the task it waits ``behind``, whose phase the session keeps showing)."""
-    task.phase = TaskPhase.QUEUED.value
-    if behind is None:
-        session.phase = TaskPhase.QUEUED.value
-    data: dict[str, Any] = {"engine": task.engine, "mode": task.mode, "prompt": task.prompt}
+def queued_event(task: Mapping[str, Any], behind: str | None) -> dict[str, Any]:
+    """The data of a new task's ``task.queued`` (its row's values as ``task``),
+    naming the task it waits ``behind``, whose phase the session keeps showing;
+    the session's phase becomes ``queued`` only when it waits behind none."""
+    data: dict[str, Any] = {"engine": task["engine"], "mode": task["mode"], "prompt": task["prompt"]}
     if behind is not None:
         data["behind"] = behind
     # the budget it runs under (its own, or its owner's defaults), for every client to show
     for limit in ("max_cost_usd", "max_tokens"):
-        if (value := getattr(task, limit)) is not None:
+        if (value := task.get(limit)) is not None:
             data[limit] = value
-    tx.emit(EventType.TASK_QUEUED, data, task_id=task.id)
+    return data
 
 
 async def start(tx: WriteTx, task: Task, executor: str) -> bool:
@@ -373,13 +376,13 @@ async def is_next_in_session(tx: WriteTx, task: Task) -> bool:
     return found is not None
 
 
-async def waiting_behind(tx: WriteTx, session: Session) -> str | None:
-    """The task a new task of ``session`` waits behind: the latest unfinished one."""
-    if session.parallel_tasks:
+def waiting_behind(connection: Connection, session_id: str, parallel_tasks: bool) -> str | None:
+    """The task a new task of the session waits behind: its latest unfinished one."""
+    if parallel_tasks:
         return None
-    return await tx.db.scalar(
+    return connection.scalar(
         select(Task.id)
-        .where(Task.session_id == session.id, Task.phase.in_(UNFINISHED))
+        .where(Task.session_id == session_id, Task.phase.in_(UNFINISHED))
         .order_by(Task.created_at.desc(), Task.id.desc())
         .limit(1)
     )

@@ -7,9 +7,9 @@ task may start; this module holds the requests that lead there.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import entry_points
 from typing import Any
@@ -20,7 +20,6 @@ from cmbtask_protocol import (
     MAX_PARAMS_BYTES,
     EnginesDescription,
     RunnerCancel,
-    SessionStatus,
     TaskCreate,
     TaskPhase,
     TaskView,
@@ -39,19 +38,26 @@ from ..store import EventStore
 from . import lifecycle
 from .keys import stored_key_variables
 from .starts import Startable, claim_startable, record_handles
-from .user_settings import task_budget
+from .submits import Submission, store_submission
 from .views import task_view
 
 __all__ = ["TaskService", "available_engines"]
 
 
+#: (when read, engine names): reading entry points opens every installed
+#: distribution's metadata, milliseconds that each submit used to pay
+_installed: tuple[float, list[str]] | None = None
+_INSTALLED_TTL_S = 30.0
+
+
 def available_engines() -> list[str]:
-    """Engine names registered in the ``cmbtask.engines`` entry-point group."""
-    return sorted({ep.name for ep in entry_points(group="cmbtask.engines")})
-
-
-def _history_entry(**fields: Any) -> dict[str, Any]:
-    return {"ts": datetime.now(UTC).isoformat(), **fields}
+    """Engine names registered in the ``cmbtask.engines`` entry-point group
+    (read again when the last reading is older than 30 s)."""
+    global _installed
+    now = time.monotonic()
+    if _installed is None or now - _installed[0] > _INSTALLED_TTL_S:
+        _installed = (now, sorted({ep.name for ep in entry_points(group="cmbtask.engines")}))
+    return list(_installed[1])
 
 
 class TaskService:
@@ -146,50 +152,14 @@ class TaskService:
     async def _submit(
         self, owner: str, session_id: str, body: TaskCreate, task_id: str, trace_parent: str | None
     ) -> TaskView:
-        async with self._sessions() as db:
-            own_keys = await stored_key_variables(db, owner)
+        own_keys = await self._store.read_rows(partial(stored_key_variables, user=owner))
         params = self._validate(body, await self._catalog.get(), own_keys)
-        async with self._store.write(session_id) as tx:
-            session = await tx.db.get(Session, session_id, with_for_update=True)
-            if session is None or session.owner != owner:
-                raise NotFound(f"session {session_id} not found")
-            if session.status != SessionStatus.ACTIVE.value:
-                raise Conflict(
-                    f"session is {session.status}; resume it before submitting tasks", code="bad_state"
-                )
-            if self._limits is not None:
-                await self._limits.check_task_submission(tx.db, owner)
-            behind = await lifecycle.waiting_behind(tx, session)
-            budget = await task_budget(tx.db, owner, body)
-            task = Task(
-                id=task_id,
-                session_id=session_id,
-                owner=owner,
-                engine=body.engine,
-                mode=body.mode,
-                prompt=body.prompt,
-                params=params,
-                timeout_s=body.timeout_s,
-                approval_timeout_s=body.approval_timeout_s,
-                on_timeout=body.on_timeout.value,
-                retries=body.retries,
-                retry_backoff_s=body.retry_backoff_s,
-                **budget,
-                acked_rseq=0,
-                cancel_requested=False,
-                trace_parent=trace_parent,
-                created_at=utcnow(),
-            )
-            tx.db.add(task)
-            lifecycle.queue(tx, task, session, behind)
-            session.history = [
-                *(session.history or []),
-                _history_entry(
-                    task_id=task_id, role="user", prompt=body.prompt, engine=body.engine, mode=body.mode
-                ),
-            ]
-            tx.after_commit(self._wake)
-        return task_view(task)
+        submission = Submission(task_id, session_id, owner, body, params, trace_parent)
+        view = await self._store.write_rows(
+            partial(store_submission, submission=submission, limits=self._limits)
+        )
+        self._wake()
+        return view
 
     async def cancel(self, owner: str, task_id: str, *, reason: str | None = None) -> TaskView:
         async with self._sessions() as db:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmbtask_protocol import TaskCreate, UserSettings
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import UserSetting, utcnow
@@ -16,16 +17,18 @@ from ..db.models import UserSetting, utcnow
 __all__ = ["UserSettingsService", "task_budget"]
 
 
-async def task_budget(db: AsyncSession, owner: str, body: TaskCreate) -> dict[str, Any]:
+def task_budget(connection: Connection, owner: str, body: TaskCreate) -> dict[str, Any]:
     """The new task's ``max_cost_usd``, ``max_tokens`` and ``prices`` columns: its own
     limits, else the owner's defaults; the owner's prices as they are now."""
-    defaults = await db.get(UserSetting, owner)
+    columns = (UserSetting.max_cost_usd, UserSetting.max_tokens, UserSetting.prices)
+    defaults = connection.execute(select(*columns).where(UserSetting.user == owner)).first()
     if defaults is None:
         return {"max_cost_usd": body.max_cost_usd, "max_tokens": body.max_tokens, "prices": None}
+    max_cost_usd, max_tokens, prices = defaults
     return {
-        "max_cost_usd": body.max_cost_usd or defaults.max_cost_usd,
-        "max_tokens": body.max_tokens or defaults.max_tokens,
-        "prices": defaults.prices or None,
+        "max_cost_usd": body.max_cost_usd or max_cost_usd,
+        "max_tokens": body.max_tokens or max_tokens,
+        "prices": prices or None,
     }
 
 
