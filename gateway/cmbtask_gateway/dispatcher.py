@@ -102,15 +102,18 @@ class Dispatcher:
         # other, each write queued behind the running tasks' events, took 16 s
         # to all have a process.
         wave = await self._tasks.start_wave(free, self._executor.name)
-        await asyncio.gather(*(self._launch(task) for task in wave))
+        if not wave:
+            return
+        envs = await self._keys.runner_envs(task.owner for task in wave) if self._keys else {}
+        await asyncio.gather(*(self._launch(task, envs.get(task.owner, {})) for task in wave))
 
-    async def _launch(self, task: Startable) -> None:
+    async def _launch(self, task: Startable, provider_env: dict[str, str]) -> None:
         # In the trace of the task's submit, whichever replica or attempt this is.
         attributes = {"cmbtask.task_id": task.id, "cmbtask.attempt": task.attempt}
         with tracing.span("task.launch", parent=tracing.context_of(task.trace_parent), attributes=attributes):
-            await self._launch_traced(task)
+            await self._launch_traced(task, provider_env)
 
-    async def _launch_traced(self, task: Startable) -> None:
+    async def _launch_traced(self, task: Startable, provider_env: dict[str, str]) -> None:
         bound = log.bind(task_id=task.id, session_id=task.session_id)
         request = LaunchRequest(
             task_id=task.id,
@@ -123,7 +126,7 @@ class Dispatcher:
             timeout_s=task.timeout_s,
             attempt=task.attempt,
             params=dict(task.params or {}),
-            provider_env=await self._keys.runner_env(task.owner) if self._keys else {},
+            provider_env=provider_env,
             trace_parent=tracing.current_traceparent(),
         )
         try:

@@ -10,8 +10,10 @@ directory, environment, stdout/stderr file — that has never shared a single
 object with another task (the server itself never runs task code).
 
 Protocol: one JSON line per connection, ``{"op": "spawn", "env": {...},
-"cwd": "...", "out": "..."}`` → ``{"pid": N}``, or ``{"op": "ping"}`` →
-``{"pong": true}``. The server exits when its parent (the gateway) goes away,
+"cwd": "...", "out": "..."}`` → ``{"pid": N}``; ``{"op": "spawn_many",
+"spawns": [{"env": …, "cwd": …, "out": …}, …]}`` → ``{"results": [{"pid": N}
+or {"error": "…"}, …]}`` (a wave of tasks in one round trip); or
+``{"op": "ping"}`` → ``{"pong": true}``. The server exits when its parent (the gateway) goes away,
 on SIGTERM, or on ``{"op": "exit"}``; runners it forked keep running.
 
     python -m cmbtask_runner.forkserver SOCKET_PATH
@@ -80,6 +82,8 @@ def _handle(conn: socket.socket, server: socket.socket) -> str:
         op = request.get("op")
         if op == "spawn":
             reply: dict[str, Any] = {"pid": _spawn(request, server, conn)}
+        elif op == "spawn_many":
+            reply = {"results": [_spawn_one(item, server, conn) for item in request["spawns"]]}
         elif op == "ping":
             reply = {"pong": True, "pid": os.getpid()}
         elif op == "exit":
@@ -92,6 +96,14 @@ def _handle(conn: socket.socket, server: socket.socket) -> str:
     with contextlib.suppress(OSError):
         conn.sendall(json.dumps(reply).encode() + b"\n")
     return str(op)
+
+
+def _spawn_one(request: dict[str, Any], server: socket.socket, conn: socket.socket) -> dict[str, Any]:
+    """One spawn of a ``spawn_many``: its failure is its own, not the others'."""
+    try:
+        return {"pid": _spawn(request, server, conn)}
+    except (OSError, KeyError, TypeError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _spawn(request: dict[str, Any], server: socket.socket, conn: socket.socket) -> int:

@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,9 @@ class LocalExecutor:
         standard = _is_standard_runner(self.runner_command)
         self.prefork = standard if prefork is None else prefork and standard
         self._forkserver: _ForkServer | None = None
+        #: launches waiting for the fork server (see ``_fork``)
+        self._pending_spawns: list[tuple[Spawn, asyncio.Future[int]]] = []
+        self._spawn_lock = asyncio.Lock()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -179,9 +183,9 @@ class LocalExecutor:
         """The new runner's pid: forked by the warm server if there is one."""
         server = self._forkserver
         if server is not None:
-            env, out = self._env(request, work_dir), str(work_dir / RUNNER_OUT)
+            spawn = Spawn(self._env(request, work_dir), str(work_dir), str(work_dir / RUNNER_OUT))
             try:
-                return await asyncio.to_thread(server.spawn, env, str(work_dir), out)
+                return await self._fork(server, spawn)
             except (OSError, ValueError, ExecutorError) as exc:
                 log.warning("forkserver.failed", task_id=request.task_id, error=str(exc))
                 self._forkserver = None
@@ -189,6 +193,29 @@ class LocalExecutor:
         child = await asyncio.to_thread(self._spawn, request, work_dir)
         self._children[f"{child.pid}:{psutil.Process(child.pid).create_time():.2f}"] = child
         return child.pid
+
+    async def _fork(self, server: _ForkServer, spawn: Spawn) -> int:
+        """Forked with every spawn asked for meanwhile, in one call to the server:
+        a wave of 50 launches was 50 round trips queued on the server and on
+        the thread pool. Whoever takes the lock sends everything pending."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending_spawns.append((spawn, future))
+        async with self._spawn_lock:
+            batch, self._pending_spawns = self._pending_spawns, []
+            if batch:
+                results: list[int | Exception]
+                try:
+                    results = [*await asyncio.to_thread(server.spawn_many, [item for item, _ in batch])]
+                except (OSError, ValueError, ExecutorError) as exc:
+                    results = [exc] * len(batch)
+                for (_, waiting), result in zip(batch, results, strict=True):
+                    if waiting.done():  # its launch was cancelled meanwhile
+                        continue
+                    if isinstance(result, Exception):
+                        waiting.set_exception(result)
+                    else:
+                        waiting.set_result(result)
+        return await future
 
     def _spawn(self, request: LaunchRequest, work_dir: Path) -> subprocess.Popen[bytes]:
         with (work_dir / RUNNER_OUT).open("ab") as out:
@@ -367,6 +394,15 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """One runner for the fork server to fork: its environment, work directory and output file."""
+
+    env: dict[str, str]
+    cwd: str
+    out: str
+
+
 def _is_standard_runner(command: Sequence[str]) -> bool:
     return len(command) == 3 and command[1:] == ["-m", "cmbtask_runner"]
 
@@ -423,11 +459,17 @@ class _ForkServer:
         self.stop()
         raise ExecutorError("the runner fork server did not start")
 
-    def spawn(self, env: dict[str, str], cwd: str, out: str) -> int:
-        reply = self._call({"op": "spawn", "env": env, "cwd": cwd, "out": out})
-        if "pid" not in reply:
+    def spawn_many(self, spawns: list[Spawn]) -> list[int | ExecutorError]:
+        """Fork a runner per ``spawns`` item in one round trip: each a pid, or why not."""
+        request = [{"env": s.env, "cwd": s.cwd, "out": s.out} for s in spawns]
+        reply = self._call({"op": "spawn_many", "spawns": request})
+        results = reply.get("results")
+        if not isinstance(results, list) or len(results) != len(spawns):
             raise ExecutorError(f"the fork server refused: {reply.get('error', reply)}")
-        return int(reply["pid"])
+        return [
+            int(r["pid"]) if "pid" in r else ExecutorError(f"the fork server refused: {r.get('error', r)}")
+            for r in results
+        ]
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

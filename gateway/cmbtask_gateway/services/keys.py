@@ -1,13 +1,15 @@
 """Users' own LLM provider keys: stored sealed, listed by name, opened only to
 hand them to that user's runners.
 
-A key leaves this module in clear in exactly one place, :meth:`KeyService.runner_env`,
+A key leaves this module in clear in exactly one place, :meth:`KeyService.runner_envs`,
 whose answer goes into a runner's environment (a local process's ``env``, a
 pod's per-task Secret) and nowhere else: not into logs, events, task rows or
 error messages, which name the provider only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from cmbtask_protocol import PROVIDER_KEY_VARIABLES, ProviderKeyInfo, ProviderKeyList
 from sqlalchemy import Connection, select
@@ -85,21 +87,25 @@ class KeyService:
             await db.delete(row)
         log.info("keys.deleted", user=user, provider=provider)
 
-    async def runner_env(self, user: str) -> dict[str, str]:
-        """``{OPENAI_API_KEY: …}`` for the user's stored keys. A key that no longer
-        opens (the gateway's secret changed) is left out, with a warning."""
+    async def runner_envs(self, users: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Per user, ``{OPENAI_API_KEY: …}`` from the keys the user stored (every
+        user of a dispatch wave in one read). A key that no longer opens (the
+        gateway's secret changed) is left out, with a warning."""
+        wanted = sorted(set(users))
+        envs: dict[str, dict[str, str]] = {user: {} for user in wanted}
+        if not wanted:
+            return envs
         async with self._sessions() as db:
-            rows = list(await db.scalars(select(ProviderKey).where(ProviderKey.user == user)))
-        env: dict[str, str] = {}
+            rows = list(await db.scalars(select(ProviderKey).where(ProviderKey.user.in_(wanted))))
         for row in rows:
             variable = PROVIDER_KEY_VARIABLES.get(row.provider)
             if variable is None:
                 continue
             try:
-                env[variable] = self._box.open(user, row.provider, row.ciphertext)
+                envs[row.user][variable] = self._box.open(row.user, row.provider, row.ciphertext)
             except SealedValueError as error:
-                log.warning("keys.unreadable", user=user, provider=row.provider, error=str(error))
-        return env
+                log.warning("keys.unreadable", user=row.user, provider=row.provider, error=str(error))
+        return envs
 
 
 def _info(row: ProviderKey) -> ProviderKeyInfo:

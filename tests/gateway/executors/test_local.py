@@ -207,7 +207,15 @@ async def test_forked_runners_run_tasks_and_report(gw: FakeGateway, tmp_path: Pa
         records = [
             gw.add_task("demo", {"steps": 2, "step_delay_s": 0.5, "checkpoint": False}) for _ in range(3)
         ]
-        handles = [await executor.launch(_gw_request(gw, record.spec.id)) for record in records]
+        server = executor._forkserver
+        assert server is not None
+        batches: list[int] = []
+        spawn_many = server.spawn_many
+        server.spawn_many = lambda spawns: batches.append(len(spawns)) or spawn_many(spawns)  # type: ignore[method-assign]
+        launches = [executor.launch(_gw_request(gw, record.spec.id)) for record in records]
+        handles = list(await asyncio.gather(*launches))
+        # the first went alone; the two asked for while it was forked went together
+        assert batches == [1, 2]
         server_pid = json.loads((tmp_path / "data" / "forkserver.json").read_text())["pid"]
         await wait_for(lambda: all(record.events for record in records), what="every runner started")
         for handle in handles:
