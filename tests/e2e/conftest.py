@@ -61,7 +61,9 @@ def _decision_policies(kubectl: Kubectl) -> None:
     probe["metadata"]["annotations"] = {"cmbtask.io/decision": "approve"}
 
     def stamped() -> bool:
-        out = kubectl.apply(probe, namespace=GATEWAY_NAMESPACE, extra=("--dry-run=server", "-o", "json"), check=False)
+        out = kubectl.apply(
+            probe, namespace=GATEWAY_NAMESPACE, extra=("--dry-run=server", "-o", "json"), check=False
+        )
         if out.returncode != 0:
             # the API server loads each policy on its own: the validating one
             # may refuse the probe before the mutating one stamps it

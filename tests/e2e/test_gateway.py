@@ -201,9 +201,8 @@ def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kub
             lambda: (
                 (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {})
                 .get("status", {})
-                .get("approval", {})
-                .get("state")
-                == "pending"
+                .get("phase")
+                == "waiting_approval"
             ),
             30,
             "the pending approval to show on the CmbTask",

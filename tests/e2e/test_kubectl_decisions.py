@@ -32,11 +32,18 @@ def pending_task(kubectl: Kubectl) -> tuple[str, dict[str, Any]]:
     name = f"decide-{uuid.uuid4().hex[:6]}"
     kubectl.apply(cmbtask(name, engine="demo", mode="planning-control", params=DEMO), namespace=NS)
     return name, wait_for(
-        lambda: approval_in(kubectl, name, "pending"),
-        120,
-        f"{name}'s approval to show pending",
-        interval_s=0.3,
+        lambda: awaiting(kubectl, name), 120, f"{name}'s approval to show pending", interval_s=0.3
     )
+
+
+def awaiting(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
+    """The pending approval, once the whole status says so: two writers fill it
+    (the gateway's sync and the operator's pod watch), each in its own patch."""
+    now = status(kubectl, name)
+    approval = now.get("approval") or {}
+    conditions = {c["type"]: c["status"] for c in now.get("conditions") or []}
+    shown = (approval.get("state"), now.get("phase"), conditions.get("AwaitingApproval"))
+    return approval if shown == ("pending", "waiting_approval", "True") else None
 
 
 def whoami(kubectl: Kubectl) -> str:
@@ -83,7 +90,7 @@ def test_kubectl_approve_resolves_as_the_kubernetes_user_and_a_second_decision_i
     table = kubectl.run("get", "ct", name, "-n", NS).stdout
     assert "APPROVAL" in table.splitlines()[0] and approval["summary"] in table, table
     conditions = {c["type"]: c for c in status(kubectl, name)["conditions"]}
-    assert conditions["AwaitingApproval"]["status"] == "True"
+    assert conditions["AwaitingApproval"]["message"] == approval["prompt"]
 
     user = whoami(kubectl)
     kubectl.run("annotate", "ct", name, "-n", NS, "cmbtask.io/decision=approve")

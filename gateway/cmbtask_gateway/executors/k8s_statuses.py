@@ -2,8 +2,12 @@
 
 Ownership: the operator writes the phase of starts and ends, the pod, exit
 code and reason; the gateway writes ``status.approval`` (it alone knows the
-approvals), the ``AwaitingApproval`` condition while the task runs, and the
+approvals), the ``AwaitingApproval`` condition until the task ends, and the
 ``running ⇄ waiting_approval`` moves of the phase, which only it sees.
+
+The condition is written in ``starting`` too: a runner can ask for an approval
+before the operator has seen its pod running, and the object should not show an
+approval pending without the condition that says so.
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cmbtask_protocol import ApprovalStatus, ConditionStatus, ConditionType, TaskPhase, set_condition
+from cmbtask_protocol import (
+    FINAL_TASK_PHASES,
+    ApprovalStatus,
+    ConditionStatus,
+    ConditionType,
+    TaskPhase,
+    set_condition,
+)
 
 __all__ = ["stale_approval_ids", "status_change"]
 
 _SYNCED_PHASES = {TaskPhase.RUNNING.value, TaskPhase.WAITING_APPROVAL.value}
+_FINAL_PHASES = {phase.value for phase in FINAL_TASK_PHASES}
 _PENDING = ApprovalStatus.PENDING.value
 
 
@@ -36,7 +48,8 @@ def status_change(status: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[
     moved = _shown(approval) != status.get("approval")
     if moved:
         change["approval"] = approval  # its None values remove what an earlier one left
-    if running and (conditions := _condition(status, approval, moved)) is not None:
+    ended = status.get("phase") in _FINAL_PHASES
+    if not ended and (conditions := _condition(status, approval, moved)) is not None:
         change["conditions"] = conditions
     return change
 

@@ -1,5 +1,5 @@
 """What the gateway writes into a CmbTask's status: its approval, always; the
-phase and the AwaitingApproval condition only while the task runs."""
+phase only while the task runs, the AwaitingApproval condition until it ends."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def test_a_new_pending_approval_is_written_with_its_condition() -> None:
         "True",
         "ok?",
     )
+
+
+def test_an_approval_asked_before_the_operator_saw_the_pod_running_gets_its_condition() -> None:
+    change = status_change(
+        {"phase": "starting"}, {"phase": TaskPhase.WAITING_APPROVAL, "approval": approval()}
+    )
+    assert "phase" not in change  # starting → running is the operator's move
+    [condition] = change["conditions"]
+    assert (condition["type"], condition["status"]) == ("AwaitingApproval", "True")
 
 
 def test_nothing_changes_when_the_status_already_shows_it() -> None:
