@@ -215,7 +215,8 @@ cmd_start() {
         --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/pki/sa.pub" \
         --service-account-signing-key-file "$dir/pki/sa.key" --service-cluster-ip-range 10.250.0.0/24 \
         --kubelet-client-certificate "$dir/pki/kubelet-client.crt" --kubelet-client-key "$dir/pki/kubelet-client.key" \
-        --kubelet-preferred-address-types InternalIP --profiling=false --v 1
+        --kubelet-preferred-address-types InternalIP --profiling=false --v 1 \
+        --feature-gates MutatingAdmissionPolicy=true --runtime-config admissionregistration.k8s.io/v1beta1=true
     wait_ready "$dir" kube-apiserver "$server/readyz" --cacert "$dir/pki/ca.crt" -H "Authorization: Bearer $token"
     write_kubeconfig "$dir/kubeconfig" "$server" "$token" "$dir/pki/ca.crt"
 

@@ -90,7 +90,8 @@ class Gateway:
         limits = UserLimits(settings, factory)
         sessions = SessionService(factory, limits)
         tasks = TaskService(factory, store, registry, doorbell.ring, catalog=catalog, limits=limits)
-        records = Records(factory, sessions, tasks)
+        approvals = ApprovalService(factory, store, registry)
+        records = Records(factory, sessions, tasks, approvals)
         tokens = RunnerTokens(settings.runner_secret(), settings.runner_token_ttl_s)
         chosen = executor or build_executor(settings, records)
         keys = KeyService(factory, KeyBox(settings.runner_secret()), fallback=settings.provider_keys_fallback)
@@ -108,7 +109,7 @@ class Gateway:
             runner_tokens=tokens,
             sessions=sessions,
             tasks=tasks,
-            approvals=ApprovalService(factory, store, registry),
+            approvals=approvals,
             ingest=RunnerIngest(factory, store, settings.approval_timeout_s, doorbell.ring),
             executor=chosen,
             dispatcher=dispatcher,

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     describe_engines_refresh_s: float = Field(default=60.0, ge=0)
     kubernetes_namespace: str = "default"
     kubernetes_runner_image: str = "cmbtask-runner:latest"
+    #: take a kubectl decision's ``cmbtask.io/decided-by`` annotation as the
+    #: decider; true only where the chart's admission policies stamp and guard
+    #: it (otherwise every such decision is resolved by ``kubernetes:unknown``)
+    kubernetes_trust_decided_by: bool = True
 
     approval_timeout_s: float = Field(default=3600.0, gt=0)
     approval_sweep_interval_s: float = Field(default=0.5, gt=0)

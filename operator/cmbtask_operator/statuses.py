@@ -198,7 +198,6 @@ def final_patch(
         "reason": reason or None,
         "message": message or None,
         "finishTime": (report.finished_at if report else None) or timestamp(now),
-        "pendingApproval": None,
         "conditions": conditions,
     }
     if report is not None and report.exit_code is not None:

@@ -4,11 +4,26 @@ Every other component imports its message shapes from here and from nowhere
 else, so that gateway, runner, operator and UI cannot drift apart.
 """
 
-from . import accounts, api, client, crd, engines, events, jsontypes, modes, phases, process, retries, runner
+from . import (
+    accounts,
+    api,
+    client,
+    crd,
+    crd_approvals,
+    engines,
+    events,
+    jsontypes,
+    modes,
+    phases,
+    process,
+    retries,
+    runner,
+)
 from .accounts import *  # noqa: F403
 from .api import *  # noqa: F403
 from .client import *  # noqa: F403
 from .crd import *  # noqa: F403
+from .crd_approvals import *  # noqa: F403
 from .engines import *  # noqa: F403
 from .events import *  # noqa: F403
 from .jsontypes import *  # noqa: F403
@@ -23,6 +38,7 @@ __all__ = [
     *api.__all__,
     *client.__all__,
     *crd.__all__,
+    *crd_approvals.__all__,
     *engines.__all__,
     *events.__all__,
     *jsontypes.__all__,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .api import MAX_PROMPT_CHARS
+from .crd_approvals import CmbTaskApproval
 from .phases import OnTimeout, TaskPhase
 from .retries import MAX_RETRIES, MAX_RETRY_DELAY_S
 
@@ -167,8 +168,8 @@ class CmbTaskStatus(_Camel):
     #: one CamelCase word: OOMKilled, ErrImagePull, DeadlineExceeded, UnknownEngine …
     reason: str | None = Field(default=None, max_length=1024)
     message: str | None = Field(default=None, max_length=32768)
-    #: prompt of the approval the task waits for, for ``kubectl get``
-    pending_approval: str | None = Field(default=None, max_length=32768)
+    #: the task's latest approval, written by the gateway (see ``crd_approvals``)
+    approval: CmbTaskApproval | None = None
     observed_generation: int | None = None
     conditions: list[CmbTaskCondition] = Field(
         default_factory=list,
@@ -308,7 +309,7 @@ def _printer_columns() -> list[dict[str, Any]]:
         col("Session", ".spec.sessionId"),
         col("Mode", ".spec.mode"),
         col("Pod", ".status.podName"),
-        col("Approval", ".status.pendingApproval", description="prompt of the pending approval"),
+        col("Approval", ".status.approval.summary", description="the latest approval: state kind/id"),
         col("Engine", ".spec.engine", priority=1),
         col("Reason", ".status.reason", priority=1),
         col("Age", ".metadata.creationTimestamp", "date"),

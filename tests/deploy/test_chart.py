@@ -306,3 +306,49 @@ def test_notes_explain_opening_the_ui_and_applying_the_example(helm: Helm, tmp_p
     assert "cmbtask token create" in notes
     applied = notes.split("apply -f - <<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
     assert yaml.safe_load(applied) == yaml.safe_load(EXAMPLE.read_text())
+
+
+# ---- kubectl decisions ------------------------------------------------------------
+
+POLICY_KINDS = {
+    "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+}  # fmt: skip
+MAP_API = "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy"
+
+
+def _trusts_decided_by(manifests: Manifests) -> str:
+    return str(manifests.get("ConfigMap", GATEWAY)["data"]["CMBTASK_KUBERNETES_TRUST_DECIDED_BY"])
+
+
+def test_decision_policies_follow_the_api_server_and_the_gateway_trusts_only_them(helm: Helm) -> None:
+    # auto, offline: helm knows of no MutatingAdmissionPolicy API, so none, and no trust
+    plain = helm.template()
+    assert [d for d in plain if d["kind"] in POLICY_KINDS] == [] and _trusts_decided_by(plain) == "false"
+    offered = helm.template(extra=("--api-versions", MAP_API))
+    assert {d["kind"] for d in offered if d["kind"] in POLICY_KINDS} == POLICY_KINDS
+    assert _trusts_decided_by(offered) == "true"
+    off = helm.template(
+        sets={"gateway.kubectlDecisions.admissionPolicies": "false"}, extra=("--api-versions", MAP_API)
+    )
+    assert [d for d in off if d["kind"] in POLICY_KINDS] == [] and _trusts_decided_by(off) == "false"
+
+
+def test_decision_policies_stamp_the_requesting_user_in_the_release_namespace_only(helm: Helm) -> None:
+    rendered = helm.template(sets={"gateway.kubectlDecisions.admissionPolicies": "true"}, namespace="team-a")
+    policies = [d for d in rendered if d["kind"] in POLICY_KINDS]
+    assert len(policies) == 4
+    for doc in policies:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+        assert doc["metadata"]["name"].startswith("team-a-")  # cluster-scoped: one per release namespace
+    [mutating] = rendered.of_kind("MutatingAdmissionPolicy")
+    [mutation] = mutating["spec"]["mutations"]
+    assert "request.userInfo.username" in mutation["jsonPatch"]["expression"]
+    assert mutating["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["cmbtasks"]
+    for binding in rendered.of_kind("MutatingAdmissionPolicyBinding") + rendered.of_kind(
+        "ValidatingAdmissionPolicyBinding"
+    ):
+        selector = binding["spec"]["matchResources"]["namespaceSelector"]
+        assert selector == {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}
+    [validating] = rendered.of_kind("ValidatingAdmissionPolicyBinding")
+    assert validating["spec"]["validationActions"] == ["Deny"]

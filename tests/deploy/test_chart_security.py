@@ -19,6 +19,7 @@ ALLOWED_VERBS: dict[str, dict[tuple[str, str], set[str]]] = {
         ("cmbtask.io", "cmbtasks"): {"get", "list", "watch", "create", "patch"},
         ("cmbtask.io", "cmbtasks/status"): {"patch"},
         ("", "secrets"): {"create", "patch"},
+        ("", "events"): {"create"},
     },
     "operator": {
         ("cmbtask.io", "cmbtasks"): {"get", "list", "watch", "patch", "delete"},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,37 @@ def test_crds_register_and_the_api_server_enforces_the_schema(installed: Install
     refused = kubectl.run("apply", "--dry-run=server", "-f", "-", "-n", NAMESPACE,
                           stdin=yaml.safe_dump(bad), check=False)  # fmt: skip
     assert refused.returncode != 0 and "spec.engine" in refused.stderr
+
+
+def test_the_api_server_stamps_who_decides_with_the_policies_auto_installed(installed: Installed) -> None:
+    """values: admissionPolicies=auto; this API server offers MutatingAdmissionPolicy."""
+    kubectl = installed.kubectl
+    assert installed.config_map("rel-cmbtask-gateway")["CMBTASK_KUBERNETES_TRUST_DECIDED_BY"] == "true"
+    user = json.loads(kubectl.run("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]["username"]
+    decided = yaml.safe_load(EXAMPLE.read_text())
+    decided["metadata"]["annotations"] = {
+        "cmbtask.io/decision": "approve",
+        "cmbtask.io/decided-by": "mallory",
+    }
+
+    def dry_run(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return kubectl.run("apply", "--dry-run=server", "-o", "json", "-n", NAMESPACE, "-f", "-",
+                           stdin=yaml.safe_dump(body), check=False)  # fmt: skip
+
+    def stamp() -> str | None:
+        result = dry_run(decided)
+        if result.returncode != 0:
+            return None
+        return str(json.loads(result.stdout)["metadata"]["annotations"]["cmbtask.io/decided-by"])
+
+    # not mallory: the policy overwrites a hand-written stamp with the requesting user
+    assert wait_for(lambda: stamp() == user, 30, "the policies to stamp the requesting user")
+    forged = {
+        **decided,
+        "metadata": {**decided["metadata"], "annotations": {"cmbtask.io/decided-by": "mallory"}},
+    }
+    refused = dry_run(forged)
+    assert refused.returncode != 0 and "decided-by" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(

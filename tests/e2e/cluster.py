@@ -124,11 +124,15 @@ class Kubectl:
         return result
 
     def apply(
-        self, *manifests: dict[str, Any], namespace: str | None = None, check: bool = True
+        self,
+        *manifests: dict[str, Any],
+        namespace: str | None = None,
+        check: bool = True,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
         text = yaml.safe_dump_all(list(manifests))
-        extra = ["-n", namespace] if namespace else []
-        return self.run("apply", *extra, "-f", "-", stdin=text, check=check)
+        where = ["-n", namespace] if namespace else []
+        return self.run("apply", *where, *extra, "-f", "-", stdin=text, check=check)
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         result = self.run("get", kind, name, "-n", namespace, "-o", "json", check=False)

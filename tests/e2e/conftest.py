@@ -11,6 +11,7 @@ DIR)"``): a cold build of its binaries and images takes longer than one test may
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +19,22 @@ from pathlib import Path
 import pytest
 from cmbtask_operator.peering import peering_crds, peering_object
 
-from tests.e2e.cluster import CRD_FILE, NODE_IP, RUNNER_IMAGE, ControlPlane, Kubectl, Process, wait_for
+from tests.deploy.charts import Helm, locate_helm
+from tests.e2e.cluster import (
+    CRD_FILE,
+    NODE_IP,
+    RUNNER_IMAGE,
+    ControlPlane,
+    Kubectl,
+    Process,
+    cmbtask,
+    wait_for,
+)
 from tests.support.gateway import GatewayProcess
 
 PEERING = "cmbtask-e2e"
 GATEWAY_NAMESPACE = "cmbtask-gateway"
+POLICIES_TEMPLATE = "templates/gateway/decision-policies.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +46,33 @@ def control_plane(control_plane: ControlPlane) -> ControlPlane:
                 "crd/cmbtasks.cmbtask.io", "crd/clusterkopfpeerings.kopf.dev")  # fmt: skip
     kubectl.apply(peering_object(PEERING))
     kubectl.run("create", "namespace", GATEWAY_NAMESPACE, check=False)
+    _decision_policies(kubectl)
     return control_plane
+
+
+def _decision_policies(kubectl: Kubectl) -> None:
+    """The chart's own admission policies for kubectl decisions, bound to the
+    gateway's namespace; ready once a server-side dry run shows the stamp."""
+    helm = Helm(locate_helm())
+    sets = {"gateway.kubectlDecisions.admissionPolicies": "true"}
+    policies = helm.template(sets=sets, namespace=GATEWAY_NAMESPACE, extra=("--show-only", POLICIES_TEMPLATE))
+    kubectl.apply(*policies)
+    probe = cmbtask("policy-probe", engine="demo")
+    probe["metadata"]["annotations"] = {"cmbtask.io/decision": "approve"}
+
+    def stamped() -> bool:
+        out = kubectl.apply(
+            probe, namespace=GATEWAY_NAMESPACE, extra=("--dry-run=server", "-o", "json"), check=False
+        )
+        if out.returncode != 0:
+            # the API server loads each policy on its own: the validating one
+            # may refuse the probe before the mutating one stamps it
+            if "denied request" in out.stderr:
+                return False
+            raise AssertionError(f"the policy probe failed: {out.stderr}")
+        return "cmbtask.io/decided-by" in json.loads(out.stdout)["metadata"].get("annotations", {})
+
+    wait_for(stamped, 30, "the decided-by policy to take effect", interval_s=0.5)
 
 
 @pytest.fixture(scope="session")

@@ -201,7 +201,8 @@ def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kub
             lambda: (
                 (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {})
                 .get("status", {})
-                .get("pendingApproval")
+                .get("phase")
+                == "waiting_approval"
             ),
             30,
             "the pending approval to show on the CmbTask",
@@ -211,7 +212,7 @@ def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kub
         status = (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("status", {})
         conditions = {c["type"]: c for c in status["conditions"]}
         assert conditions["AwaitingApproval"]["status"] == "True"
-        assert conditions["AwaitingApproval"]["message"] == status["pendingApproval"]
+        assert conditions["AwaitingApproval"]["message"] == status["approval"]["prompt"]
         assert len(runner_pods(kubectl, name)) == 1
         response = http.post(f"/api/tasks/{task['id']}/cancel")
         assert response.status_code in (200, 202), response.text

@@ -121,10 +121,17 @@ def test_condition_transition_time_moves_only_on_change() -> None:
 
 def test_cancel_patch() -> None:
     patch = final_patch(
-        {"phase": "running", "pendingApproval": "ok?"}, TaskPhase.CANCELLED, "Cancelled", "x", NOW
+        {"phase": "running", "approval": {"id": "a1", "state": "pending"}},
+        TaskPhase.CANCELLED,
+        "Cancelled",
+        "x",
+        NOW,
     )
     assert patch["phase"] == "cancelled"
-    assert patch["pendingApproval"] is None
+    # status.approval is the gateway's to write (it alone knows how the approval ended)
+    assert "approval" not in patch
+    conditions = {c["type"]: c["status"] for c in patch["conditions"]}
+    assert conditions["AwaitingApproval"] == "False"
     assert {c["type"]: c["status"] for c in patch["conditions"]}["Failed"] == "True"
 
 

@@ -60,5 +60,5 @@ def test_printer_columns() -> None:
     assert columns["Session"] == ".spec.sessionId"
     assert columns["Mode"] == ".spec.mode"
     assert columns["Pod"] == ".status.podName"
-    assert columns["Approval"] == ".status.pendingApproval"
+    assert columns["Approval"] == ".status.approval.summary"
     assert columns["Age"] == ".metadata.creationTimestamp"

@@ -148,3 +148,16 @@ capabilities:
 - name: tmp
   mountPath: /tmp
 {{- end -}}
+
+{{/*
+"true" when the chart installs the admission policies that stamp who made a
+kubectl decision (templates/gateway/decision-policies.yaml), else empty. auto:
+where the API server offers MutatingAdmissionPolicy (helm install asks it;
+helm template offline knows only what --api-versions says).
+*/}}
+{{- define "cmbtask.decisionPolicies" -}}
+{{- $mode := toString .Values.gateway.kubectlDecisions.admissionPolicies -}}
+{{- if eq $mode "auto" -}}
+{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy" }}true{{ end -}}
+{{- else if eq $mode "true" -}}true{{- end -}}
+{{- end -}}

@@ -1,6 +1,7 @@
 """The gateway's own records as the kubernetes executor needs them: sessions
-and tasks for CmbTasks applied with kubectl, and the task facts that the
-status sync mirrors into the objects.
+and tasks for CmbTasks applied with kubectl, the task facts that the
+status sync mirrors into the objects, and decisions made with kubectl, which
+go through the same ``ApprovalService.resolve`` as the UI's and REST's.
 
 An imported task's id is the CmbTask's ``metadata.uid`` (the id the
 operator gives the runner pod of an object whose spec names no task), and its
@@ -15,15 +16,27 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from cmbtask_protocol import ACTIVE_TASK_PHASES, ApprovalStatus, SessionCreate, TaskCreate, TaskPhase
-from sqlalchemy import select
+from cmbtask_protocol import (
+    ACTIVE_TASK_PHASES,
+    ApprovalStatus,
+    DecisionEventReason,
+    SessionCreate,
+    TaskCreate,
+    TaskPhase,
+    approval_summary,
+    timestamp,
+)
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Approval, Session, Task
+from ..errors import Conflict, Invalid, NotFound
+from ..services.approvals import ApprovalService
 from ..services.sessions import SessionService
 from ..services.tasks import TaskService
+from .k8s_decisions import KubectlDecision, Outcome, choose_approval
 
-__all__ = ["ImportedIds", "Records"]
+__all__ = ["ImportedIds", "Records", "approval_status"]
 
 # Fixed forever: changing it would give a re-registered object a second session.
 _IMPORT_NAMESPACE = uuid.UUID("5c1e0a52-3b0f-4f43-9a55-63a6d1d0c0de")
@@ -44,11 +57,16 @@ class Records:
     published to connected clients and dispatched like any submitted one."""
 
     def __init__(
-        self, db: async_sessionmaker[AsyncSession], sessions: SessionService, tasks: TaskService
+        self,
+        db: async_sessionmaker[AsyncSession],
+        sessions: SessionService,
+        tasks: TaskService,
+        approvals: ApprovalService,
     ) -> None:
         self._db = db
         self._sessions = sessions
         self._tasks = tasks
+        self._approvals = approvals
 
     async def register(self, owner: str, name: str, uid: str, spec: dict[str, Any]) -> tuple[str, str]:
         """The (task id, session id) of the CmbTask with this uid, made once."""
@@ -85,22 +103,76 @@ class Records:
                     )
                 )
             )
-            pending = {
-                a.task_id: a.prompt[:_PROMPT_CHARS]
-                for a in await db.scalars(
-                    select(Approval).where(
-                        Approval.task_id.in_([t.id for t in tasks]),
-                        Approval.status == ApprovalStatus.PENDING.value,
-                    )
-                )
-            }
+            # only each task's latest approval: a long interactive task may have hundreds
+            newest = (
+                select(Approval.task_id, func.max(Approval.created_at).label("at"))
+                .where(Approval.task_id.in_([t.id for t in tasks]))
+                .group_by(Approval.task_id)
+                .subquery()
+            )
+            joined = select(Approval).join(
+                newest, and_(Approval.task_id == newest.c.task_id, Approval.created_at == newest.c.at)
+            )
+            latest = {row.task_id: row for row in await db.scalars(joined)}
         return {
             (t.handle or "").partition("/")[2]: {
                 "phase": TaskPhase(t.phase),
-                "pendingApproval": pending.get(t.id),
+                "approval": approval_status(latest[t.id]) if t.id in latest else None,
             }
             for t in tasks
         }
+
+    async def approvals_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """``status.approval`` of these approvals, for objects whose task ended
+        before the sync saw how their approval did."""
+        async with self._db() as db:
+            rows = await db.scalars(select(Approval).where(Approval.id.in_(ids)))
+            return {row.id: approval_status(row) for row in rows}
+
+    async def decide(self, task_id: str, wanted: KubectlDecision) -> Outcome:
+        """Apply a kubectl decision to the task's approval, first one wins."""
+        async with self._db() as db:
+            rows = list(await db.scalars(select(Approval).where(Approval.task_id == task_id)))
+        row = choose_approval(rows, wanted.approval)
+        said = f"decision {wanted.decision.value} by {wanted.resolved_by}"
+        if row is None:
+            named = f"approval {wanted.approval}" if wanted.approval else "no approval"
+            return Outcome(DecisionEventReason.IGNORED, f"{said} not applied: {named} of this task")
+        short = approval_summary(ApprovalStatus(row.status), row.kind, row.id)
+        if row.status != ApprovalStatus.PENDING.value:
+            return Outcome(DecisionEventReason.IGNORED, f"{said} not applied: {_ended(row, short)}")
+        try:
+            view = await self._approvals.resolve(
+                row.owner, row.id, wanted.decision, wanted.text, resolved_by=wanted.resolved_by
+            )
+        except Conflict as error:  # decided meanwhile by someone else, or expired
+            return Outcome(DecisionEventReason.IGNORED, f"{said} not applied: {error}")
+        except (Invalid, NotFound) as error:
+            return Outcome(DecisionEventReason.REFUSED, f"{said} refused: {error}")
+        done = approval_summary(view.status, view.kind, view.id)
+        return Outcome(DecisionEventReason.APPLIED, f"{said} applied: approval {done}")
+
+
+def _ended(row: Approval, short: str) -> str:
+    by = f" by {row.resolved_by}" if row.resolved_by else ""
+    return f"approval {short} is no longer pending (it is {row.status}{by})"
+
+
+def approval_status(row: Approval) -> dict[str, Any]:
+    """``status.approval`` (``CmbTaskApproval``, camelCase) of one approval.
+    Every key is present, None where unset, so that a merge patch removes what
+    an earlier approval left."""
+    state = ApprovalStatus(row.status)
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "prompt": row.prompt[:_PROMPT_CHARS],
+        "options": [str(o) for o in row.options],
+        "state": state.value,
+        "expiresAt": timestamp(row.expires_at) if row.expires_at else None,
+        "resolvedBy": row.resolved_by,
+        "summary": approval_summary(state, row.kind, row.id),
+    }
 
 
 def _backoff(spec: dict[str, Any]) -> dict[str, float]:

@@ -12,10 +12,14 @@ Two background loops tie the cluster to the gateway's records:
   ``k8s_records``); the dispatcher then launches that task, and ``launch``
   recognises the object by its task-id label, or by its uid if a crash came
   before the label, instead of making another one.
-- sync: approval prompts and phases the gateway knows are written into the
-  CmbTask's status, so ``kubectl get cmbtasks`` shows them. Writes are
-  guarded by resourceVersion so they never overwrite the operator's newer
-  final phase.
+- sync: the task's latest approval (``status.approval``, the gateway's alone
+  to write) and the phases the gateway knows are written into the CmbTask's
+  status, so ``kubectl get cmbtasks`` shows them. Writes are guarded by
+  resourceVersion so they never overwrite the operator's newer final phase.
+- decisions: ``kubectl annotate ct NAME cmbtask.io/decision=approve`` is
+  consumed (the annotations removed, guarded by resourceVersion, so one
+  replica wins) and then applied through the approval service; a Kubernetes
+  Event on the object says what came of it (see ``k8s_decisions``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,16 +40,15 @@ from cmbtask_protocol import (
     CRD_KIND,
     CRD_PLURAL,
     CRD_VERSION,
+    DECISION_ANNOTATION,
     PROVIDER_KEY_VARIABLES,
     TOKEN_SECRET_KEY,
     CmbTaskSpec,
-    ConditionStatus,
-    ConditionType,
+    DecisionEventReason,
     TaskPhase,
     cmbtask_name_for_task,
     dns_label,
     pod_died,
-    set_condition,
     token_secret_name,
 )
 from kubernetes_asyncio import client, config, watch
@@ -53,18 +57,21 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from ..settings import Settings
 from .base import ExecutorError, ExecutorStatus, LaunchRequest
+from .k8s_decisions import DecisionError, Outcome, consume_patch, event_body, read_decision
 from .k8s_records import ImportedIds, Records
+from .k8s_statuses import stale_approval_ids, status_change
 
 __all__ = ["KubernetesExecutor"]
 
 log = structlog.get_logger("cmbtask_gateway.executors.kubernetes")
+#: who reports the Events; a pod's hostname is its name
+_INSTANCE = os.environ.get("HOSTNAME") or socket.gethostname()
 
 LABEL_ORIGIN = f"{CRD_GROUP}/origin"
 LABEL_TASK_ID = f"{CRD_GROUP}/task-id"
 # CRDs take no strategic merge patch; say which patch this is.
 _MERGE: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 _SYNC_EVERY_S = 1.0
-_SYNCED_PHASES = {TaskPhase.RUNNING.value, TaskPhase.WAITING_APPROVAL.value}
 
 
 class KubernetesExecutor:
@@ -281,10 +288,37 @@ class KubernetesExecutor:
             return
         self._seen[name] = obj
         labels = obj["metadata"].get("labels") or {}
-        if labels.get(LABEL_ORIGIN) or obj.get("spec", {}).get("taskId"):
-            return
-        async with self._lock:
-            await self._import(obj)
+        task_id = obj.get("spec", {}).get("taskId")
+        if not (labels.get(LABEL_ORIGIN) or task_id):
+            async with self._lock:
+                await self._import(obj)
+        elif task_id and DECISION_ANNOTATION in (obj["metadata"].get("annotations") or {}):
+            await self._decide(obj, task_id)
+
+    async def _decide(self, obj: dict[str, Any], task_id: str) -> None:
+        """One kubectl decision: claimed (its annotations removed) first, so that
+        it is applied once, by one replica, and never to a later approval."""
+        meta = obj["metadata"]
+        if not await self._patch(meta["name"], consume_patch(meta["resourceVersion"])):
+            return  # claimed by another replica, or written since: the watch brings it again
+        outcome = await self._outcome(meta["annotations"], task_id)
+        log.info("k8s.decision", cmbtask=meta["name"], task_id=task_id, reason=outcome.reason,
+                 message=outcome.message)  # fmt: skip
+        body = event_body(obj, outcome, datetime.now(UTC), _INSTANCE)
+        try:
+            await self._core.create_namespaced_event(self._namespace, cast(Any, body))
+        except ApiException as error:
+            log.warning("k8s.event_refused", cmbtask=meta["name"], error=str(error.reason))
+
+    async def _outcome(self, annotations: dict[str, str], task_id: str) -> Outcome:
+        trust = self._settings.kubernetes_trust_decided_by
+        try:
+            wanted = read_decision(annotations, trust_decided_by=trust)
+        except DecisionError as error:
+            return Outcome(DecisionEventReason.REFUSED, str(error))
+        if wanted is None:  # unreachable while the caller checks for the annotation
+            return Outcome(DecisionEventReason.REFUSED, "no decision")
+        return await self._records.decide(task_id, wanted)
 
     async def _import(self, obj: dict[str, Any]) -> None:
         name, uid, spec = obj["metadata"]["name"], obj["metadata"]["uid"], obj["spec"]
@@ -320,39 +354,28 @@ class KubernetesExecutor:
         while True:
             await asyncio.sleep(_SYNC_EVERY_S)
             try:
-                for name, wanted in (await self._records.wanted_statuses(self._namespace)).items():
-                    await self._sync_one(name, wanted)
+                await self._sync_all()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("k8s.sync_error")
 
-    async def _sync_one(self, name: str, wanted: dict[str, Any]) -> None:
-        seen = self._seen.get(name)
-        if seen is None:
-            return
-        status = seen.get("status") or {}
-        phase = status.get("phase")
-        if phase not in _SYNCED_PHASES:
-            return  # the operator reports starts and ends; the gateway only what it alone knows
-        if wanted["phase"].value not in _SYNCED_PHASES:
-            wanted = {k: v for k, v in wanted.items() if k != "phase"}
-        change = {k: (v.value if isinstance(v, TaskPhase) else v) for k, v in wanted.items()}
-        change = {k: v for k, v in change.items() if status.get(k) != v}
-        if "pendingApproval" in change:
-            change["conditions"] = _approval_condition(status, change["pendingApproval"])
-        if change:
-            version = seen["metadata"]["resourceVersion"]
-            await self._patch(name, {"metadata": {"resourceVersion": version}, "status": change}, status=True)
-
-
-def _approval_condition(status: dict[str, Any], prompt: str | None) -> list[dict[str, Any]]:
-    waiting = ConditionStatus.TRUE if prompt else ConditionStatus.FALSE
-    reason = "ApprovalPending" if prompt else "ApprovalResolved"
-    conditions = status.get("conditions") or []
-    return set_condition(
-        conditions, ConditionType.AWAITING_APPROVAL, waiting, datetime.now(UTC), reason, prompt or ""
-    )
+    async def _sync_all(self) -> None:
+        wanted = await self._records.wanted_statuses(self._namespace)
+        # Tasks that ended before the sync saw their approval decided still show
+        # it pending: the approval's own record says how it ended.
+        stale = stale_approval_ids(self._seen, set(wanted))
+        if stale:
+            found = await self._records.approvals_by_id(list(stale.values()))
+            wanted |= {name: {"approval": found[a]} for name, a in stale.items() if a in found}
+        for name, fields in wanted.items():
+            seen = self._seen.get(name)
+            change = None if seen is None else status_change(seen.get("status") or {}, fields)
+            if change:
+                version = seen["metadata"]["resourceVersion"]  # type: ignore[index]
+                await self._patch(
+                    name, {"metadata": {"resourceVersion": version}, "status": change}, status=True
+                )
 
 
 def _split(handle: str) -> tuple[str, str]:

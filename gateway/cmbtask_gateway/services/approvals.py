@@ -90,8 +90,17 @@ class ApprovalService:
         return row
 
     async def resolve(
-        self, owner: str, approval_id: str, decision: Decision, text: str | None
+        self,
+        owner: str,
+        approval_id: str,
+        decision: Decision,
+        text: str | None,
+        *,
+        resolved_by: str | None = None,
     ) -> ApprovalView:
+        """Decide for ``owner``; ``resolved_by`` names who did when that is not
+        the owner themself (a Kubernetes user deciding through kubectl)."""
+        who_decided = resolved_by or owner
         row = await self._own(owner, approval_id)
         _check_decision(row, decision, text)
         async with self._store.write(row.session_id) as tx:
@@ -102,7 +111,7 @@ class ApprovalService:
                     status=decision.status.value,
                     decision=decision.value,
                     response=text,
-                    resolved_by=owner,
+                    resolved_by=who_decided,
                     resolved_at=utcnow(),
                 )
                 .execution_options(synchronize_session=False)
@@ -125,7 +134,7 @@ class ApprovalService:
                     "status": decision.status.value,
                     "decision": decision.value,
                     "text": text,
-                    "resolved_by": owner,
+                    "resolved_by": who_decided,
                 },
                 task_id=fresh.task_id,
             )
