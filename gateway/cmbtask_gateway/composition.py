@@ -96,6 +96,7 @@ class Gateway:
         chosen = executor or build_executor(settings, records)
         keys = KeyService(factory, KeyBox(settings.runner_secret()), fallback=settings.provider_keys_fallback)
         dispatcher = Dispatcher(settings, chosen, tasks, tokens, registry, doorbell, keys)
+        tasks.stop_runners_with(dispatcher.stop_soon)
         auth = Authenticator(settings, factory)
         return cls(
             settings=settings,

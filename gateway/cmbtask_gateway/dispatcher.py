@@ -163,13 +163,19 @@ class Dispatcher:
             return False
         return bool(started + timedelta(seconds=task.timeout_s) < now)  # type: ignore[operator]
 
+    def stop_soon(self, task_id: str, handle: str) -> None:
+        """Stop the runner behind ``handle`` in the background, once per task."""
+        if task_id in self._stopping:
+            return
+        self._stopping.add(task_id)
+        stopper = asyncio.create_task(self._stop(handle))
+        self._stoppers.add(stopper)
+        stopper.add_done_callback(self._stoppers.discard)
+
     async def _enforce_cancel(self, task: Task) -> None:
         first_seen = self._cancel_seen.setdefault(task.id, time.monotonic())
-        if task.handle and task.id not in self._stopping:
-            self._stopping.add(task.id)
-            stopper = asyncio.create_task(self._stop(task.handle))
-            self._stoppers.add(stopper)
-            stopper.add_done_callback(self._stoppers.discard)
+        if task.handle:
+            self.stop_soon(task.id, task.handle)
         status = await self._executor.inspect(task.handle) if task.handle else None
         grace_over = time.monotonic() - first_seen > self._settings.cancel_grace_s + 5
         if (status is not None and not status.alive) or grace_over or task.handle is None:

@@ -22,13 +22,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from cmbtask_protocol import TaskPhase
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, select, update
 
 from ..db.models import Session, Task
 from ..store import Numberer, RowWork
 from . import lifecycle
 
-__all__ = ["Startable", "claim_startable", "record_handles"]
+__all__ = ["Startable", "any_startable", "claim_startable", "record_handles"]
 
 _tasks = cast(Table, Task.__table__)
 _sessions = cast(Table, Session.__table__)
@@ -64,17 +64,26 @@ _COLUMNS = (
 )
 
 
-def claim_startable(
-    connection: Connection, _number: Numberer, *, limit: int, executor: str, now: datetime
-) -> RowWork[list[Startable]]:
-    """Move up to ``limit`` startable tasks (oldest first) to ``starting``."""
-    query = (
+def _startable(now: datetime) -> Select[Any]:
+    return (
         select(*_COLUMNS)
         .join(Session, Session.id == Task.session_id)
         .where(lifecycle.may_start(now))
         .order_by(Task.created_at, Task.id)
-        .limit(limit)
     )
+
+
+def any_startable(connection: Connection, *, now: datetime) -> bool:
+    """Whether a claim would find a task: the dispatcher wakes on every change,
+    and most wakes have nothing to start, which needs no write transaction."""
+    return connection.execute(_startable(now).limit(1)).first() is not None
+
+
+def claim_startable(
+    connection: Connection, _number: Numberer, *, limit: int, executor: str, now: datetime
+) -> RowWork[list[Startable]]:
+    """Move up to ``limit`` startable tasks (oldest first) to ``starting``."""
+    query = _startable(now).limit(limit)
     if connection.dialect.name == "postgresql":
         query = query.with_for_update(of=_tasks, skip_locked=True)
     found = [Startable(*row) for row in connection.execute(query)]

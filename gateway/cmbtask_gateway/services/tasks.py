@@ -37,7 +37,7 @@ from ..runner_sockets import RunnerRegistry
 from ..store import EventStore
 from . import lifecycle
 from .keys import stored_key_variables
-from .starts import Startable, claim_startable, record_handles
+from .starts import Startable, any_startable, claim_startable, record_handles
 from .submits import Submission, store_submission
 from .views import task_view
 
@@ -77,6 +77,12 @@ class TaskService:
         self._store = store
         self._registry = registry
         self._wake = wake_dispatcher
+        #: (task id, handle): stops a runner whose cancel was asked for (the dispatcher's)
+        self._stop_runner: Callable[[str, str], None] | None = None
+
+    def stop_runners_with(self, stop: Callable[[str, str], None]) -> None:
+        """Who stops a runner once its cancel is committed (set by composition)."""
+        self._stop_runner = stop
 
     async def _own_task(self, db: AsyncSession, owner: str, task_id: str) -> Task:
         task = await db.get(Task, task_id)
@@ -184,8 +190,13 @@ class TaskService:
             elif not task.cancel_requested:
                 task.cancel_requested = True
                 task.cancel_reason = reason
-                task_id_ = task.id
+                task_id_, handle = task.id, task.handle
                 tx.after_commit(lambda: self._registry.send(task_id_, RunnerCancel(reason=reason)))
+                if handle and (stop := self._stop_runner) is not None:
+                    # Now, not at the watchdog's next look: a runner that honours the
+                    # cancel at once ends its task before then, and its pod or
+                    # process would be left to linger.
+                    tx.after_commit(lambda: stop(task_id_, handle))
                 tx.after_commit(self._wake)
         return task_view(task)
 
@@ -225,8 +236,10 @@ class TaskService:
     async def start_wave(self, limit: int, executor: str) -> list[Startable]:
         """Claim up to ``limit`` startable tasks for ``executor`` (``queued →
         starting``), oldest first, in one transaction (``services.starts``)."""
-        work = partial(claim_startable, limit=limit, executor=executor, now=utcnow())
-        return await self._store.write_rows(work)
+        now = utcnow()
+        if not await self._store.read_rows(partial(any_startable, now=now)):
+            return []
+        return await self._store.write_rows(partial(claim_startable, limit=limit, executor=executor, now=now))
 
     async def set_handles(self, handles: Mapping[str, str]) -> None:
         """Record the executor's handle of each launched task, in one transaction."""
