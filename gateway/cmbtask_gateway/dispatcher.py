@@ -93,8 +93,7 @@ class Dispatcher:
     async def dispatch_once(self) -> None:
         if self._executor.name == "none":
             return  # runners are started by someone else and connect on their own
-        active = len(await self._tasks.active())
-        free = self._settings.max_concurrent_tasks - active
+        free = self._settings.max_concurrent_tasks - await self._tasks.count_active()
         if free <= 0:
             return
         # One transaction claims the whole wave and the launches run side by

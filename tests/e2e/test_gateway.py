@@ -199,9 +199,7 @@ def test_cancel_through_the_gateway_deletes_the_pod(gateway: GatewayProcess, kub
         # the approval waiting in the gateway shows in kubectl
         wait_for(
             lambda: (
-                (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {})
-                .get("status", {})
-                .get("phase")
+                (kubectl.get("cmbtask", name, GATEWAY_NAMESPACE) or {}).get("status", {}).get("phase")
                 == "waiting_approval"
             ),
             30,

@@ -25,7 +25,7 @@ from cmbtask_protocol import (
     TaskView,
 )
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .. import tracing
@@ -207,6 +207,10 @@ class TaskService:
             )
             return list(rows)
 
+    async def count_active(self) -> int:
+        """How many tasks hold a runner slot: a count, not the rows ``active`` loads."""
+        return await self._store.read_rows(_count_active)
+
     async def finish(
         self, task_id: str, session_id: str, phase: TaskPhase, *, reason: str, exit_code: int | None = None
     ) -> bool:
@@ -245,3 +249,8 @@ class TaskService:
         """Record the executor's handle of each launched task, in one transaction."""
         if handles:
             await self._store.write_rows(partial(record_handles, handles=dict(handles)))
+
+
+def _count_active(connection: Connection) -> int:
+    phases = [phase.value for phase in ACTIVE_TASK_PHASES]
+    return int(connection.scalar(select(func.count()).select_from(Task).where(Task.phase.in_(phases))) or 0)

@@ -1,8 +1,10 @@
-"""A cancel asked for a running task stops its runner at once (the executor's
-``cancel``), not at the watchdog's next look: a runner that honours the cancel
-frame ends its task first, and the watchdog, which watches unfinished tasks
-only, would never stop its pod. Also the dispatcher's wave: one claim, a handle
-per launch, the task started by its runner's ``task.started``."""
+"""The dispatcher with a recording executor: a wave claims what may start,
+within ``max_concurrent_tasks`` and one task per session at a time; a
+runner's ``task.started`` starts its task; and a cancel asked for a running
+task stops its runner at once (the executor's ``cancel``), not at the
+watchdog's next look — a runner that honours the cancel frame ends its task
+first, and the watchdog, which watches unfinished tasks only, would never
+stop its pod."""
 
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ class _Recording:
 async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Gateway, _Recording]]:
     await asyncio.to_thread(upgrade, database_url)
     executor = _Recording()
-    built = Gateway.build(Settings(database_url=database_url, data_dir=tmp_path), executor=executor)  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url, data_dir=tmp_path, max_concurrent_tasks=3)
+    built = Gateway.build(settings, executor=executor)  # type: ignore[arg-type]
     yield built, executor
     await built.ingest.close()
     await built.store.close()
@@ -87,3 +90,21 @@ async def test_a_cancelled_runner_is_stopped_before_the_watchdog_looks(
     await built.dispatcher.watch_once()
     assert executor.cancelled == [f"runner-of-{task.id}"]
     assert (await built.tasks.get("ada", task.id)).phase == "cancelled"
+
+
+async def test_a_wave_starts_no_more_than_the_concurrency_limit(gateway: tuple[Gateway, _Recording]) -> None:
+    built, executor = gateway
+    sessions = [await built.sessions.create("ada", SessionCreate(title=f"s{n}")) for n in range(5)]
+    tasks = [await built.tasks.submit("ada", s.id, TaskCreate(engine="demo")) for s in sessions]
+    await built.dispatcher.dispatch_once()
+    assert executor.launched == [task.id for task in tasks[:3]]  # oldest first, three slots
+    await built.dispatcher.dispatch_once()
+    assert len(executor.launched) == 3  # no slot is free
+    await built.tasks.cancel("ada", tasks[4].id)  # queued: it leaves the queue at once
+    await built.tasks.cancel("ada", tasks[0].id)
+    ended = RunnerEvent(type="event", rseq=1, event_type="task.cancelled", data={"reason": "asked"})
+    await built.ingest.apply(tasks[0].id, sessions[0].id, [ended])
+    await built.dispatcher.dispatch_once()
+    assert executor.launched == [task.id for task in tasks[:4]]
+    views = [await built.tasks.get("ada", task.id) for task in tasks]
+    assert [view.phase for view in views] == ["cancelled", "starting", "starting", "starting", "cancelled"]
