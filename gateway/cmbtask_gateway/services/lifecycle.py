@@ -62,7 +62,6 @@ __all__ = [
     "ending_when_stopped",
     "finish",
     "finish_died",
-    "is_next_in_session",
     "mark_running",
     "may_start",
     "move",
@@ -70,7 +69,6 @@ __all__ = [
     "retry",
     "runner_ended",
     "runner_ending",
-    "start",
     "waiting_behind",
 ]
 
@@ -140,19 +138,6 @@ def queued_event(task: Mapping[str, Any], behind: str | None) -> dict[str, Any]:
         if (value := task.get(limit)) is not None:
             data[limit] = value
     return data
-
-
-async def start(tx: WriteTx, task: Task, executor: str) -> bool:
-    """``queued → starting`` for the dispatcher, if the task may start now."""
-    if task.phase != TaskPhase.QUEUED.value:
-        return False
-    if not await is_next_in_session(tx, task):
-        return False
-    session = await tx.db.get(Session, task.session_id)
-    if not move(task, session, TaskPhase.STARTING):
-        return False
-    task.executor = executor
-    return True
 
 
 def mark_running(
@@ -363,17 +348,6 @@ def may_start(now: datetime) -> ColumnElement[bool]:
         or_(Task.retry_at.is_(None), Task.retry_at <= now),
         or_(Session.parallel_tasks.is_(True), not_(_ahead_of(Task))),
     )
-
-
-async def is_next_in_session(tx: WriteTx, task: Task) -> bool:
-    """Checked again under the task's row lock: another replica's dispatcher
-    may have started the task ahead meanwhile."""
-    found = await tx.db.scalar(
-        select(Task.id)
-        .join(Session, Session.id == Task.session_id)
-        .where(Task.id == task.id, may_start(utcnow()))
-    )
-    return found is not None
 
 
 def waiting_behind(connection: Connection, session_id: str, parallel_tasks: bool) -> str | None:
