@@ -18,6 +18,7 @@ from cmbtask_protocol import CANCEL_TIMEOUT, RunnerCancel, TaskPhase
 
 from . import tracing
 from .auth import RunnerTokens
+from .coalescing import Coalescing
 from .db.models import Task, utcnow
 from .doorbell import Doorbell
 from .executors.base import Executor, ExecutorError, ExecutorStatus, LaunchRequest
@@ -59,9 +60,9 @@ class Dispatcher:
         self._stopping: set[str] = set()
         # Strong references: the event loop keeps only weak ones to its tasks.
         self._stoppers: set[asyncio.Task[None]] = set()
-        #: launched tasks' handles not yet written (see ``_record_handle``)
-        self._pending_handles: dict[str, str] = {}
-        self._handles_lock = asyncio.Lock()
+        #: (task id, handle) stored before it returns, in a write shared with
+        #: the launches that ended meanwhile
+        self._record_handle: Coalescing[tuple[str, str], None] = Coalescing(self._write_handles)
 
     async def run(self) -> None:
         """Dispatch and watch until cancelled."""
@@ -134,16 +135,12 @@ class Dispatcher:
             bound.warning("dispatch.launch_failed", error=str(error))
             await self._tasks.finish(task.id, task.session_id, TaskPhase.FAILED, reason=str(error))
             return
-        await self._record_handle(task.id, handle)
+        await self._record_handle((task.id, handle))
         bound.info("dispatch.launched", executor=self._executor.name, handle=handle)
 
-    async def _record_handle(self, task_id: str, handle: str) -> None:
-        """Stored before returning, in a write shared with the launches that
-        ended meanwhile: whoever takes the lock writes every handle pending."""
-        self._pending_handles[task_id] = handle
-        async with self._handles_lock:
-            handles, self._pending_handles = self._pending_handles, {}
-            await self._tasks.set_handles(handles)
+    async def _write_handles(self, handles: list[tuple[str, str]]) -> list[Exception | None]:
+        await self._tasks.set_handles(dict(handles))
+        return [None] * len(handles)
 
     async def watch_once(self) -> None:
         now = utcnow()

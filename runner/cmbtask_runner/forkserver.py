@@ -9,10 +9,9 @@ per task. The child becomes an ordinary runner — its own session, work
 directory, environment, stdout/stderr file — that has never shared a single
 object with another task (the server itself never runs task code).
 
-Protocol: one JSON line per connection, ``{"op": "spawn", "env": {...},
-"cwd": "...", "out": "..."}`` → ``{"pid": N}``; ``{"op": "spawn_many",
-"spawns": [{"env": …, "cwd": …, "out": …}, …]}`` → ``{"results": [{"pid": N}
-or {"error": "…"}, …]}`` (a wave of tasks in one round trip); or
+Protocol: one JSON line per connection, ``{"op": "spawn_many", "spawns":
+[{"env": {...}, "cwd": "...", "out": "..."}, …]}`` → ``{"results": [{"pid": N}
+or {"error": "…"}, …]}`` (a wave of tasks in one round trip), or
 ``{"op": "ping"}`` → ``{"pong": true}``. The server exits when its parent (the gateway) goes away,
 on SIGTERM, or on ``{"op": "exit"}``; runners it forked keep running.
 
@@ -80,10 +79,9 @@ def _handle(conn: socket.socket, server: socket.socket) -> str:
     try:
         request = json.loads(conn.makefile("rb").readline(_MAX_REQUEST))
         op = request.get("op")
-        if op == "spawn":
-            reply: dict[str, Any] = {"pid": _spawn(request, server, conn)}
-        elif op == "spawn_many":
-            reply = {"results": [_spawn_one(item, server, conn) for item in request["spawns"]]}
+        if op == "spawn_many":
+            spawns = request["spawns"]
+            reply: dict[str, Any] = {"results": [_spawn_one(item, server, conn) for item in spawns]}
         elif op == "ping":
             reply = {"pong": True, "pid": os.getpid()}
         elif op == "exit":

@@ -49,6 +49,7 @@ from cmbtask_protocol import (
     runner_died,
 )
 
+from ..coalescing import Coalescing
 from .base import ExecutorError, ExecutorStatus, LaunchRequest, without_provider_keys
 
 __all__ = ["LocalExecutor"]
@@ -92,9 +93,6 @@ class LocalExecutor:
         standard = _is_standard_runner(self.runner_command)
         self.prefork = standard if prefork is None else prefork and standard
         self._forkserver: _ForkServer | None = None
-        #: launches waiting for the fork server (see ``_fork``)
-        self._pending_spawns: list[tuple[Spawn, asyncio.Future[int]]] = []
-        self._spawn_lock = asyncio.Lock()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -185,7 +183,7 @@ class LocalExecutor:
         if server is not None:
             spawn = Spawn(self._env(request, work_dir), str(work_dir), str(work_dir / RUNNER_OUT))
             try:
-                return await self._fork(server, spawn)
+                return await server.spawn(spawn)
             except (OSError, ValueError, ExecutorError) as exc:
                 log.warning("forkserver.failed", task_id=request.task_id, error=str(exc))
                 self._forkserver = None
@@ -193,29 +191,6 @@ class LocalExecutor:
         child = await asyncio.to_thread(self._spawn, request, work_dir)
         self._children[f"{child.pid}:{psutil.Process(child.pid).create_time():.2f}"] = child
         return child.pid
-
-    async def _fork(self, server: _ForkServer, spawn: Spawn) -> int:
-        """Forked with every spawn asked for meanwhile, in one call to the server:
-        a wave of 50 launches was 50 round trips queued on the server and on
-        the thread pool. Whoever takes the lock sends everything pending."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending_spawns.append((spawn, future))
-        async with self._spawn_lock:
-            batch, self._pending_spawns = self._pending_spawns, []
-            if batch:
-                results: list[int | Exception]
-                try:
-                    results = [*await asyncio.to_thread(server.spawn_many, [item for item, _ in batch])]
-                except (OSError, ValueError, ExecutorError) as exc:
-                    results = [exc] * len(batch)
-                for (_, waiting), result in zip(batch, results, strict=True):
-                    if waiting.done():  # its launch was cancelled meanwhile
-                        continue
-                    if isinstance(result, Exception):
-                        waiting.set_exception(result)
-                    else:
-                        waiting.set_result(result)
-        return await future
 
     def _spawn(self, request: LaunchRequest, work_dir: Path) -> subprocess.Popen[bytes]:
         with (work_dir / RUNNER_OUT).open("ab") as out:
@@ -423,6 +398,10 @@ class _ForkServer:
         self.process = process
         self.socket_dir = socket_dir
         self.socket_path = socket_dir / "fork.sock"
+        #: one runner forked, its pid: the spawns asked for while one is in
+        #: flight go in one ``spawn_many`` round trip (a wave was 50 of them,
+        #: queued on this server and on the thread pool)
+        self.spawn: Coalescing[Spawn, int] = Coalescing(self._spawn_batch)
 
     @classmethod
     def start(cls, python: str, env: dict[str, str], data_dir: Path) -> _ForkServer:
@@ -458,6 +437,9 @@ class _ForkServer:
             time.sleep(0.05)
         self.stop()
         raise ExecutorError("the runner fork server did not start")
+
+    async def _spawn_batch(self, spawns: list[Spawn]) -> list[int | Exception]:
+        return [*await asyncio.to_thread(self.spawn_many, spawns)]
 
     def spawn_many(self, spawns: list[Spawn]) -> list[int | ExecutorError]:
         """Fork a runner per ``spawns`` item in one round trip: each a pid, or why not."""
