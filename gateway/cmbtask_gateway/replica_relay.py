@@ -23,7 +23,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, Text, cast, func, literal
 from sqlalchemy.engine import make_url
 
 from .hub import Hub
@@ -48,13 +47,17 @@ class PgRelay:
         #: LISTENing, and caught up with what was stored before it listened
         self.listening = False
 
-    def announcement(
-        self, session_id: ColumnElement[str], last_seq: ColumnElement[int]
-    ) -> ColumnElement[Any]:
-        """An expression for the storing ``UPDATE … RETURNING``: it tells the
-        other replicas in the same round trip (delivered on commit)."""
-        payload = literal(f"{self.replica} ") + session_id + " " + cast(last_seq, Text)
-        return func.pg_notify(CHANNEL, payload)
+    @property
+    def prefix(self) -> str:
+        """What this replica's notifications start with."""
+        return f"{self.replica} "
+
+    @staticmethod
+    def announcement_sql(prefix_param: str, session_id: str, last_seq: str) -> str:
+        """SQL for the storing ``UPDATE … RETURNING``: it tells the other
+        replicas in the same round trip (delivered on commit); ``prefix_param``
+        is the placeholder bound to ``prefix``."""
+        return f"pg_notify('{CHANNEL}', {prefix_param} || {session_id} || ' ' || {last_seq}::text)"
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         replica, _, rest = payload.partition(" ")

@@ -42,6 +42,7 @@ def make_engine(url: str) -> AsyncEngine:
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
+        pool_use_lifo=True,
         pool_timeout=10,
         connect_args={"timeout": CONNECT_TIMEOUT_S},
     )

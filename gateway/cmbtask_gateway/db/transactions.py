@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..coalescing import Coalescing
 from .engine import sqlite_pragmas
 
 __all__ = ["AsyncEngineTransactions", "SqliteThreadTransactions", "Transactions", "make_transactions"]
@@ -95,13 +96,27 @@ class SqliteThreadTransactions:
 class AsyncEngineTransactions:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Reads that arrive together (200 clients connecting at once) share a
+        # transaction: one checkout, one BEGIN and COMMIT for the lot, and the
+        # pool does not grow a connection per waiting socket.
+        self._reads: Coalescing[Callable[[Connection], Any], Any] = Coalescing(self._read_together)
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         async with self._engine.begin() as connection:
             return await connection.run_sync(work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        return await self.run(work)
+        return cast(T, await self._reads(work))
+
+    async def _read_together(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        if len(works) == 1:
+            return [await self.run(works[0])]
+        try:
+            return await self.run(lambda connection: [work(connection) for work in works])
+        except Exception:
+            # A failed statement aborts PostgreSQL's transaction for the rest:
+            # each read again alone, so that only the one that broke fails.
+            return list(await asyncio.gather(*(self.run(work) for work in works), return_exceptions=True))
 
     async def close(self) -> None:
         return None
