@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from cmbtask_protocol import ErrorBody
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,6 +22,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import tracing
+from .access_log import AccessLog
 from .api.allow import allowed_methods
 from .api.openapi_doc import install_openapi
 from .api.routes import account, approvals, meta, sessions, tasks
@@ -90,30 +88,9 @@ def _guard_limits(settings: Settings) -> dict[str, Any]:
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Added first, so it runs inside the access log, which records its refusals.
     app.add_middleware(RequestGuard, **_guard_limits(settings))
-
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_request_bytes:
-            return _error(413, "too_large", f"request body larger than {settings.max_request_bytes} bytes")
-        started = time.perf_counter()
-        response = await call_next(request)
-        response.headers["x-request-id"] = request_id
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-        if request.url.path not in {"/healthz", "/readyz", "/metrics"}:
-            log.info(
-                "http.request",
-                method=request.method,
-                path=request.url.path,
-                status=response.status_code,
-                duration_ms=elapsed_ms,
-                user=getattr(request.state, "user", None),
-            )
-        app.state.gateway.metrics.http_requests.labels(request.method, str(response.status_code)).inc()
-        return response
+    app.add_middleware(
+        AccessLog, max_request_bytes=settings.max_request_bytes, metrics=lambda: app.state.gateway.metrics
+    )
 
 
 def _mount_ui(app: FastAPI, settings: Settings) -> None:

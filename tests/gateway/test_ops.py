@@ -165,6 +165,7 @@ def test_logs_are_json_with_request_ids(shared_gateway: GatewayProcess) -> None:
     assert len(mine) == 1
     assert mine[0]["method"] == "GET" and mine[0]["path"] == "/api/sessions" and mine[0]["status"] == 200
     assert isinstance(mine[0]["duration_ms"], float)
+    assert mine[0]["user"]  # left by the route for the log, which runs around it
     missing = [r for r in requests if r["path"] == "/api/sessions/does-not-exist"]
     assert missing and missing[-1]["status"] == 404
     assert any(r["event"] == "gateway.started" for r in records)
