@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple, TypeVar, cast
 
 from cmbtask_protocol import PROTOCOL_VERSION
@@ -31,6 +32,7 @@ from sqlalchemy import Connection, Select, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import jsontext, tracing
+from .coalescing import Coalescing
 from .db.models import Event, Session, utcnow
 from .db.transactions import Transactions
 from .errors import NotFound
@@ -217,6 +219,7 @@ class EventStore:
         self._relay = relay
         self._transactions = transactions
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._openings: Coalescing[_Opening, SocketStart | None] = Coalescing(self._open_together)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         if self._global_lock is not None:
@@ -363,21 +366,47 @@ class EventStore:
 
     async def opening(self, session_id: str, after: int, limit: int) -> SocketStart | None:
         """What a client socket needs to open, in one read: the session's owner
-        and ``last_seq``, and the first page after ``after`` (up to ``last_seq``,
-        from the same snapshot); None when there is no such session."""
+        and ``last_seq``, and the first page after ``after`` (up to ``last_seq``);
+        None when there is no such session. Sockets that open together (a
+        gateway's clients coming back after a restart) share one read, their
+        sessions looked up in one statement."""
+        return await self._openings(_Opening(session_id, after, limit))
 
-        def read(connection: Connection) -> SocketStart | None:
-            query = select(_sessions.c.owner, _sessions.c.last_seq).where(_sessions.c.id == session_id)
-            found = connection.execute(query).first()
-            if found is None:
-                return None
-            owner, last_seq = str(found[0]), int(found[1])
-            if after >= last_seq or limit <= 0:
-                return SocketStart(owner, last_seq, [])
-            rows = connection.execute(_page_query(session_id, after, limit, last_seq))
-            return SocketStart(owner, last_seq, _envelopes(session_id, rows))
+    async def _open_together(self, openings: list[_Opening]) -> list[SocketStart | None]:
+        return await self._transactions.read(partial(_read_openings, openings=openings))
 
-        return await self._transactions.read(read)
+
+#: bound parameters per statement, well under SQLite's limit
+_IDS_PER_STATEMENT = 500
+
+
+class _Opening(NamedTuple):
+    session_id: str
+    after: int
+    limit: int
+
+
+def _read_openings(connection: Connection, openings: list[_Opening]) -> list[SocketStart | None]:
+    ids = sorted({opening.session_id for opening in openings})
+    found: dict[str, tuple[str, int]] = {}
+    for first in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[first : first + _IDS_PER_STATEMENT]
+        query = select(_sessions.c.id, _sessions.c.owner, _sessions.c.last_seq).where(
+            _sessions.c.id.in_(chunk)
+        )
+        found.update((str(row[0]), (str(row[1]), int(row[2]))) for row in connection.execute(query))
+    starts: list[SocketStart | None] = []
+    for session_id, after, limit in openings:
+        if session_id not in found:
+            starts.append(None)
+            continue
+        owner, last_seq = found[session_id]
+        if after >= last_seq or limit <= 0:
+            starts.append(SocketStart(owner, last_seq, []))
+            continue
+        rows = connection.execute(_page_query(session_id, after, limit, last_seq))
+        starts.append(SocketStart(owner, last_seq, _envelopes(session_id, rows)))
+    return starts
 
 
 class SocketStart(NamedTuple):

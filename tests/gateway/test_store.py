@@ -78,3 +78,29 @@ async def test_pages_are_bounded_by_until(gateway: Gateway) -> None:
     assert [e["seq"] for e in await gateway.store.page(session_id, 1, 100, until=4)] == [2, 3, 4]
     assert [e["seq"] for e in await gateway.store.page(session_id, 4, 1)] == [5]
     assert await gateway.store.page(session_id, 6, 100) == []
+
+
+async def test_sockets_that_open_together_each_get_their_own_start(gateway: Gateway) -> None:
+    busy = (await gateway.sessions.create("alice", SessionCreate(title="busy"))).id
+    quiet = (await gateway.sessions.create("bob", SessionCreate(title="quiet"))).id
+    for n in range(3):
+        await _write(gateway, busy, str(n))  # seqs 1..6
+    # More unknown sessions than one statement looks up, opened all at once.
+    unknown = [f"no-such-session-{n}" for n in range(1_100)]
+    asked = [(busy, 0, 4), (busy, 4, 100), (busy, 6, 100), (quiet, 0, 100), (busy, 2, 0)]
+    starts = await asyncio.gather(
+        *(gateway.store.opening(*ask) for ask in asked),
+        *(gateway.store.opening(session_id, 0, 10) for session_id in unknown),
+    )
+    first_pages = [
+        [event["seq"] for event in start.page] if start else None for start in starts[: len(asked)]
+    ]
+    assert first_pages == [[1, 2, 3, 4], [5, 6], [], [], []]
+    assert [(start.owner, start.last_seq) if start else None for start in starts[: len(asked)]] == [
+        ("alice", 6),
+        ("alice", 6),
+        ("alice", 6),
+        ("bob", 0),
+        ("alice", 6),
+    ]
+    assert starts[len(asked) :] == [None] * len(unknown)
