@@ -32,7 +32,10 @@ class Coalescing(Generic[T, R]):
         async with self._lock:
             batch, self._pending = self._pending, []
             if batch:  # else a caller before us took our item along
-                await self._send(batch)
+                # Shielded: the caller that sends may be cancelled (its socket
+                # closed, its task stopped); the others in its batch still get
+                # their answers. The next batch may then start before this one ends.
+                await asyncio.shield(self._send(batch))
         return await future
 
     async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:

@@ -1,6 +1,7 @@
 """Calls made while one is in flight go together in the next: each caller
 gets its own result, an item's failure is its own, a failed batch fails
-every caller in it and not the next batch."""
+every caller in it and not the next batch, a cancelled sender leaves the
+others of its batch answered."""
 
 from __future__ import annotations
 
@@ -39,3 +40,32 @@ async def test_a_failed_batch_fails_its_callers_and_the_next_batch_runs() -> Non
     with pytest.raises(OSError, match="server gone"):
         await upper("a")
     assert await upper("b") == "B"
+
+
+async def test_a_cancelled_sender_leaves_the_others_of_its_batch_answered() -> None:
+    gates = [asyncio.Event(), asyncio.Event()]  # one per batch, opened by the test
+    in_flight: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int | Exception]:
+        in_flight.append(items)
+        await gates[len(in_flight) - 1].wait()
+        return [n + 1 for n in items]
+
+    increment = Coalescing(run)
+    first = asyncio.create_task(increment(1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(increment(2))  # queued behind the first: the next batch
+    third = asyncio.create_task(increment(3))
+    await asyncio.sleep(0)
+    gates[0].set()
+    assert await first == 2
+    for _ in range(100):
+        if len(in_flight) == 2:
+            break
+        await asyncio.sleep(0)
+    assert in_flight == [[1], [2, 3]]  # sent by the second caller, which is now cancelled
+    second.cancel()
+    await asyncio.sleep(0)
+    gates[1].set()
+    assert await asyncio.wait_for(third, 5) == 4
+    assert second.cancelled()
