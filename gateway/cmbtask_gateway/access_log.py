@@ -6,8 +6,8 @@ of a small request's CPU (a task submit) than its database write.
 
 The request id is the client's ``X-Request-Id`` or a new one; it is bound in
 the log context for everything the request logs, and returned in the
-response's ``X-Request-Id``. A ``Content-Length`` over the body limit is
-answered 413 before anything reads the body.
+response's ``X-Request-Id``. Requests over the limits are refused inside it
+(``http_guard``), so their refusals are logged too.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import uuid
 from collections.abc import Callable
 
 import structlog
-from cmbtask_protocol import ErrorBody
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import get_logger
@@ -33,10 +31,9 @@ _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp, *, max_request_bytes: int, metrics: Callable[[], Metrics]) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Callable[[], Metrics]) -> None:
         """``metrics``: the gateway's, looked up per request (it is built at startup)."""
         self.app = app
-        self.max_request_bytes = max_request_bytes
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,7 +44,7 @@ class AccessLog:
         request_id = headers.get("x-request-id") or uuid.uuid4().hex[:16]
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        status = 500  # what the server answers when the application raises
+        status = 500  # until the response starts (an application that raises logs nothing here)
         id_header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -60,13 +57,7 @@ class AccessLog:
         # where a route leaves the user it served (``request.state.user``)
         state = scope.setdefault("state", {})
         started = time.perf_counter()
-        length = headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_request_bytes:
-            too_large = f"request body larger than {self.max_request_bytes} bytes"
-            body = ErrorBody(code="too_large", message=too_large).model_dump(mode="json", exclude_none=True)
-            await JSONResponse(body, status_code=413)(scope, receive, send_with_id)
-        else:
-            await self.app(scope, receive, send_with_id)
+        await self.app(scope, receive, send_with_id)
         path, method = scope["path"], scope["method"]
         if path not in _QUIET_PATHS:
             log.info(

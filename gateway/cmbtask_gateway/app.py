@@ -88,9 +88,7 @@ def _guard_limits(settings: Settings) -> dict[str, Any]:
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Added first, so it runs inside the access log, which records its refusals.
     app.add_middleware(RequestGuard, **_guard_limits(settings))
-    app.add_middleware(
-        AccessLog, max_request_bytes=settings.max_request_bytes, metrics=lambda: app.state.gateway.metrics
-    )
+    app.add_middleware(AccessLog, metrics=lambda: app.state.gateway.metrics)
 
 
 def _mount_ui(app: FastAPI, settings: Settings) -> None:

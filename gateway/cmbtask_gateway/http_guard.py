@@ -7,9 +7,9 @@ answers before the application sees the request:
 - a path and query string over ``max_url_bytes`` → 414;
 - headers over ``max_header_bytes`` in all, or more than ``max_headers`` → 431;
 - a NUL (U+0000) in the path or query → 422 (PostgreSQL stores no NUL);
-- a body over ``max_body_bytes`` → 413, also a chunked one that announces no
-  Content-Length: the body is read (at most that much) before the application
-  runs, then handed to it unchanged;
+- a body over ``max_body_bytes`` → 413: at once when its Content-Length says
+  so, and also a chunked one that announces none: the body is read (at most
+  that much) before the application runs, then handed to it unchanged;
 - a body not complete ``body_timeout_s`` after the request arrived → 408,
   so a client that dribbles a byte a second cannot hold a request open.
 
@@ -30,6 +30,14 @@ __all__ = ["RequestGuard"]
 def _refusal(status: int, code: str, message: str) -> JSONResponse:
     body = ErrorBody(code=code, message=message).model_dump(mode="json", exclude_none=True)
     return JSONResponse(body, status_code=status, headers={"Connection": "close"})
+
+
+def _announced_length(scope: Scope) -> int:
+    """The request's ``Content-Length``, 0 when it names none."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 class RequestGuard:
@@ -105,6 +113,10 @@ class RequestGuard:
         return chunks
 
     async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _announced_length(scope) > self.max_body_bytes:  # refused before a byte of it is read
+            too_large = f"request body larger than {self.max_body_bytes} bytes"
+            await _refusal(413, "too_large", too_large)(scope, receive, send)
+            return
         body = await self._read_body(receive)
         if body is None:
             return  # the client went away
