@@ -21,10 +21,12 @@ __all__ = ["Beat", "Delivery", "Hub", "Poke", "Stored", "Subscriber"]
 
 
 class Stored(NamedTuple):
-    """An event this process stored: its ``seq`` and its envelope's JSON."""
+    """An event this process stored: its ``seq``, its envelope's JSON and that
+    JSON as a server text frame (``wire_frames``), the same for every client."""
 
     seq: int
     text: str
+    frame: bytes
 
 
 class Poke(NamedTuple):

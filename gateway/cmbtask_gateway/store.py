@@ -39,6 +39,7 @@ from .errors import NotFound
 from .hub import Hub, Poke, Stored
 from .metrics import Metrics
 from .replica_relay import PgRelay
+from .wire_frames import text_frame
 
 __all__ = [
     "EventStore",
@@ -339,15 +340,12 @@ class EventStore:
                 )
 
     def _publish_rows(self, session_id: str, rows: list[dict[str, Any]]) -> None:
-        items: list[Stored | Poke] = [
-            Stored(
-                row["seq"],
-                jsontext.dumps(
-                    envelope(row["seq"], session_id, row["task_id"], row["type"], row["ts"], row["data"])
-                ),
+        items: list[Stored | Poke] = []
+        for row in rows:
+            text = jsontext.dumps(
+                envelope(row["seq"], session_id, row["task_id"], row["type"], row["ts"], row["data"])
             )
-            for row in rows
-        ]
+            items.append(Stored(row["seq"], text, text_frame(text)))
         self._metrics.events_in.inc(len(items))
         self._hub.publish(session_id, items)
 

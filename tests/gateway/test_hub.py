@@ -18,8 +18,8 @@ def _drain(queue: asyncio.Queue[Delivery]) -> list[Delivery]:
 def test_events_reach_every_subscriber_of_their_session_only() -> None:
     hub = Hub(queue_size=10, metrics=Metrics())
     first, second, other = hub.subscribe("s1"), hub.subscribe("s1"), hub.subscribe("s2")
-    hub.publish("s1", [Stored(1, "a"), Stored(2, "b")])
-    assert _drain(first.queue) == _drain(second.queue) == [Stored(1, "a"), Stored(2, "b")]
+    hub.publish("s1", [Stored(1, "a", b""), Stored(2, "b", b"")])
+    assert _drain(first.queue) == _drain(second.queue) == [Stored(1, "a", b""), Stored(2, "b", b"")]
     assert _drain(other.queue) == []
     assert hub.subscriber_count() == 3 and hub.subscriber_count("s1") == 2
 
@@ -28,12 +28,12 @@ def test_a_subscriber_that_does_not_keep_up_is_marked_and_skipped() -> None:
     metrics = Metrics()
     hub = Hub(queue_size=2, metrics=metrics)
     slow, fast = hub.subscribe("s1"), hub.subscribe("s1")
-    hub.publish("s1", [Stored(1, "a"), Stored(2, "b"), Stored(3, "c")])  # one batch may exceed the bound
+    hub.publish("s1", [Stored(1, "a", b""), Stored(2, "b", b""), Stored(3, "c", b"")])  # one batch may exceed the bound
     _drain(fast.queue)
-    hub.publish("s1", [Stored(4, "d")])
+    hub.publish("s1", [Stored(4, "d", b"")])
     assert slow.overflowed.is_set() and not fast.overflowed.is_set()
     assert slow.queue.qsize() == 3, "nothing more is queued for an overflowed subscriber"
-    assert _drain(fast.queue) == [Stored(4, "d")]
+    assert _drain(fast.queue) == [Stored(4, "d", b"")]
 
 
 def test_a_poke_is_its_own_item_and_unsubscribing_forgets_the_session() -> None:
@@ -45,5 +45,5 @@ def test_a_poke_is_its_own_item_and_unsubscribing_forgets_the_session() -> None:
     hub.unsubscribe(subscriber)
     hub.unsubscribe(subscriber)  # twice is harmless
     assert hub.subscriber_count("s1") == 0
-    hub.publish("s1", [Stored(8, "x")])
+    hub.publish("s1", [Stored(8, "x", b"")])
     assert _drain(subscriber.queue) == []

@@ -43,6 +43,7 @@ from ..errors import GatewayError, NotFound
 from ..hub import Beat, Delivery, Poke, Stored, Subscriber
 from ..logs import get_logger
 from ..store import SocketStart
+from ..wire_frames import DirectFrames
 from .deps import get_gateway, identity_for_connection
 from .sockets import cancel_and_wait, receive_text
 
@@ -60,6 +61,7 @@ class _ClientSocket:
         self.last_sent = 0
         self.bad_frames = 0
         self._send = ws._send  # the ASGI send under Starlette's wrapper: see send_text
+        self._frames = DirectFrames(self._send)
 
     async def send_model(self, frame: Any) -> None:
         await self.ws.send_text(frame.model_dump_json(exclude_none=True))
@@ -107,7 +109,8 @@ class _ClientSocket:
                         continue
                     if item.seq > self.last_sent + 1:
                         await self.replay(self.last_sent, item.seq - 1)
-                    await self.send_text(item.text)
+                    if not self._frames.write(item.frame):
+                        await self.send_text(item.text)
                     self.last_sent = item.seq
                     events_out.inc()
                 elif isinstance(item, Poke):  # another replica stored these: read them
