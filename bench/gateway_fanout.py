@@ -18,7 +18,11 @@ Then the same clients and publishers run against a minimal raw
 ``websockets`` broadcast server (``raw_broadcast.py``), and the gateway's
 delivered events/s is printed as a ratio to it; finally the raw server alone
 at ``--raw-clients`` subscribers (0 skips it), with the per-channel rates
-scaled down so that it delivers as many messages as the first rounds. Each
+scaled down so that it delivers as many messages as the first rounds. A
+third round (``--no-durable`` skips it) is the *durable* baseline: the same
+raw server committing every message to SQLite before forwarding it and
+acking each commit, the least any server that loses nothing does; its cost
+per delivery over the raw one is the floor the gateway's ratio sits on. Each
 round also prints how many cores the server, the client fleet and the
 publishers used, which says who the bottleneck was; ``--profile DIR``
 records the gateway with py-spy and prints where its time went. Everything
@@ -65,6 +69,7 @@ from tests.support.gateway import GatewayProcess
 from tests.support.runner_client import runner_token
 
 ACK_WINDOW = 1000
+DURABLE = "raw websockets + SQLite commit"
 CONNECT_TIMEOUT_S = 90.0
 SETTLE_TIMEOUT_S = 90.0
 DRAIN_GRACE_S = 20.0
@@ -188,6 +193,40 @@ class RawPublisher(Publisher):
     def frame(self, phase: str, number: int) -> str:
         payload = _payload(self.channel, phase, number, self.text_bytes)
         return json.dumps({"seq": self.sent, "session_id": self.channel, "type": "output", "data": payload})
+
+
+class DurablePublisher(RawPublisher):
+    """A raw publisher of the durable baseline: reads its acks (one per commit)."""
+
+    def __init__(self, url: str, channel: str, text_bytes: int) -> None:
+        super().__init__(url, channel, text_bytes)
+        self.acked = 0
+        self._acks = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await super().connect()
+        self._reader = asyncio.create_task(self._read_acks())
+
+    async def _read_acks(self) -> None:
+        assert self.ws is not None
+        async for raw in self.ws:
+            self.acked += int(json.loads(raw)["count"])
+            self._acks.set()
+
+    async def settle(self) -> None:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while self.acked < self.sent:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.channel}: {self.sent - self.acked} messages never acked")
+            self._acks.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acks.wait(), 1.0)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await super().close()
 
 
 @dataclass(frozen=True)
@@ -395,27 +434,33 @@ async def gateway_round(args: argparse.Namespace, load: Load, data_dir: Path, da
         gateway.stop()
 
 
-def _start_raw_server(queue_size: int) -> subprocess.Popen[str]:
+def _start_raw_server(queue_size: int, sqlite_path: Path | None) -> subprocess.Popen[str]:
+    durable = [str(sqlite_path)] if sqlite_path is not None else []
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("raw_broadcast.py")), str(queue_size)],
+        [sys.executable, str(Path(__file__).with_name("raw_broadcast.py")), str(queue_size), *durable],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
 
 
-async def raw_round(args: argparse.Namespace, load: Load, clients: int) -> Round:
-    server = _start_raw_server(load.queue_size)
+async def raw_round(
+    args: argparse.Namespace, load: Load, clients: int, sqlite_path: Path | None = None
+) -> Round:
+    """The raw server's round; with ``sqlite_path``, the durable baseline's."""
+    server = _start_raw_server(load.queue_size, sqlite_path)
     try:
         assert server.stdout is not None
         port = int(await asyncio.wait_for(asyncio.to_thread(server.stdout.readline), 30))
         channels = [f"channel-{number:04d}" for number in range(args.sessions)]
         base = f"ws://127.0.0.1:{port}"
         urls = [(f"{base}/sub/{channels[c]}", channels[c]) for c in _split(clients, len(channels))]
+        kind = RawPublisher if sqlite_path is None else DurablePublisher
         publishers: list[Publisher] = [
-            RawPublisher(f"{base}/pub/{channel}", channel, load.text_bytes) for channel in channels
+            kind(f"{base}/pub/{channel}", channel, load.text_bytes) for channel in channels
         ]
-        round_ = Round("raw websockets", clients, len(channels), load)
+        name = "raw websockets" if sqlite_path is None else DURABLE
+        round_ = Round(name, clients, len(channels), load)
         return await drive(round_, urls, publishers, server.pid, None)
     finally:
         if server.stdin is not None:
@@ -504,6 +549,9 @@ async def run(args: argparse.Namespace) -> list[Round]:
             rounds.append(await gateway_round(args, load, root / "data", url))
     if not args.no_raw:
         rounds.append(await raw_round(args, load, args.clients))
+        if not args.no_durable and load.paced + load.burst:
+            with tempfile.TemporaryDirectory(prefix="cmbtask-bench-") as tmp:
+                rounds.append(await raw_round(args, load, args.clients, Path(tmp) / "durable.db"))
         if args.raw_clients:
             # As many deliveries as the first rounds, spread over more clients.
             scale = args.clients / args.raw_clients
@@ -521,11 +569,15 @@ def report(rounds: list[Round]) -> None:
     for round_ in rounds:
         print_table(f"{round_.name}: {round_.clients} clients", _rows(round_))
         _print_profiles(round_)
-    gateway, raw = rounds[0], next((r for r in rounds[1:] if r.clients == rounds[0].clients), None)
+    gateway = rounds[0]
+    raw = next((r for r in rounds[1:] if r.clients == gateway.clients and r.name != DURABLE), None)
+    durable = next((r for r in rounds[1:] if r.name == DURABLE), None)
     summary = [("command", command_line()), ("load average before / after", _LOAD.describe())]
     summary.extend(_stored_rate(gateway))
     if raw is not None:
         summary.extend(_against_raw(gateway, raw))
+    if raw is not None and durable is not None:
+        summary.extend(_against_durable(gateway, raw, durable))
     paced = gateway.latencies("paced")
     if paced:
         p99 = percentile(paced, 0.99)
@@ -565,6 +617,21 @@ def _against_raw(gateway: Round, raw: Round) -> list[tuple[str, str]]:
     rows.append(
         _ratio_row("RSS per connected client, gateway / raw", ours, theirs, "<= 1.5", ours <= 1.5 * theirs)
     )
+    return rows
+
+
+def _against_durable(gateway: Round, raw: Round, durable: Round) -> list[tuple[str, str]]:
+    """What committing before forwarding costs by itself, and the gateway against that floor."""
+    rows: list[tuple[str, str]] = []
+    for phase in ("paced", "burst") if gateway.load.paced and gateway.load.burst else ():
+        floor, raw_cpu = cpu_per_delivery(durable, phase), cpu_per_delivery(raw, phase)
+        ours = cpu_per_delivery(gateway, phase)
+        rows.append(
+            (
+                f"server CPU per delivery, {phase}: durable raw / raw; gateway / durable raw",
+                f"{floor / raw_cpu:.2f}; {ours / floor:.2f}",
+            )
+        )
     return rows
 
 
@@ -630,6 +697,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-bytes", type=int, default=80, help="size of each event's text")
     parser.add_argument("--raw-clients", type=int, default=1000, help="raw baseline's extra point (0: skip)")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
+    parser.add_argument(
+        "--no-durable",
+        action="store_true",
+        help="skip the durable baseline (the raw server committing each message to SQLite first)",
+    )
     parser.add_argument("--database-url", help="a PostgreSQL server URL (a fresh database is made on it)")
     parser.add_argument("--profile", type=Path, help="py-spy the gateway in both phases; files go here")
     return parser
