@@ -135,6 +135,17 @@ class Publisher:
             await self.ws.close()
 
 
+async def _until_acked(publisher: Any, acks: asyncio.Event, who: str) -> None:
+    """Wait until the server has acked all that ``publisher`` sent (``acks`` is set on each ack)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while publisher.acked < publisher.sent:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{who}: {publisher.sent - publisher.acked} messages never acked")
+        acks.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(acks.wait(), 1.0)
+
+
 class RunnerPublisher(Publisher):
     """A simulated runner: hello/welcome, numbered events, acks in a window."""
 
@@ -175,13 +186,7 @@ class RunnerPublisher(Publisher):
             await asyncio.wait_for(self._acks.wait(), SETTLE_TIMEOUT_S)
 
     async def settle(self) -> None:
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        while self.acked < self.sent:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"runner {self.task_id}: {self.sent - self.acked} events never acked")
-            self._acks.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acks.wait(), 1.0)
+        await _until_acked(self, self._acks, f"runner {self.task_id}")
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -215,13 +220,7 @@ class DurablePublisher(RawPublisher):
             self._acks.set()
 
     async def settle(self) -> None:
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        while self.acked < self.sent:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.channel}: {self.sent - self.acked} messages never acked")
-            self._acks.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acks.wait(), 1.0)
+        await _until_acked(self, self._acks, self.channel)
 
     async def close(self) -> None:
         if self._reader is not None:
