@@ -28,7 +28,8 @@ def test_a_subscriber_that_does_not_keep_up_is_marked_and_skipped() -> None:
     metrics = Metrics()
     hub = Hub(queue_size=2, metrics=metrics)
     slow, fast = hub.subscribe("s1"), hub.subscribe("s1")
-    hub.publish("s1", [Stored(1, "a", b""), Stored(2, "b", b""), Stored(3, "c", b"")])  # one batch may exceed the bound
+    # One batch may exceed the bound.
+    hub.publish("s1", [Stored(1, "a", b""), Stored(2, "b", b""), Stored(3, "c", b"")])
     _drain(fast.queue)
     hub.publish("s1", [Stored(4, "d", b"")])
     assert slow.overflowed.is_set() and not fast.overflowed.is_set()
