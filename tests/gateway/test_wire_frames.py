@@ -6,8 +6,7 @@ on a connection that negotiated compression (``cmbtask up`` turns it off;
 this test server leaves uvicorn's default on), it goes through ASGI's
 ``send``, which waits or compresses. Either way the client gets every event
 intact and in order, small, medium (16-bit length) and large (64-bit
-length) alike. A runner's acks take the same way, under the runner socket's
-send lock.
+length) alike.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from cmbtask_gateway.store import EventStore, SocketStart
 from cmbtask_gateway.wire_frames import DirectFrames, text_frame
 from websockets.frames import Frame, Opcode
 
-from tests.support.runner_client import runner_token
 from tests.support.served import served
 
 TEXTS = ["short", "é" * 200, "x" * 70_000, "after the pause"]
@@ -75,54 +73,6 @@ async def test_live_events_are_written_as_prebuilt_frames_unless_paused_or_compr
     assert [frame["seq"] for frame in frames] == [1, 2, 3, 4]
     # straight to the transport, but not while it was paused, nor compressed
     assert written == expected
-
-
-@pytest.mark.parametrize(
-    ("compression", "expected"),
-    [(None, [True, True, False, True, True]), ("deflate", [False] * 5)],
-)
-async def test_a_runners_acks_are_written_as_frames_unless_paused_or_compressed(
-    database_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    compression: str | None,
-    expected: list[bool],
-) -> None:
-    acks_written: list[bool] = []
-    original_write = DirectFrames.write
-
-    def write(self: DirectFrames, frame: bytes) -> bool:
-        if b'"ack"' not in frame:
-            return original_write(self, frame)
-        protocol: Any = self._protocol
-        if len(acks_written) == 2 and protocol is not None:
-            protocol.pause_writing()
-            asyncio.get_running_loop().call_later(0.2, protocol.resume_writing)
-        acks_written.append(original_write(self, frame))
-        return acks_written[-1]
-
-    monkeypatch.setattr(DirectFrames, "write", write)
-    served_gateway = served(database_url, tmp_path / "data", executor="none")
-    async with served_gateway as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
-        session = (await http.post("/api/sessions", json={"title": "acks"})).json()["id"]
-        submitted = await http.post(f"/api/sessions/{session}/tasks", json={"engine": "demo"})
-        task_id = submitted.json()["id"]
-        runner_url = url.replace("http://", "ws://") + f"/ws/runner/{task_id}"
-        headers = {"Authorization": f"Bearer {runner_token(task_id)}"}
-        async with websockets.connect(runner_url, additional_headers=headers, compression=compression) as ws:
-            await ws.send(json.dumps({"type": "hello", "pid": 1, "pending_approvals": []}))
-            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "welcome"
-            acks = []
-            for rseq in range(1, 6):
-                event = {"stream": "stdout", "text": f"line {rseq}"}
-                await ws.send(
-                    json.dumps({"type": "event", "rseq": rseq, "event_type": "output", "data": event})
-                )
-                acks.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-        stored = (await http.get(f"/api/sessions/{session}/events", params={"after": 0})).json()["items"]
-    assert acks == [{"type": "ack", "rseq": rseq} for rseq in range(1, 6)]
-    assert [e["data"]["text"] for e in stored if e["type"] == "output"] == [f"line {n}" for n in range(1, 6)]
-    assert acks_written == expected
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536])

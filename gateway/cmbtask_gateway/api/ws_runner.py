@@ -37,7 +37,6 @@ from ..errors import Conflict, GatewayError, NotFound
 from ..logs import get_logger
 from ..services.ingest import RunnerFrame
 from ..services.runner_opening import TaskHead
-from ..wire_frames import DirectFrames, text_frame
 from .deps import bearer_from, get_gateway
 from .sockets import cancel_and_wait, receive_text
 
@@ -55,18 +54,13 @@ class _RunnerSocket:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self._send_lock = asyncio.Lock()
-        self._frames = DirectFrames(ws._send)
 
     async def send_frame(self, frame: BaseModel) -> None:
         await self.send_text(frame.model_dump_json(exclude_none=True))
 
     async def send_text(self, text: str) -> None:
-        # An event that arrives alone gets an ack of its own: through ASGI's
-        # send that was an eighth of the paced phase's CPU. Under the lock, so
-        # a frame never overtakes one that ``send`` is still waiting to write.
         async with self._send_lock:
-            if not self._frames.write(text_frame(text)):
-                await self.ws.send_text(text)
+            await self.ws.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
