@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..coalescing import Coalescing
 from .engine import sqlite_pragmas
+from .worker_thread import WorkerThread
 
 __all__ = ["AsyncEngineTransactions", "SqliteThreadTransactions", "Transactions", "make_transactions"]
 
@@ -56,21 +57,17 @@ class SqliteThreadTransactions:
         self._reads = create_engine(sync_url, pool_size=1, max_overflow=0)
         for engine in (self._engine, self._reads):
             event.listen(engine, "connect", sqlite_pragmas)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._thread = WorkerThread("sqlite-writer")
+        self._reader = WorkerThread("sqlite-reader")
         #: held open by each thread: a pool checkout and a ``begin`` per
         #: transaction cost as much as the statements of a small one
         self._connections: dict[Engine, Connection] = {}
 
     async def run(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._in_transaction, self._engine, work
-        )
+        return await self._thread.call(partial(self._in_transaction, self._engine, work))
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader, self._in_transaction, self._reads, work
-        )
+        return await self._reader.call(partial(self._in_transaction, self._reads, work))
 
     def _in_transaction(self, engine: Engine, work: Callable[[Connection], T]) -> T:
         connection = self._connections.get(engine)
@@ -87,10 +84,9 @@ class SqliteThreadTransactions:
         engine.dispose()
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
         for thread, engine in ((self._thread, self._engine), (self._reader, self._reads)):
-            await loop.run_in_executor(thread, self._dispose, engine)
-            thread.shutdown(wait=True)
+            await thread.call(partial(self._dispose, engine))
+            thread.stop()
 
 
 class AsyncEngineTransactions:

@@ -1,0 +1,87 @@
+"""The SQLite transactions' thread: in order, errors to the caller, cancels honoured."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from cmbtask_gateway.db.worker_thread import WorkerThread
+
+
+async def test_calls_run_in_order_on_the_one_thread() -> None:
+    worker = WorkerThread("test-worker")
+    seen: list[tuple[int, str]] = []
+
+    def record(number: int) -> int:
+        seen.append((number, threading.current_thread().name))
+        return number * 10
+
+    try:
+        results = await asyncio.gather(*(worker.call(lambda n=n: record(n)) for n in range(20)))
+    finally:
+        worker.stop()
+    assert results == [n * 10 for n in range(20)]
+    assert seen == [(n, "test-worker") for n in range(20)]
+
+
+async def test_an_error_reaches_the_caller_and_the_thread_goes_on() -> None:
+    worker = WorkerThread("test-worker")
+
+    def fail() -> None:
+        raise LookupError("no such row")
+
+    try:
+        with pytest.raises(LookupError, match="no such row"):
+            await worker.call(fail)
+        assert await worker.call(lambda: "still serving") == "still serving"
+    finally:
+        worker.stop()
+
+
+async def test_a_call_cancelled_before_it_started_never_runs() -> None:
+    worker = WorkerThread("test-worker")
+    release, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def blocking() -> str:
+        started.set()
+        release.wait(10)
+        ran.append("first")
+        return "first"
+
+    first = asyncio.create_task(worker.call(blocking))
+    await asyncio.to_thread(started.wait, 10)
+    second = asyncio.create_task(worker.call(lambda: ran.append("second")))
+    await asyncio.sleep(0)  # the second call is queued behind the first
+    second.cancel()
+    release.set()
+    try:
+        assert await first == "first"
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert await worker.call(lambda: ran.append("third")) is None
+    finally:
+        worker.stop()
+    assert ran == ["first", "third"]
+
+
+async def test_a_caller_cancelled_mid_call_drops_the_result_and_stop_waits_for_the_call() -> None:
+    worker = WorkerThread("test-worker")
+    release, started = threading.Event(), threading.Event()
+    finished: list[bool] = []
+
+    def slow() -> int:
+        started.set()
+        release.wait(10)
+        finished.append(True)
+        return 1
+
+    call = asyncio.create_task(worker.call(slow))
+    await asyncio.to_thread(started.wait, 10)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    release.set()
+    await asyncio.to_thread(worker.stop)
+    assert finished == [True]  # it ran to its end; nobody got its result
