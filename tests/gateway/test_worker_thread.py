@@ -39,49 +39,49 @@ async def test_an_error_reaches_the_caller_and_the_thread_goes_on() -> None:
         worker.stop()
 
 
+class _Gate:
+    """A call that holds the worker thread until it is released."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.finished = False
+
+    def __call__(self) -> str:
+        self.started.set()
+        self.release.wait(10)
+        self.finished = True
+        return "gated"
+
+    async def wait_started(self) -> None:
+        await asyncio.to_thread(self.started.wait, 10)
+
+
 async def test_a_call_cancelled_before_it_started_never_runs() -> None:
-    worker = WorkerThread("test-worker")
-    release, started = threading.Event(), threading.Event()
+    worker, gate = WorkerThread("test-worker"), _Gate()
     ran: list[str] = []
-
-    def blocking() -> str:
-        started.set()
-        release.wait(10)
-        ran.append("first")
-        return "first"
-
-    first = asyncio.create_task(worker.call(blocking))
-    await asyncio.to_thread(started.wait, 10)
+    first = asyncio.create_task(worker.call(gate))
+    await gate.wait_started()
     second = asyncio.create_task(worker.call(lambda: ran.append("second")))
     await asyncio.sleep(0)  # the second call is queued behind the first
     second.cancel()
-    release.set()
+    gate.release.set()
     try:
-        assert await first == "first"
+        assert await first == "gated"
         with pytest.raises(asyncio.CancelledError):
             await second
         assert await worker.call(lambda: ran.append("third")) is None
     finally:
         worker.stop()
-    assert ran == ["first", "third"]
+    assert ran == ["third"]
 
 
 async def test_a_caller_cancelled_mid_call_drops_the_result_and_stop_waits_for_the_call() -> None:
-    worker = WorkerThread("test-worker")
-    release, started = threading.Event(), threading.Event()
-    finished: list[bool] = []
-
-    def slow() -> int:
-        started.set()
-        release.wait(10)
-        finished.append(True)
-        return 1
-
-    call = asyncio.create_task(worker.call(slow))
-    await asyncio.to_thread(started.wait, 10)
+    worker, gate = WorkerThread("test-worker"), _Gate()
+    call = asyncio.create_task(worker.call(gate))
+    await gate.wait_started()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    release.set()
+    gate.release.set()
     await asyncio.to_thread(worker.stop)
-    assert finished == [True]  # it ran to its end; nobody got its result
+    assert gate.finished  # it ran to its end; nobody got its result
