@@ -144,13 +144,22 @@ class Dispatcher:
 
     async def watch_once(self) -> None:
         now = utcnow()
-        for task in await self._tasks.active():
+        active = await self._tasks.active()
+        self._forget_ended({task.id for task in active})
+        for task in active:
             if task.cancel_requested:
                 await self._enforce_cancel(task)
             elif self._timed_out(task, now):
                 await self._tasks.request_cancel(task.id, task.session_id, CANCEL_TIMEOUT)
             elif not self._registry.is_connected(task.id):
                 await self._check_quiet(task, now)
+
+    def _forget_ended(self, active_ids: set[str]) -> None:
+        """Drop what is kept for tasks that have ended since: a runner that
+        honoured its cancel ends its task itself, and nothing here saw it end."""
+        self._stopping &= active_ids
+        for task_id in self._cancel_seen.keys() - active_ids:
+            del self._cancel_seen[task_id]
 
     @staticmethod
     def _timed_out(task: Task, now: object) -> bool:
