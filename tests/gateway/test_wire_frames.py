@@ -65,6 +65,7 @@ async def test_live_events_are_written_as_prebuilt_frames_unless_paused_or_compr
         async with websockets.connect(ws_url, open_timeout=10, max_size=None, compression=compression) as ws:
             assert json.loads(await ws.recv())["type"] == "ws.hello"
             assert json.loads(await ws.recv())["type"] == "ws.replayed"
+            opening_frames, written[:] = written[:], []
             for text in TEXTS:
                 async with stores[0].write(session) as tx:
                     tx.emit("output", {"stream": "stdout", "text": text})
@@ -73,6 +74,8 @@ async def test_live_events_are_written_as_prebuilt_frames_unless_paused_or_compr
     assert [frame["seq"] for frame in frames] == [1, 2, 3, 4]
     # straight to the transport, but not while it was paused, nor compressed
     assert written == expected
+    # the hello and the end of the (empty) replay too; compressed, both went through send
+    assert opening_frames == ([True, True] if compression is None else [])
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536])

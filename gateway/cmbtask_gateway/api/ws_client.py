@@ -43,7 +43,7 @@ from ..errors import GatewayError, NotFound
 from ..hub import Beat, Delivery, Poke, Stored, Subscriber
 from ..logs import get_logger
 from ..store import SocketStart
-from ..wire_frames import DirectFrames
+from ..wire_frames import DirectFrames, text_frame
 from .deps import get_gateway, identity_for_connection
 from .sockets import cancel_and_wait, receive_text
 
@@ -64,7 +64,14 @@ class _ClientSocket:
         self._frames = DirectFrames(self._send)
 
     async def send_model(self, frame: Any) -> None:
-        await self.ws.send_text(frame.model_dump_json(exclude_none=True))
+        await self.write_text(frame.model_dump_json(exclude_none=True))
+
+    async def write_text(self, text: str) -> None:
+        """Straight to the transport when it takes the frame now (``wire_frames``),
+        else through ``send``: the hello, the replay and the heartbeats cost a
+        connecting socket what a live event costs an open one."""
+        if not (self._frames.available and self._frames.write(text_frame(text))):
+            await self.send_text(text)
 
     async def replay(self, after: int, until: int, first: list[dict[str, Any]] | None = None) -> None:
         """Send stored events in ``(after, until]`` page by page, starting with
@@ -82,7 +89,7 @@ class _ClientSocket:
             if not page:
                 break
             for item in page:
-                await self.send_text(jsontext.dumps(item))
+                await self.write_text(jsontext.dumps(item))
                 # Per event: a sender cancelled mid-page still knows its cursor.
                 self.last_sent = item["seq"]
             self.gateway.metrics.events_out.inc(len(page))
