@@ -9,12 +9,12 @@ client.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .inbox import Inbox
 from .metrics import Metrics
 
 __all__ = ["Beat", "Delivery", "Hub", "Poke", "Stored", "Subscriber"]
@@ -49,8 +49,9 @@ Delivery = Stored | Poke | Beat
 @dataclass(eq=False)
 class Subscriber:
     session_id: str
-    queue: asyncio.Queue[Delivery]
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    queue: Inbox[Delivery] = field(default_factory=Inbox)
+    #: set once, when its queue was full; nothing more is queued for it
+    overflowed: bool = False
     #: called once when the subscriber overflows (its socket stops its sender);
     #: a callback, not a task waiting on ``overflowed``: one task less per socket
     on_overflow: Callable[[], object] | None = None
@@ -63,8 +64,8 @@ class Hub:
         self._subscribers: defaultdict[str, set[Subscriber]] = defaultdict(set)
 
     def subscribe(self, session_id: str) -> Subscriber:
-        # Unbounded for asyncio; ``publish`` enforces the bound per batch.
-        subscriber = Subscriber(session_id, asyncio.Queue())
+        # Unbounded in itself; ``publish`` enforces the bound per batch.
+        subscriber = Subscriber(session_id)
         self._subscribers[session_id].add(subscriber)
         return subscriber
 
@@ -93,13 +94,13 @@ class Hub:
     def publish(self, session_id: str, events: Sequence[Delivery]) -> None:
         """Queue ``events`` for every subscriber of the session."""
         for subscriber in tuple(self._subscribers.get(session_id, ())):
-            if subscriber.overflowed.is_set():
+            if subscriber.overflowed:
                 continue
             # A client is too slow when it has not taken what it was given,
             # not when one stored batch (up to hundreds of events) is larger
             # than the queue: the backlog stays under the size plus one batch.
             if subscriber.queue.qsize() >= self._queue_size:
-                subscriber.overflowed.set()
+                subscriber.overflowed = True
                 self._metrics.slow_consumers.inc()
                 if subscriber.on_overflow is not None:
                     subscriber.on_overflow()

@@ -41,6 +41,7 @@ from ..composition import Gateway
 from ..db.engine import DATABASE_UNAVAILABLE
 from ..errors import GatewayError, NotFound
 from ..hub import Beat, Delivery, Poke, Stored, Subscriber
+from ..inbox import Inbox
 from ..logs import get_logger
 from ..store import SocketStart
 from ..wire_frames import DirectFrames, text_frame
@@ -190,7 +191,7 @@ class _Heartbeat:
     #: a timer may fire this early (the loop's clock resolution)
     _SLACK = 0.01
 
-    def __init__(self, queue: asyncio.Queue[Delivery], interval: float) -> None:
+    def __init__(self, queue: Inbox[Delivery], interval: float) -> None:
         loop = asyncio.get_running_loop()
         self.clock = loop.time
         self._loop, self._queue, self._interval = loop, queue, interval
@@ -298,11 +299,11 @@ async def _serve(client: _ClientSocket, subscriber: Subscriber, after: int, star
         await client.send_model(WsReplayed(last_seq=client.last_sent))
         pump = asyncio.create_task(client.pump(subscriber))
         subscriber.on_overflow = pump.cancel  # the sender stops at once, mid-send if it must
-        if subscriber.overflowed.is_set():  # it overflowed during the replay
+        if subscriber.overflowed:  # it overflowed during the replay
             pump.cancel()
         tasks = [pump, asyncio.create_task(client.receive())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if subscriber.overflowed.is_set():
+        if subscriber.overflowed:
             # The sender is stopped first: an event it was still writing would
             # otherwise follow the cursor named in the close reason.
             await cancel_and_wait(tasks)
