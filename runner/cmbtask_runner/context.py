@@ -46,6 +46,8 @@ LOCAL_EXPIRY_GRACE_S = 5.0
 #: how long a state save may wait for the gateway's answer (it may be restarting)
 STATE_SAVE_WAIT_S = 600.0
 _WAIT_SLICE_S = 0.2
+#: compiled at import: in the fork server, once for every runner it forks
+_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 
 
 @dataclass
@@ -79,7 +81,6 @@ class RunnerContext:
         self._decisions: dict[str, RunnerApprovalDecision] = {}
         self._pending_saves: dict[int, _PendingSave] = {}
         self._state_results: dict[int, RunnerStateResult] = {}
-        self._pattern = re.compile(EVENT_TYPE_PATTERN)
         #: sends captured output written so far (set once capture runs)
         self.flush_output: Callable[[], None] | None = None
         #: called once on cancel, from the cancelling thread (an engine stops its child process)
@@ -105,7 +106,7 @@ class RunnerContext:
 
     def emit_numbered(self, event_type: str, data: dict[str, Any]) -> int:
         """:meth:`emit`, returning the event's ``rseq`` (to wait for its ack)."""
-        if len(event_type) > 64 or not self._pattern.match(event_type):
+        if len(event_type) > 64 or not _EVENT_TYPE.match(event_type):
             raise ValueError(f"bad event type {event_type!r}: use dotted lower-case names")
         over = None
         if event_type == EventType.COST_UPDATE:
